@@ -1,0 +1,186 @@
+"""The run-directory contract: what a run leaves on disk, written atomically, and read back.
+
+    runs/<name>/
+      config.yaml      resolved config (every default filled in)
+      labels.json      label names in id order
+      env.json         versions, device, precision
+      metrics.jsonl    one line per evaluation (step, epoch, train/*, eval/*)
+      results.json     best validation and final test metrics, timings
+      model/           the best model: model.safetensors, config.json (id2label), bertfit.json, tokenizer
+      checkpoint/      last resumable state: model, optimizer, scheduler, scaler, RNG, data position
+      tensorboard/     scalars
+
+Folders are built beside their final place and renamed into it; files are written to a temporary
+name and renamed. A crash leaves either the old copy or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bertfit import __version__
+from bertfit.config import RunConfig, build_config, save_config
+from bertfit.data import LabelMap
+from bertfit.errors import BertfitError
+from bertfit.model import TextClassifier
+
+MODEL_DIR, CHECKPOINT_DIR = "model", "checkpoint"
+WEIGHTS_FILE, META_FILE, TRAINING_STATE_FILE = "model.safetensors", "bertfit.json", "training.pt"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: TextClassifier
+    tokenizer: Any
+    labels: LabelMap
+    meta: dict[str, Any]  # bertfit.json: pooling, max_length, base model, temperature, ...
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8") as tmp:
+        tmp.write(text)
+    os.chmod(tmp.name, 0o666 & ~_umask())  # temp files are private by default; results are not
+    os.replace(tmp.name, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it replaces `final` in two renames."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_run_dir_free(config: RunConfig, overwrite: bool) -> Path:
+    """Refuse, before any work is done, to write over an existing run unless overwrite is set."""
+    run_dir = Path(config.output_dir) / config.name
+    if run_dir.exists() and not overwrite:
+        raise BertfitError(f"run directory {run_dir} already exists; choose another name (--name), "
+                           f"continue it (--resume {run_dir}) or replace it (--overwrite)")
+    return run_dir
+
+
+def create_run_dir(config: RunConfig, labels: LabelMap, environment: dict[str, Any], overwrite: bool) -> Path:
+    """A fresh run directory; an existing run is refused unless overwrite is set."""
+    run_dir = check_run_dir_free(config, overwrite)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    with atomic_dir(run_dir) as staging:
+        save_config(config, staging / "config.yaml")
+        write_json_atomic(staging / "labels.json", list(labels.names))
+        write_json_atomic(staging / "env.json", {"bertfit": __version__, **environment})
+    return run_dir
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise BertfitError(f"{run_dir} is not a bertfit run directory (no config.yaml)")
+    return build_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
+        file.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+    """Forget evaluations made after the checkpoint a resumed run restarts from."""
+    kept = [r for r in read_metrics(run_dir) if r["step"] <= last_step]
+    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def save_model(folder: Path, model: TextClassifier, tokenizer: Any, labels: LabelMap, meta: dict[str, Any]) -> None:
+    """Weights, encoder config with id2label/label2id, bertfit.json and tokenizer, in one atomic folder."""
+    encoder_config = model.encoder.config
+    encoder_config.id2label = labels.id2label
+    encoder_config.label2id = labels.label2id
+    with atomic_dir(folder) as staging:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
+        encoder_config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json_atomic(staging / META_FILE, {"bertfit_version": __version__, "labels": list(labels.names), **meta})
+
+
+def model_folder(path: Path) -> Path:
+    """A run directory's model/ folder, or the path itself when it is a model folder."""
+    path = Path(path)
+    for candidate in (path / MODEL_DIR, path):
+        if (candidate / META_FILE).is_file():
+            return candidate
+    raise BertfitError(f"{path}: no trained model found (expected {path / MODEL_DIR / META_FILE}); "
+                       "train one with `bertfit train` first")
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Rebuild the classifier from a run directory or model folder, without touching the network."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    folder = model_folder(path)
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+    model = TextClassifier(encoder, len(meta["labels"]), meta["pooling"], meta["dropout"])
+    model.load_state_dict(load_file(folder / WEIGHTS_FILE))
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return LoadedModel(model, tokenizer, LabelMap(tuple(meta["labels"])), meta)
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, training_state: dict[str, Any]) -> None:
+    """Model weights plus optimizer, scheduler, scaler, RNG and loop position, replaced atomically."""
+    with atomic_dir(run_dir / CHECKPOINT_DIR) as staging:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, staging / WEIGHTS_FILE)
+        torch.save(training_state, staging / TRAINING_STATE_FILE)
+
+
+def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not (folder / TRAINING_STATE_FILE).is_file():
+        raise BertfitError(f"{run_dir}: no checkpoint to resume from ({folder} is missing); "
+                           "the run stopped before its first checkpoint, so start it again with --overwrite")
+    model.load_state_dict(load_file(folder / WEIGHTS_FILE))
+    # Our own file: it holds RNG states (numpy tuples), which the weights-only loader refuses.
+    return torch.load(folder / TRAINING_STATE_FILE, weights_only=False)

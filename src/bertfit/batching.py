@@ -1,0 +1,159 @@
+"""Tokens and batches: tokenise once into a memory-mapped cache, then cut length-bucketed batches.
+
+A tokenised split is two flat arrays, `ids` (every token of every text, end to end) and `offsets`
+(where each text starts), so a batch is a few slices: no per-text Python objects in the hot loop.
+Batches sort texts of similar length together inside shuffled mega-batches, and pad only to the
+longest text of the batch, rounded up to a multiple of 8 (tensor-core friendly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+PAD_MULTIPLE = 8
+TOKENIZE_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    ids: np.ndarray  # int32, all token ids end to end
+    offsets: np.ndarray  # int64, len(texts) + 1: text i is ids[offsets[i]:offsets[i+1]]
+    labels: np.ndarray  # int64 label ids (or a float matrix for multi-label)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BERTFIT_CACHE", Path.home() / ".cache" / "bertfit"))
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything that decides token ids: vocabulary, normaliser, special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    description = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{description}".encode()).hexdigest()
+
+
+def tokenize(texts: list[str], labels, tokenizer, max_length: int, cache_dir: Path | None) -> TokenizedSplit:
+    """Token ids for `texts`, read from the cache when the same texts, tokenizer and length were seen."""
+    label_array = np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int64)
+    if cache_dir is None:
+        ids, offsets = _encode(texts, tokenizer, max_length)
+        return TokenizedSplit(ids, offsets, label_array)
+    key = _cache_key(texts, tokenizer, max_length)
+    folder = Path(cache_dir) / "tokens" / key
+    if not (folder / "offsets.npy").is_file():
+        ids, offsets = _encode(texts, tokenizer, max_length)
+        _write_cache(folder, ids, offsets)
+    else:
+        log.info("token cache hit: %s", folder)
+    ids = np.load(folder / "ids.npy", mmap_mode="r")
+    offsets = np.load(folder / "offsets.npy")
+    return TokenizedSplit(ids, offsets, label_array)
+
+
+def _cache_key(texts: list[str], tokenizer, max_length: int) -> str:
+    digest = hashlib.sha256(f"{tokenizer_fingerprint(tokenizer)}\n{max_length}\n{len(texts)}\n".encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:32]
+
+
+def _encode(texts: list[str], tokenizer, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batched fast-tokenizer calls; truncation keeps [CLS] ... [SEP] within max_length."""
+    pieces: list[np.ndarray] = []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        encoded = tokenizer(texts[start:start + TOKENIZE_CHUNK], truncation=True, max_length=max_length,
+                            return_attention_mask=False, return_token_type_ids=False)
+        pieces += [np.asarray(ids, dtype=np.int32) for ids in encoded["input_ids"]]
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return (np.concatenate(pieces) if pieces else np.zeros(0, np.int32)), offsets
+
+
+def _write_cache(folder: Path, ids: np.ndarray, offsets: np.ndarray) -> None:
+    """Write beside the final folder and rename, so a crash never leaves a half-written cache."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    np.save(staging / "ids.npy", ids)
+    np.save(staging / "offsets.npy", offsets)
+    try:
+        os.rename(staging, folder)
+    except OSError:  # another process wrote the same key first; its copy is identical
+        for file in staging.iterdir():
+            file.unlink()
+        staging.rmdir()
+
+
+def train_batches(lengths: np.ndarray, batch_size: int, bucket_batches: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The epoch's batches of row indices: shuffled, length-sorted within mega-batches, batch order shuffled.
+
+    A pure function of (lengths, sizes, seed, epoch), so a resumed run cuts the same batches.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    mega = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = order[start:start + mega]
+        if bucket_batches > 1:
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Rows sorted longest first (memory peaks early, padding is minimal); callers restore order by index."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class PaddedBatches(torch.utils.data.Dataset):
+    """Maps an array of row indices to one padded batch of tensors (used with DataLoader(batch_size=None))."""
+
+    def __init__(self, split: TokenizedSplit, pad_id: int):
+        self.split = split
+        self.pad_id = pad_id
+
+    def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        starts, ends = self.split.offsets[rows], self.split.offsets[rows + 1]
+        width = int((ends - starts).max())
+        width = -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, (start, end) in enumerate(zip(starts, ends)):
+            input_ids[i, : end - start] = self.split.ids[start:end]
+            attention_mask[i, : end - start] = 1
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+            "labels": torch.from_numpy(np.asarray(self.split.labels[rows])),
+            "rows": torch.from_numpy(np.asarray(rows, dtype=np.int64)),
+        }
+
+    def __len__(self) -> int:  # not used for sampling; the batch lists drive iteration
+        return len(self.split)
+
+
+def loader(split: TokenizedSplit, batches: list[np.ndarray], pad_id: int, num_workers: int = 0,
+           pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader over precomputed batches; workers build padded tensors while the model runs."""
+    return torch.utils.data.DataLoader(PaddedBatches(split, pad_id), sampler=batches, batch_size=None,
+                                       num_workers=num_workers, pin_memory=pin_memory,
+                                       persistent_workers=False)

@@ -1,0 +1,266 @@
+"""Run configuration: frozen dataclasses, loaded from YAML plus dotted overrides.
+
+`load_config("run.yaml", ["--train.lr", "3e-5"])` returns a validated `RunConfig`. Every problem
+(unknown field, wrong type, value out of range) is collected and raised together as one
+`ConfigError`, so a user fixes a config in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+
+from bertfit.errors import BertfitError, ConfigError
+
+EMBEDDED_MODEL = "embedded"
+
+
+def _field(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
+    """A dataclass field whose metadata carries its help text and an optional range check."""
+    return field(default=default, metadata={"help": help, "check": check, "rule": rule})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = _field("ag_news", "training data: a file, a preset name (ag_news, imdb, sst2, ...) or a hub dataset")
+    validation: str | None = _field(None, "validation data; when absent, split off train (see validation_fraction)")
+    test: str | None = _field(None, "test data, evaluated with the best model at the end of training")
+    text_columns: tuple[str, ...] = _field(("text",), "column(s) holding the text; several are joined with a space")
+    label_column: str = _field("label", "column holding the label (an integer or a string)")
+    label_names: tuple[str, ...] | None = _field(None, "label names in id order; integer labels index into this list")
+    validation_fraction: float = _field(0.1, "fraction of train held out for validation when no validation data is given",
+                                        lambda v: 0 < v < 1, "must be between 0 and 1")
+    max_train_rows: int | None = _field(None, "use only the first N training rows (after a seeded shuffle)",
+                                        lambda v: v is None or v > 0, "must be > 0")
+    max_eval_rows: int | None = _field(None, "use only the first N validation and test rows",
+                                       lambda v: v is None or v > 0, "must be > 0")
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet"] = _field("auto", "file format; auto uses the extension")
+    header: bool = _field(True, "CSV/TSV files have a header row; without one, columns are named 0, 1, 2, ...")
+    hub_config: str | None = _field(None, "configuration name of a hub dataset (the second argument of load_dataset)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _field(EMBEDDED_MODEL, "checkpoint folder, hub name, or 'embedded' for the packaged all-MiniLM-L6-v2")
+    max_length: int = _field(128, "tokens kept per text; longer texts are truncated", lambda v: 8 <= v <= 8192, "must be in 8..8192")
+    pooling: Literal["cls", "mean"] = _field("mean", "how token vectors become one text vector")
+    dropout: float = _field(0.1, "dropout before the classification head", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    freeze: str = _field("none", "none, embeddings, encoder, or N (embeddings and the first N layers)",
+                         lambda v: v in ("none", "embeddings", "encoder") or (v.isdigit() and int(v) >= 0),
+                         "must be none, embeddings, encoder or a whole number")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _field(3, "passes over the training data", lambda v: v >= 1, "must be >= 1")
+    batch_size: int = _field(32, "samples per optimizer step and device, before accumulation", lambda v: v >= 1, "must be >= 1")
+    eval_batch_size: int = _field(128, "samples per batch when evaluating", lambda v: v >= 1, "must be >= 1")
+    lr: float = _field(5e-5, "peak learning rate", lambda v: 0 < v < 1, "must be between 0 and 1")
+    weight_decay: float = _field(0.01, "decoupled weight decay (not applied to biases and LayerNorm)", lambda v: v >= 0, "must be >= 0")
+    warmup_ratio: float = _field(0.06, "fraction of steps with a linear warmup", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    grad_accum_steps: int = _field(1, "micro-batches accumulated per optimizer step", lambda v: v >= 1, "must be >= 1")
+    max_grad_norm: float = _field(1.0, "gradient clipping norm; 0 disables clipping", lambda v: v >= 0, "must be >= 0")
+    label_smoothing: float = _field(0.0, "label smoothing of the cross-entropy loss", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    class_weights: Literal["none", "balanced"] = _field("none", "balanced weighs each class by n_samples / (n_classes * count)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _field("auto", "auto: bf16 (or fp16) on GPU, fp32 on CPU")
+    device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
+    seed: int = _field(42, "seed for splits, shuffling, dropout and head initialisation")
+    eval_every_steps: int = _field(0, "evaluate every N optimizer steps; 0 evaluates once per epoch", lambda v: v >= 0, "must be >= 0")
+    checkpoint_every_steps: int = _field(200, "save a resumable checkpoint every N steps (and at each evaluation); 0: evaluations only",
+                                         lambda v: v >= 0, "must be >= 0")
+    metric: Literal["accuracy", "f1_macro", "loss"] = _field("f1_macro", "validation metric that picks the best checkpoint")
+    early_stopping_patience: int = _field(0, "stop after N evaluations without improvement; 0 never stops early", lambda v: v >= 0, "must be >= 0")
+    bucket_batches: int = _field(50, "batches per length-sorted mega-batch (1 disables length bucketing)", lambda v: v >= 1, "must be >= 1")
+    num_workers: int = _field(0, "data-loader worker processes", lambda v: v >= 0, "must be >= 0")
+    tensorboard: bool = _field(True, "write TensorBoard scalars under RUN/tensorboard")
+    progress: bool = _field(True, "show a progress bar")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str | None = _field(None, "run name; the run directory is OUTPUT_DIR/NAME (default: a timestamp)")
+    output_dir: str = _field("runs", "folder holding run directories")
+    cache_dir: str | None = _field(None, "token cache folder (default: $BERTFIT_CACHE or ~/.cache/bertfit)")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file (optional), apply `--section.field value` overrides, validate everything."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for dotted, value in parse_overrides(overrides or []):
+        _set_dotted(raw, dotted, value)
+    return build_config(raw)
+
+
+def build_config(raw: dict[str, Any]) -> RunConfig:
+    """Turn nested plain data into a validated RunConfig, or raise ConfigError listing every problem."""
+    problems: list[str] = []
+    config = _build(RunConfig, raw, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested data (tuples as lists) suitable for YAML and JSON."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def replace(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
+    """A copy of `config` with some fields changed, validated: replace(cfg, train={"lr": 1e-4})."""
+    raw = config_to_dict(config)
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            raw[section].update(values)
+        else:
+            raw[section] = values
+    return build_config(raw)
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """`["--train.lr", "3e-5", "--data.train=x.csv"]` -> [("train.lr", "3e-5"), ("data.train", "x.csv")]."""
+    pairs: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError([f"unexpected argument {arg!r}: overrides look like --train.lr 3e-5"])
+        key, has_value, value = arg[2:].partition("=")
+        if not has_value:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError([f"{key}: missing value (write --{key} VALUE)"])
+            i += 1
+            value = args[i]
+        pairs.append((key, yaml.safe_load(value) if value.strip() else value))
+        i += 1
+    return pairs
+
+
+def field_help() -> list[tuple[str, str, Any]]:
+    """(dotted name, help, default) for every field, for `bertfit train --help`."""
+    rows = []
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += [(f"{f.name}.{g.name}", g.metadata["help"], g.default) for g in dataclasses.fields(hints[f.name])]
+        else:
+            rows.append((f.name, f.metadata["help"], f.default))
+    return rows
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BertfitError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise BertfitError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise BertfitError(f"{path}: expected a mapping of sections (data, model, train), got {type(raw).__name__}")
+    return raw
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError([f"{dotted}: {part} is not a section"])
+    node[leaf] = value
+
+
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    """Instantiate dataclass `cls` from `raw`, appending every problem found to `problems`."""
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+        raw = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(fields)})"
+            problems.append(f"{prefix}{key}: unknown field{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        where = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], raw[name], f"{where}.", problems)
+            continue
+        try:
+            value = _coerce(raw[name], hints[name])
+        except ValueError as error:
+            problems.append(f"{where}: {error}")
+            continue
+        check = f.metadata.get("check")
+        if check is not None and value is not None and not check(value):
+            problems.append(f"{where}: {f.metadata['rule']}, got {value!r}")
+            continue
+        values[name] = value
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise ValueError saying what was expected."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0])
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        return tuple(_coerce(item, args[0]).strip() for item in items)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).lstrip("-").isdigit():
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return int(value)
+    if hint is float:
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"expected text, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {hint}")

@@ -1,0 +1,286 @@
+"""Text and labels from files, presets or hub datasets, checked row by row, split and label-mapped.
+
+`load_dataset(config.data, seed)` returns a `TextDataset` whose splits hold texts and integer label
+ids, and whose `labels` map ids to names. Every bad row raises a BertfitError naming the file and
+row: nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertfit.config import DataConfig
+from bertfit.errors import BertfitError
+from bertfit.presets import PRESETS, Columns, preset_path
+
+log = logging.getLogger(__name__)
+
+FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)}
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    source: str  # where the rows came from, for messages and reports
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, rows: int | None) -> "Split":
+        if rows is None or rows >= len(self):
+            return self
+        return Split(self.name, self.source, self.texts[:rows], self.labels[:rows])
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    splits: dict[str, Split]
+    labels: LabelMap
+
+
+@dataclass(frozen=True)
+class RawSplit:
+    """Rows before label mapping: texts plus labels as found in the source (ints or strings)."""
+
+    source: str
+    texts: list[str]
+    raw_labels: list[Any]
+    label_names: tuple[str, ...] | None  # names the source itself declares (preset, hub ClassLabel)
+
+
+def load_dataset(config: DataConfig, seed: int) -> TextDataset:
+    """Read every configured split, map labels over all of them, split validation off train if needed."""
+    raw = {"train": read_split(config.train, "train", config)}
+    for split in ("validation", "test"):
+        spec = getattr(config, split) or _preset_default(config.train, split)
+        if spec is not None:
+            raw[split] = read_split(spec, split, config)
+    labels = build_label_map(raw, config.label_names)
+    splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
+    _require_two_classes(splits["train"], labels)
+    rng = random.Random(seed)
+    if "validation" not in splits:
+        splits["train"], splits["validation"] = stratified_split(splits["train"], config.validation_fraction, rng)
+    splits["train"] = shuffled(splits["train"], rng).head(config.max_train_rows)
+    for name in ("validation", "test"):
+        if name in splits and config.max_eval_rows is not None:
+            splits[name] = shuffled(splits[name], rng).head(config.max_eval_rows)
+    return TextDataset(splits, labels)
+
+
+def read_split(spec: str, split: str, config: DataConfig) -> RawSplit:
+    """One split from a preset name, a file path or a hub dataset name."""
+    if spec in PRESETS:
+        path = preset_path(spec, split)
+        columns = PRESETS[spec].reader(path, decode_file(path, PRESETS[spec].encoding))
+        return _rows(columns, str(path), ("text",), "label", PRESETS[spec].label_names)
+    path = Path(spec).expanduser()
+    looks_like_file = path.suffix.lower() in FILE_FORMATS or ("/" not in spec and "." in spec)
+    if path.exists() or looks_like_file:
+        if not path.is_file():
+            raise BertfitError(f"data.{split}: file {spec} not found (presets: {', '.join(PRESETS)})")
+        return _rows(read_file(path, config), str(path), config.text_columns, config.label_column, config.label_names)
+    columns, names = _read_hub(spec, split, config.hub_config)
+    return _rows(columns, f"hub:{spec}[{split}]", config.text_columns, config.label_column, config.label_names or names)
+
+
+def decode_file(path: Path, encoding: str = "utf-8") -> str:
+    """The text of a file; a byte that is not valid in `encoding` is reported with its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig" if encoding == "utf-8" else encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise BertfitError(
+            f"{path} line {line}: byte 0x{data[error.start]:02x} is not valid UTF-8; "
+            "re-save the file as UTF-8 (for example: iconv -f latin1 -t utf-8)") from None
+
+
+def read_file(path: Path, config: DataConfig) -> Columns:
+    """Columns of a CSV/TSV/JSON/JSONL/Parquet file, named by header or 0, 1, 2 without one."""
+    fmt = config.format if config.format != "auto" else FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise BertfitError(f"{path}: unknown file type {path.suffix!r}; set data.format to csv, tsv, json, jsonl or parquet")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+        try:
+            return pq.read_table(path).to_pydict()
+        except Exception as error:  # pyarrow raises several types for damaged files
+            raise BertfitError(f"{path}: cannot read Parquet: {error}") from None
+    text = decode_file(path)
+    if fmt in ("csv", "tsv"):
+        return _read_delimited(path, text, "," if fmt == "csv" else "\t", config.header)
+    return _read_json_records(path, text, fmt)
+
+
+def _read_delimited(path: Path, text: str, delimiter: str, header: bool) -> Columns:
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    if not rows:
+        raise BertfitError(f"{path}: the file is empty")
+    names = rows.pop(0) if header else [str(i) for i in range(len(rows[0]))]
+    columns: Columns = {name: [] for name in names}
+    for number, row in enumerate(rows, start=2 if header else 1):
+        if not row:
+            continue  # a blank line is not a row
+        if len(row) != len(names):
+            raise BertfitError(f"{path} line {number}: {len(row)} fields where the header has {len(names)}; "
+                               "check quoting, or set data.format / data.header")
+        for name, value in zip(names, row):
+            columns[name].append(value)
+    return columns
+
+
+def _read_json_records(path: Path, text: str, fmt: str) -> Columns:
+    try:
+        if fmt == "jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BertfitError(f"{path} line {error.lineno}: invalid JSON ({error.msg})") from None
+    if isinstance(records, dict):  # {"text": [...], "label": [...]} column layout
+        return {k: list(v) for k, v in records.items()}
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise BertfitError(f"{path}: expected a list of objects (records) or an object of columns")
+    columns: Columns = {}
+    for number, record in enumerate(records):
+        for key in record:
+            columns.setdefault(key, [None] * number)
+        for key, values in columns.items():
+            values.append(record.get(key))
+    return columns
+
+
+def _read_hub(name: str, split: str, hub_config: str | None) -> tuple[Columns, tuple[str, ...] | None]:
+    try:
+        import datasets
+    except ImportError:
+        raise BertfitError(f"{name!r} is not a file or preset; to load it from the Hugging Face Hub, "
+                           "pip install 'bertfit[hub]'") from None
+    try:
+        part = datasets.load_dataset(name, hub_config, split=split)
+    except Exception as error:  # offline, unknown name, missing split: all reported the same way
+        raise BertfitError(f"could not load hub dataset {name!r} split {split!r}: {error}. "
+                           f"Offline? Use a local file or a preset ({', '.join(PRESETS)}).") from None
+    names = next((tuple(f.names) for f in part.features.values() if isinstance(f, datasets.ClassLabel)), None)
+    return part.to_dict(), names
+
+
+def _rows(columns: Columns, source: str, text_columns: tuple[str, ...], label_column: str,
+          label_names: tuple[str, ...] | None) -> RawSplit:
+    """Join text columns and check every row: no missing column, no empty text, no missing label."""
+    for column in (*text_columns, label_column):
+        if column not in columns:
+            known = ", ".join(map(str, columns)) or "none"
+            field = "data.label_column" if column == label_column else "data.text_columns"
+            raise BertfitError(f"{source}: column {column!r} not found (columns: {known}); set {field}")
+    parts = [columns[c] for c in text_columns]
+    texts = [" ".join(str(v).strip() for v in values if v is not None) for values in zip(*parts)]
+    for row, (text, label) in enumerate(zip(texts, columns[label_column]), start=1):
+        if not text.strip():
+            raise BertfitError(f"{source} row {row}: empty text in {', '.join(text_columns)}; fix or remove the row")
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise BertfitError(f"{source} row {row}: missing label in column {label_column!r}")
+    if not texts:
+        raise BertfitError(f"{source}: no rows")
+    return RawSplit(source, texts, list(columns[label_column]), label_names)
+
+
+def build_label_map(raw: dict[str, RawSplit], label_names: tuple[str, ...] | None) -> LabelMap:
+    """Declared names win; otherwise every label seen in any split, sorted naturally ("2" before "10")."""
+    declared = label_names or next((part.label_names for part in raw.values() if part.label_names), None)
+    if declared:
+        return LabelMap(tuple(declared))
+    seen = {str(label).strip() for part in raw.values() for label in part.raw_labels}
+    return LabelMap(tuple(sorted(seen, key=natural_key)))
+
+
+def map_labels(part: RawSplit, labels: LabelMap) -> list[int]:
+    """Label ids for a split: names map by name, whole numbers index into declared names."""
+    by_name = labels.label2id
+    ids = []
+    for row, raw_label in enumerate(part.raw_labels, start=1):
+        key = str(raw_label).strip()
+        if key in by_name:
+            ids.append(by_name[key])
+        elif part.label_names is not None and _is_index(raw_label, len(labels)):
+            ids.append(int(raw_label))
+        else:
+            raise BertfitError(f"{part.source} row {row}: label {raw_label!r} is not in the label set "
+                               f"({', '.join(labels.names)}); fix the row or set data.label_names")
+    return ids
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders embedded numbers by value: 'class2' < 'class10'."""
+    return [(0, int(piece), "") if piece.isdigit() else (1, 0, piece.lower()) for piece in re.split(r"(\d+)", text) if piece]
+
+
+def stratified_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
+    """Seeded split keeping class proportions; every class keeps at least one training row."""
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(split.labels):
+        by_class.setdefault(label, []).append(index)
+    held_out: list[int] = []
+    for label in sorted(by_class):
+        indices = by_class[label]
+        rng.shuffle(indices)
+        held_out += indices[: min(round(len(indices) * fraction), len(indices) - 1)]
+    chosen = set(held_out)
+    kept = [i for i in range(len(split)) if i not in chosen]
+    source = f"{split.source} (seeded {fraction:.0%} validation split)"
+    return _subset(split, kept, "train", split.source), _subset(split, sorted(held_out), "validation", source)
+
+
+def shuffled(split: Split, rng: random.Random) -> Split:
+    order = list(range(len(split)))
+    rng.shuffle(order)
+    return _subset(split, order, split.name, split.source)
+
+
+def _subset(split: Split, indices: list[int], name: str, source: str) -> Split:
+    return Split(name, source, [split.texts[i] for i in indices], [split.labels[i] for i in indices])
+
+
+def _is_index(value: Any, size: int) -> bool:
+    text = str(value).strip()
+    return text.isdigit() and int(text) < size
+
+
+def _preset_default(train_spec: str, split: str) -> str | None:
+    preset = PRESETS.get(train_spec)
+    return train_spec if preset is not None and split in preset.files else None
+
+
+def _require_two_classes(train: Split, labels: LabelMap) -> None:
+    present = sorted(set(train.labels))
+    if len(present) < 2:
+        only = labels.names[present[0]] if present else "none"
+        raise BertfitError(f"{train.source}: every training row has label {only!r}; "
+                           "classification needs at least two classes")

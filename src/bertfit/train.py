@@ -1,0 +1,166 @@
+"""The training recipe: setup -> fit -> save -> test. `train(config)` is the public entry point."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertfit import artifacts
+from bertfit.batching import TokenizedSplit, default_cache_dir, tokenize
+from bertfit.config import RunConfig, replace
+from bertfit.data import LabelMap, TextDataset, load_dataset
+from bertfit.errors import BertfitError
+from bertfit.loop import LoopState, Session, class_weights, evaluate, fit, state_dict, state_from_dict, steps_per_epoch
+from bertfit.model import build_classifier, count_parameters, load_tokenizer
+from bertfit.optim import build_optimizer, build_scheduler
+from bertfit.runtime import choose_device, choose_precision, environment, make_scaler, rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    steps: int  # optimizer steps done
+    best_step: int
+    validation: dict[str, float]  # metrics of the best checkpoint
+    test: dict[str, float] | None
+    train_seconds: float
+    samples_per_second: float
+    interrupted: bool
+
+
+class RunWriter:
+    """Writes evaluations, scalars, the best model and checkpoints into the run directory."""
+
+    def __init__(self, run_dir: Path, session: Session, tokenizer: Any, labels: LabelMap, config: RunConfig,
+                 tensorboard: bool, purge_step: int | None = None):
+        self.run_dir, self.session, self.tokenizer, self.labels, self.config = run_dir, session, tokenizer, labels, config
+        self.scalars = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.scalars = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
+
+    def on_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        if self.scalars is not None:
+            for key, value in scalars.items():
+                self.scalars.add_scalar(key, value, step)
+
+    def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None:
+        artifacts.append_metrics(self.run_dir, record)
+        self.on_scalars(state.step, {k: v for k, v in record.items() if k.startswith("eval/")})
+        if improved:
+            artifacts.save_model(self.run_dir / artifacts.MODEL_DIR, self.session.model, self.tokenizer, self.labels,
+                                 model_meta(self.config, state))
+
+    def on_checkpoint(self, state: LoopState) -> None:
+        session = self.session
+        artifacts.save_checkpoint(self.run_dir, session.model, {
+            "loop": state_dict(state), "optimizer": session.optimizer.state_dict(),
+            "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(), "rng": rng_state()})
+
+    def close(self) -> None:
+        if self.scalars is not None:
+            self.scalars.close()
+
+
+def model_meta(config: RunConfig, state: LoopState) -> dict[str, Any]:
+    return {"base_model": config.model.name, "pooling": config.model.pooling, "dropout": config.model.dropout,
+            "max_length": config.model.max_length, "problem_type": "single_label_classification",
+            "temperature": 1.0, "step": state.step}
+
+
+def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False) -> TrainResult:
+    """Fine-tune `config.model` on `config.data` into a run directory, or continue the run at `resume`."""
+    if resume is not None:
+        run_dir = Path(resume)
+        config = artifacts.read_run_config(run_dir)
+    elif config is None:
+        raise BertfitError("train() needs a config or a run directory to resume")
+    if config.name is None:
+        config = _with_name(config, time.strftime("%Y%m%d-%H%M%S"))
+    if resume is None:
+        artifacts.check_run_dir_free(config, overwrite)
+    seed_everything(config.train.seed)
+    device = choose_device(config.train.device)
+    precision = choose_precision(config.train.precision, device)
+    dataset = load_dataset(config.data, config.train.seed)
+    tokenizer = load_tokenizer(config.model.name)
+    tokens = tokenize_dataset(dataset, tokenizer, config)
+    model = build_classifier(config.model, len(dataset.labels), config.train.seed).to(device)
+    session = _session(model, tokens["train"], config, device, precision, tokenizer.pad_token_id)
+    state = LoopState()
+    if resume is not None:
+        state = _restore(run_dir, session)
+    else:
+        run_dir = artifacts.create_run_dir(config, dataset.labels, environment(config.train.device, config.train.precision), overwrite)
+    trainable, total = count_parameters(model)
+    log.info("run %s: %d train / %d validation rows, %s of %s parameters train, %s %s", run_dir,
+             len(tokens["train"]), len(tokens["validation"]), f"{trainable:,}", f"{total:,}", device, precision.name)
+    writer = RunWriter(run_dir, session, tokenizer, dataset.labels, config, config.train.tensorboard, state.step or None)
+    try:
+        state = fit(session, tokens["train"], tokens["validation"], dataset.labels.names, config.train, state, writer)
+    finally:
+        writer.close()
+    return _finish(run_dir, session, tokens, dataset.labels, config, state)
+
+
+def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) -> dict[str, TokenizedSplit]:
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache)
+            for name, split in dataset.splits.items()}
+
+
+def _session(model: torch.nn.Module, train_split: TokenizedSplit, config: RunConfig, device: torch.device,
+             precision, pad_id: int) -> Session:
+    cfg = config.train
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    scheduler = build_scheduler(optimizer, cfg.warmup_ratio, steps_per_epoch(len(train_split), cfg) * cfg.epochs)
+    weights = class_weights(train_split.labels, model.head.out_features).to(device) if cfg.class_weights == "balanced" else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing, reduction="sum")
+    return Session(model, optimizer, scheduler, make_scaler(device, precision), loss_fn, device, precision,
+                   cfg.max_grad_norm, pad_id)
+
+
+def _restore(run_dir: Path, session: Session) -> LoopState:
+    saved = artifacts.load_checkpoint(run_dir, session.model)
+    session.optimizer.load_state_dict(saved["optimizer"])
+    session.scheduler.load_state_dict(saved["scheduler"])
+    session.scaler.load_state_dict(saved["scaler"])
+    set_rng_state(saved["rng"])
+    state = state_from_dict(saved["loop"])
+    state.interrupted = False
+    artifacts.truncate_metrics(run_dir, state.step)
+    log.info("resuming %s at step %d (epoch %d)", run_dir, state.step, state.epoch)
+    return state
+
+
+def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit], labels: LabelMap,
+            config: RunConfig, state: LoopState) -> TrainResult:
+    """Reload the best weights, evaluate them on the test split, write results.json."""
+    rate = state.samples_seen / max(state.train_seconds, 1e-9)
+    best = next((r for r in state.history if r["step"] == state.best_step), {})
+    validation = {k.removeprefix("eval/"): v for k, v in best.items() if k.startswith("eval/")}
+    if state.interrupted:
+        log.warning("interrupted at step %d; continue with: bertfit train --resume %s", state.step, run_dir)
+        return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, rate, True)
+    best_model = artifacts.load_model(run_dir)
+    session.model.load_state_dict(best_model.model.state_dict())
+    test = None
+    if "test" in tokens:
+        test = evaluate(session, tokens["test"], labels.names, config.train.eval_batch_size)
+    result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False)
+    artifacts.write_json_atomic(run_dir / "results.json", {
+        "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
+        "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
+        "rows": {name: len(split) for name, split in tokens.items()}})
+    return result
+
+
+def _with_name(config: RunConfig, name: str) -> RunConfig:
+    return replace(config, name=name)

@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny random BERT built in-process, small real data slices, CLI runner."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bertfit.presets import data_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 BERT with random weights and the embedded model's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from bertfit.model import resolve_model_name
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name("embedded"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_csv(path: Path, rows: list[tuple], header: tuple = ("text", "label")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ag_news_rows() -> list[tuple[str, str]]:
+    """The first 400 rows of the real AG News test set as (text, label name)."""
+    names = ["World", "Sports", "Business", "Sci/Tech"]
+    with open(data_dir() / "ag_news" / "test.csv", newline="", encoding="utf-8") as file:
+        rows = [(f"{title} {body}", names[int(label) - 1]) for label, title, body in csv.reader(file)]
+    return rows[:400]
+
+
+@pytest.fixture
+def ag_news_csv(tmp_path, ag_news_rows) -> Path:
+    """train.csv (300 rows) and test.csv (100 rows) of real AG News text with string labels."""
+    write_csv(tmp_path / "test.csv", ag_news_rows[300:])
+    return write_csv(tmp_path / "train.csv", ag_news_rows[:300])
+
+
+@pytest.fixture
+def tiny_overrides(tiny_model_dir, tmp_path) -> list[str]:
+    """Flags for a fast CPU run of the tiny model into tmp_path/runs."""
+    return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
+            "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
+            "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1"]
