@@ -9,6 +9,7 @@ longest text of the batch, rounded up to a multiple of 8 (tensor-core friendly).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -45,7 +46,14 @@ def default_cache_dir() -> Path:
 def tokenizer_fingerprint(tokenizer) -> str:
     """A hash of everything that decides token ids: vocabulary, normaliser, special tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    description = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is None:
+        description = repr(sorted(tokenizer.get_vocab().items()))
+    else:
+        # Truncation and padding are call settings the tokenizer remembers, not part of its identity.
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        description = json.dumps(state, sort_keys=True)
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{description}".encode()).hexdigest()
 
 
@@ -154,6 +162,8 @@ class PaddedBatches(torch.utils.data.Dataset):
 def loader(split: TokenizedSplit, batches: list[np.ndarray], pad_id: int, num_workers: int = 0,
            pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over precomputed batches; workers build padded tensors while the model runs."""
+    # Its own generator: a DataLoader otherwise draws a seed from the global RNG at every iter(),
+    # which would make dropout depend on how often loaders were created (and break exact resume).
     return torch.utils.data.DataLoader(PaddedBatches(split, pad_id), sampler=batches, batch_size=None,
                                        num_workers=num_workers, pin_memory=pin_memory,
-                                       persistent_workers=False)
+                                       generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,5 @@
+import sys
+
+from bertfit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,135 @@
+"""The loop's contracts: accumulation equals one big batch, resume equals no interruption, reload is exact."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bertfit import loop
+from bertfit.artifacts import read_metrics
+from bertfit.batching import PaddedBatches, tokenize
+from bertfit.config import load_config
+from bertfit.evaluate import evaluate_run
+from bertfit.model import TextClassifier, load_encoder, load_tokenizer
+from bertfit.predict import Predictor
+from bertfit.runtime import choose_precision
+from bertfit.train import train
+
+TEXTS = ["the match ended in a draw", "shares fell sharply today", "a new chip was unveiled",
+         "rebels seized the capital city after a long siege"]
+
+
+def _sgd_session(model: torch.nn.Module) -> loop.Session:
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    device = torch.device("cpu")
+    return loop.Session(model, optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False),
+                        torch.nn.CrossEntropyLoss(reduction="sum"), device, choose_precision("fp32", device),
+                        max_grad_norm=0.0, pad_id=0)
+
+
+def test_accumulating_4x1_equals_one_batch_of_4(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    batches = PaddedBatches(tokenize(TEXTS, [0, 1, 2, 3], tokenizer, 64, cache_dir=None), tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    reference = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=4).eval()  # eval: no dropout
+    start = {k: v.clone() for k, v in reference.state_dict().items()}
+    results = []
+    for groups in ([np.arange(4)], [np.array([i]) for i in range(4)]):
+        reference.load_state_dict(start)
+        loss = loop.train_step(_sgd_session(reference), [batches[rows] for rows in groups])
+        # With SGD at lr 1, the weight change is exactly minus the gradient.
+        results.append((loss.item(), {k: (start[k] - v).clone() for k, v in reference.state_dict().items()}))
+    (full_loss, full_grad), (accumulated_loss, accumulated_grad) = results
+    assert accumulated_loss == pytest.approx(full_loss, rel=1e-5)
+    assert max(full_grad[k].abs().max().item() for k in full_grad) > 1e-4  # the step did move the weights
+    for key in full_grad:
+        torch.testing.assert_close(accumulated_grad[key], full_grad[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture
+def resumable(tiny_overrides, ag_news_csv):
+    """Two epochs of 6 steps, evaluating every 4 steps and checkpointing every 3."""
+    def config(name: str):
+        return load_config(None, tiny_overrides + [
+            "--name", name, "--data.train", str(ag_news_csv), "--data.max_train_rows", "96",
+            "--data.max_eval_rows", "40", "--train.epochs", "2", "--train.eval_every_steps", "4",
+            "--train.checkpoint_every_steps", "3"])
+    return config
+
+
+def _final_weights(result) -> dict:
+    return load_file(result.run_dir / "checkpoint" / "model.safetensors")
+
+
+def _stop_at(monkeypatch, step: int, how: str):
+    """Make the loop's step number `step` be interrupted (SIGINT) or crash."""
+    real_step, calls = loop.train_step, {"n": 0}
+
+    def patched(session, group):
+        calls["n"] += 1
+        if calls["n"] == step and how == "crash":
+            raise RuntimeError("simulated crash")
+        loss = real_step(session, group)
+        if calls["n"] == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+    monkeypatch.setattr(loop, "train_step", patched)
+
+
+@pytest.mark.parametrize("how, stop_step", [("interrupt", 5), ("crash", 8)])
+def test_resumed_run_matches_uninterrupted_run(resumable, monkeypatch, how, stop_step):
+    uninterrupted = train(resumable("straight"))
+    assert uninterrupted.steps == 12 and not uninterrupted.interrupted
+
+    with monkeypatch.context() as patch:
+        _stop_at(patch, stop_step, how)
+        if how == "crash":
+            with pytest.raises(RuntimeError, match="simulated crash"):
+                train(resumable("stopped"))
+        else:
+            stopped = train(resumable("stopped"))
+            assert stopped.interrupted and stopped.steps == stop_step
+    run_dir = uninterrupted.run_dir.parent / "stopped"
+    resumed = train(resume=run_dir)
+
+    assert resumed.steps == 12 and not resumed.interrupted
+    expected, actual = _final_weights(uninterrupted), _final_weights(resumed)
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6)
+    assert [r["step"] for r in read_metrics(run_dir)] == [4, 8, 12]  # no duplicated evaluations
+    assert resumed.validation["loss"] == pytest.approx(uninterrupted.validation["loss"], rel=1e-5)
+
+
+def test_saved_model_reloads_and_predicts_identically(tiny_overrides, ag_news_csv):
+    result = train(load_config(None, tiny_overrides + ["--name", "reload", "--data.train", str(ag_news_csv),
+                                                       "--data.test", str(ag_news_csv.parent / "test.csv")]))
+    reloaded = evaluate_run(result.run_dir, str(ag_news_csv.parent / "test.csv"))
+    assert reloaded["rows"] == 100
+    assert reloaded["loss"] == pytest.approx(result.test["loss"], rel=1e-5)
+    assert reloaded["accuracy"] == result.test["accuracy"]
+    predictor = Predictor(result.run_dir)
+    once, twice = predictor.predict_proba(TEXTS), Predictor(result.run_dir).predict_proba(TEXTS[::-1])[::-1]
+    np.testing.assert_allclose(once, twice, rtol=1e-5, atol=1e-6)  # order restored, weights identical
+    assert predictor.labels.names == ("Business", "Sci/Tech", "Sports", "World")
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tiny_overrides, ag_news_csv, monkeypatch):
+    """Validation accuracy scripted as 0.5, 0.7, 0.6, 0.65: patience 2 stops at the 4th evaluation."""
+    scripted = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.9])
+    real_evaluate = loop.evaluate
+
+    def fake_evaluate(*args, **kwargs):
+        return {**real_evaluate(*args, **kwargs), "accuracy": next(scripted)}
+    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
+    result = train(load_config(None, tiny_overrides + [
+        "--name", "early", "--data.train", str(ag_news_csv), "--data.max_train_rows", "96", "--train.epochs", "1",
+        "--train.eval_every_steps", "1", "--train.metric", "accuracy", "--train.early_stopping_patience", "2"]))
+    history = read_metrics(result.run_dir)
+    assert [r["eval/accuracy"] for r in history] == [0.5, 0.7, 0.6, 0.65]
+    assert result.steps == 4 and result.best_step == 2
+    assert json.loads((result.run_dir / "model" / "bertfit.json").read_text())["step"] == 2
