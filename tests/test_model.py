@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from bertfit.config import ModelConfig
+from bertfit.errors import BertfitError
+from bertfit.model import TextClassifier, apply_freeze, build_classifier, count_parameters, load_encoder, pool
+from bertfit.runtime import choose_device, choose_precision
+
+
+def _trainable_names(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("freeze", ["none", "embeddings", "1", "2", "encoder"])
+def test_freezing_leaves_exactly_the_right_parameters_trainable(tiny_model_dir, freeze):
+    model = build_classifier(ModelConfig(name=str(tiny_model_dir), freeze=freeze), num_labels=3, seed=0)
+    names = _trainable_names(model)
+    assert {"head.weight", "head.bias"} <= names
+    assert any("embeddings" in n for n in names) == (freeze == "none")
+    assert any("layer.0." in n for n in names) == (freeze in ("none", "embeddings"))
+    assert any("layer.1." in n for n in names) == (freeze in ("none", "embeddings", "1"))
+    trainable, total = count_parameters(model)
+    assert (trainable == total) == (freeze == "none")
+
+
+def test_freezing_more_layers_than_exist_is_an_error(tiny_model_dir):
+    with pytest.raises(BertfitError, match="3 layers asked, the encoder has 2"):
+        build_classifier(ModelConfig(name=str(tiny_model_dir), freeze="3"), num_labels=2, seed=0)
+
+
+def test_head_initialisation_depends_on_the_seed_only(tiny_model_dir):
+    a = build_classifier(ModelConfig(name=str(tiny_model_dir)), 3, seed=1).head.weight
+    torch.rand(100)  # global RNG use in between must not matter
+    b = build_classifier(ModelConfig(name=str(tiny_model_dir)), 3, seed=1).head.weight
+    c = build_classifier(ModelConfig(name=str(tiny_model_dir)), 3, seed=2).head.weight
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_mean_pooling_ignores_padding():
+    hidden = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool(hidden, mask, "mean").tolist() == [[2.0, 2.0]]
+    assert pool(hidden, mask, "cls").tolist() == [[1.0, 1.0]]
+
+
+def test_padding_does_not_change_logits(tiny_model_dir):
+    model = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=2).eval()
+    ids = torch.tensor([[101, 2023, 2003, 102]])
+    padded = torch.tensor([[101, 2023, 2003, 102, 0, 0, 0, 0]])
+    with torch.no_grad():
+        short = model(ids, torch.ones_like(ids))
+        long = model(padded, (padded != 0).long())
+    torch.testing.assert_close(short, long, rtol=1e-5, atol=1e-5)
+
+
+def test_precision_chooser():
+    cpu = choose_device("cpu")
+    assert choose_precision("auto", cpu).name == "fp32" and choose_precision("auto", cpu).autocast_dtype is None
+    assert choose_precision("bf16", cpu).autocast_dtype == torch.bfloat16
+    assert not choose_precision("bf16", cpu).needs_scaler
+    with pytest.raises(BertfitError, match="fp16 needs a GPU"):
+        choose_precision("fp16", cpu)
+    if not torch.cuda.is_available():
+        with pytest.raises(BertfitError, match="no CUDA GPU is visible"):
+            choose_device("cuda")
