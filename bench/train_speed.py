@@ -1,0 +1,196 @@
+"""Training speed, side by side: bertfit vs Hugging Face Trainer, same model, data and hyper-parameters.
+
+    python bench/train_speed.py                                   # CPU: embedded MiniLM-L6, AG News, 1 epoch
+    python bench/train_speed.py --model bert-base-random --rows 20000 --precision bf16   # a GPU machine
+
+Variants: `bertfit`, `trainer-maxlen` (padding="max_length", as in most notebooks) and
+`trainer-dynamic` (DataCollatorWithPadding). Each runs in its own subprocess so peak memory is its
+own; each writes bench/out/train_<variant>.json, and the parent writes bench/out/train_speed.json
+with ratios plus a markdown table on stdout. Accuracy is on the official 7,600-row AG News test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+VARIANTS = ("bertfit", "trainer-maxlen", "trainer-dynamic")
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="embedded", help="embedded, bert-base-random, or a checkpoint folder")
+    parser.add_argument("--rows", type=int, default=4000)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: run one variant in this process
+    args = parser.parse_args()
+    if args.only:
+        result = run_variant(args.only, args)
+        (OUT / f"train_{args.only}.json").write_text(json.dumps(result, indent=2))
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for variant in args.variants.split(","):
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", variant], check=True)
+        results[variant] = json.loads((OUT / f"train_{variant}.json").read_text())
+    summary = {"command": " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
+               "machine": machine(), "results": results, "ratios": ratios(results)}
+    (OUT / "train_speed.json").write_text(json.dumps(summary, indent=2))
+    print(table(results, summary["ratios"]))
+
+
+def run_variant(variant: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    model_path = model_folder(args.model)
+    train_split, test_split, names = load_data(args.rows)
+    started = time.perf_counter()
+    if variant == "bertfit":
+        result = run_bertfit(model_path, args)
+    else:
+        result = run_trainer(model_path, train_split, test_split, len(names), args, dynamic=variant == "trainer-dynamic")
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if torch.cuda.is_available():
+        result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        result["mfu"] = mfu(model_path, result["tokens_per_second"])
+    return {"variant": variant, **result}
+
+
+def run_bertfit(model_path: str, args: argparse.Namespace) -> dict:
+    from bertfit.config import load_config
+    from bertfit.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:  # a fresh token cache: tokenising is part of the job
+        config = load_config(None, [
+            "--name", "bertfit-run", "--output_dir", str(OUT), "--cache_dir", f"{tmp}/cache", "--model.name", model_path,
+            "--model.max_length", str(args.max_length), "--data.train", "ag_news", "--data.max_train_rows", str(args.rows),
+            "--train.epochs", str(args.epochs), "--train.batch_size", str(args.batch_size), "--train.lr", str(args.lr),
+            "--train.precision", args.precision, "--train.progress", "false", "--train.tensorboard", "false",
+            "--train.checkpoint_every_steps", "0"])
+        result = train(config, overwrite=True)  # kept in bench/out for bench/infer_speed.py
+        tokens = real_tokens(args.rows, args.max_length, model_path)
+    return {"train_seconds": round(result.train_seconds, 2), "samples_per_second": round(result.samples_per_second, 2),
+            "tokens_per_second": round(tokens * args.epochs / result.train_seconds, 1),
+            "test_accuracy": round(result.test["accuracy"], 4)}
+
+
+def run_trainer(model_path: str, train_split, test_split, num_labels: int, args: argparse.Namespace, dynamic: bool) -> dict:
+    import datasets
+    import numpy as np
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments, default_data_collator)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def encode(split):
+        table = datasets.Dataset.from_dict({"text": split.texts, "label": split.labels})
+        return table.map(lambda b: tokenizer(b["text"], truncation=True, max_length=args.max_length,
+                                             padding=False if dynamic else "max_length"),
+                         batched=True, remove_columns=["text"])
+    train_set, test_set = encode(train_split), encode(test_split)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        training_args = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
+            num_train_epochs=args.epochs, learning_rate=args.lr, weight_decay=0.01, warmup_steps=0.06,
+            lr_scheduler_type="linear", eval_strategy="no", save_strategy="no", logging_strategy="no",
+            report_to="none", seed=42, bf16=args.precision == "bf16", disable_tqdm=True, dataloader_num_workers=0)
+        collator = DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator
+        trainer = Trainer(model=model, args=training_args, train_dataset=train_set, data_collator=collator)
+        metrics = trainer.train().metrics
+        predictions = trainer.predict(test_set)
+        if dynamic:  # kept for bench/infer_speed.py's pipeline side
+            trainer.save_model(str(OUT / "trainer-model"))
+            tokenizer.save_pretrained(str(OUT / "trainer-model"))
+    accuracy = float((np.argmax(predictions.predictions, -1) == np.asarray(test_split.labels)).mean())
+    seconds = metrics["train_runtime"]
+    tokens = real_tokens(args.rows, args.max_length, model_path)
+    return {"train_seconds": round(seconds, 2), "samples_per_second": round(len(train_split) * args.epochs / seconds, 2),
+            "tokens_per_second": round(tokens * args.epochs / seconds, 1), "test_accuracy": round(accuracy, 4)}
+
+
+def load_data(rows: int):
+    """The same train rows bertfit uses for `--data.train ag_news --data.max_train_rows N` (seed 42)."""
+    from bertfit.config import DataConfig
+    from bertfit.data import load_dataset
+
+    dataset = load_dataset(DataConfig(train="ag_news", max_train_rows=rows), seed=42)
+    return dataset.splits["train"], dataset.splits["test"], dataset.labels.names
+
+
+def real_tokens(rows: int, max_length: int, model_path: str) -> int:
+    """Tokens in the training rows after truncation: the work both sides must do; padding is waste."""
+    from transformers import AutoTokenizer
+
+    train_split, _, _ = load_data(rows)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    return sum(len(ids) for ids in tokenizer(train_split.texts, truncation=True, max_length=max_length)["input_ids"])
+
+
+def model_folder(name: str) -> str:
+    """'bert-base-random': bert-base-uncased's architecture with random weights (speed does not depend on weights)."""
+    from bertfit.model import resolve_model_name
+
+    if name != "bert-base-random":
+        return resolve_model_name(name)
+    folder = OUT / "bert-base-random"
+    if not (folder / "config.json").is_file():
+        from transformers import AutoTokenizer, BertConfig, BertModel
+        BertModel(BertConfig()).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(resolve_model_name("embedded")).save_pretrained(folder)
+    return str(folder)
+
+
+def mfu(model_path: str, tokens_per_second: float) -> float | None:
+    """Model FLOPs utilisation on real tokens: 6 x non-embedding parameters per token (forward + backward)."""
+    import torch
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    layer_params = 12 * config.hidden_size ** 2 * config.num_hidden_layers
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
+    return None if peak is None else round(6 * layer_params * tokens_per_second / (peak * 1e12), 4)
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def ratios(results: dict) -> dict:
+    base = results.get("bertfit")
+    if base is None:
+        return {}
+    return {f"bertfit_vs_{k}": round(base["samples_per_second"] / v["samples_per_second"], 2)
+            for k, v in results.items() if k != "bertfit"}
+
+
+def table(results: dict, speedups: dict) -> str:
+    lines = ["| variant | samples/s | tokens/s | train s | test accuracy | peak RSS MiB |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['samples_per_second']} | {r['tokens_per_second']} | {r['train_seconds']} | "
+                     f"{r['test_accuracy']:.4f} | {r['peak_rss_mib']} |")
+    return "\n".join(lines + [""] + [f"{k}: {v}x" for k, v in speedups.items()])
+
+
+if __name__ == "__main__":
+    main()
