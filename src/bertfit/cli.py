@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto")
     predict.set_defaults(handler=_predict)
 
+    merge = commands.add_parser("merge", help="write a standalone model folder with LoRA adapters merged in")
+    merge.add_argument("run", type=Path, help="run directory or model folder")
+    merge.add_argument("out", type=Path, help="folder to write the merged model to")
+    merge.set_defaults(handler=_merge)
+
     env = commands.add_parser("env", help="versions, device and precision a run would use")
     env.add_argument("--device", default="auto")
     env.set_defaults(handler=_env)
@@ -144,6 +149,13 @@ def _read_text_file(path: Path, column: str) -> dict[str, list]:
         raise BertfitError(f"{path}: column {column!r} not found (columns: {', '.join(map(str, columns))}); "
                            "set --text-column")
     return columns
+
+
+def _merge(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.artifacts import save_merged
+
+    print(f"merged model written to {save_merged(args.run, args.out)}")
+    return 0
 
 
 def _env(args: argparse.Namespace, _: list[str]) -> int:

@@ -44,6 +44,9 @@ class DataConfig:
     format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet"] = _field("auto", "file format; auto uses the extension")
     header: bool = _field(True, "CSV/TSV files have a header row; without one, columns are named 0, 1, 2, ...")
     hub_config: str | None = _field(None, "configuration name of a hub dataset (the second argument of load_dataset)")
+    multi_label: bool = _field(False, "each row may carry several labels (a list, or names joined by label_separator)")
+    label_separator: str = _field("|", "separator between label names in a multi-label text column, e.g. 'a|b'",
+                                  lambda v: len(v) >= 1, "must not be empty")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,16 @@ class ModelConfig:
     freeze: str = _field("none", "none, embeddings, encoder, or N (embeddings and the first N layers)",
                          lambda v: v in ("none", "embeddings", "encoder") or (v.isdigit() and int(v) >= 0),
                          "must be none, embeddings, encoder or a whole number")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = _field(0, "LoRA rank; 0 trains the whole encoder, > 0 trains low-rank adapters (the head always trains)",
+                    lambda v: 0 <= v <= 1024, "must be in 0..1024")
+    alpha: float = _field(16.0, "LoRA scaling numerator (updates are scaled by alpha / r)", lambda v: v > 0, "must be > 0")
+    dropout: float = _field(0.1, "dropout on the adapter input", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    target_modules: tuple[str, ...] = _field(("query", "value"), "encoder Linear layers (name suffixes) that get adapters",
+                                             lambda v: len(v) >= 1, "must name at least one module")
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

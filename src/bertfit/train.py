@@ -12,7 +12,7 @@ import torch
 
 from bertfit import artifacts
 from bertfit.batching import TokenizedSplit, default_cache_dir, tokenize
-from bertfit.config import RunConfig, replace
+from bertfit.config import RunConfig, config_to_dict, replace
 from bertfit.data import LabelMap, TextDataset, load_dataset
 from bertfit.errors import BertfitError
 from bertfit.loop import LoopState, Session, class_weights, evaluate, fit, state_dict, state_from_dict, steps_per_epoch
@@ -72,7 +72,8 @@ class RunWriter:
 def model_meta(config: RunConfig, state: LoopState) -> dict[str, Any]:
     return {"base_model": config.model.name, "pooling": config.model.pooling, "dropout": config.model.dropout,
             "max_length": config.model.max_length, "problem_type": "single_label_classification",
-            "temperature": 1.0, "step": state.step}
+            "temperature": 1.0, "step": state.step,
+            **({"lora": config_to_dict(config.lora)} if config.lora.r > 0 else {})}
 
 
 def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False) -> TrainResult:
@@ -92,7 +93,7 @@ def train(config: RunConfig | None = None, resume: str | Path | None = None, ove
     dataset = load_dataset(config.data, config.train.seed)
     tokenizer = load_tokenizer(config.model.name)
     tokens = tokenize_dataset(dataset, tokenizer, config)
-    model = build_classifier(config.model, len(dataset.labels), config.train.seed).to(device)
+    model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora).to(device)
     session = _session(model, tokens["train"], config, device, precision, tokenizer.pad_token_id)
     state = LoopState()
     if resume is not None:
