@@ -80,15 +80,17 @@ class TrainConfig:
     warmup_ratio: float = _field(0.06, "fraction of steps with a linear warmup", lambda v: 0 <= v < 1, "must be in [0, 1)")
     grad_accum_steps: int = _field(1, "micro-batches accumulated per optimizer step", lambda v: v >= 1, "must be >= 1")
     max_grad_norm: float = _field(1.0, "gradient clipping norm; 0 disables clipping", lambda v: v >= 0, "must be >= 0")
-    label_smoothing: float = _field(0.0, "label smoothing of the cross-entropy loss", lambda v: 0 <= v < 1, "must be in [0, 1)")
-    class_weights: Literal["none", "balanced"] = _field("none", "balanced weighs each class by n_samples / (n_classes * count)")
+    label_smoothing: float = _field(0.0, "label smoothing of the loss (multi-label: targets move eps/2 towards 0.5)", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    class_weights: Literal["none", "balanced"] = _field(
+        "none", "balanced weighs each class by n_samples / (n_classes * count); multi-label: positives by negatives / positives")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _field("auto", "auto: bf16 (or fp16) on GPU, fp32 on CPU")
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
     seed: int = _field(42, "seed for splits, shuffling, dropout and head initialisation")
     eval_every_steps: int = _field(0, "evaluate every N optimizer steps; 0 evaluates once per epoch", lambda v: v >= 0, "must be >= 0")
     checkpoint_every_steps: int = _field(200, "save a resumable checkpoint every N steps (and at each evaluation); 0: evaluations only",
                                          lambda v: v >= 0, "must be >= 0")
-    metric: Literal["accuracy", "f1_macro", "loss"] = _field("f1_macro", "validation metric that picks the best checkpoint")
+    metric: Literal["accuracy", "f1_macro", "f1_micro", "loss"] = _field(
+        "f1_macro", "validation metric that picks the best checkpoint (multi-label accuracy is exact match)")
     early_stopping_patience: int = _field(0, "stop after N evaluations without improvement; 0 never stops early", lambda v: v >= 0, "must be >= 0")
     bucket_batches: int = _field(50, "batches per length-sorted mega-batch (1 disables length bucketing)", lambda v: v >= 1, "must be >= 1")
     num_workers: int = _field(0, "data-loader worker processes", lambda v: v >= 0, "must be >= 0")

@@ -47,7 +47,7 @@ class Split:
     name: str
     source: str  # where the rows came from, for messages and reports
     texts: list[str]
-    labels: list[int]
+    labels: list[int] | list[list[float]]  # ids, or multi-hot rows when data.multi_label
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -81,12 +81,19 @@ def load_dataset(config: DataConfig, seed: int) -> TextDataset:
         spec = getattr(config, split) or _preset_default(config.train, split)
         if spec is not None:
             raw[split] = read_split(spec, split, config)
-    labels = build_label_map(raw, config.label_names)
-    splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
-    _require_two_classes(splits["train"], labels)
+    if config.multi_label:
+        labels = build_multi_label_map(raw, config.label_names, config.label_separator)
+        splits = {name: Split(name, part.source, part.texts, multi_hot(part, labels, config.label_separator))
+                  for name, part in raw.items()}
+    else:
+        labels = build_label_map(raw, config.label_names)
+        splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
+        _require_two_classes(splits["train"], labels)
     rng = random.Random(seed)
     if "validation" not in splits:
-        splits["train"], splits["validation"] = stratified_split(splits["train"], config.validation_fraction, rng)
+        # Label combinations are too many to stratify on; multi-label data is split at random.
+        divide = random_split if config.multi_label else stratified_split
+        splits["train"], splits["validation"] = divide(splits["train"], config.validation_fraction, rng)
     splits["train"] = shuffled(splits["train"], rng).head(config.max_train_rows)
     for name in ("validation", "test"):
         if name in splits and config.max_eval_rows is not None:
@@ -235,6 +242,48 @@ def map_labels(part: RawSplit, labels: LabelMap) -> list[int]:
             raise BertfitError(f"{part.source} row {row}: label {raw_label!r} is not in the label set "
                                f"({', '.join(labels.names)}); fix the row or set data.label_names")
     return ids
+
+
+def label_names_of(raw_label: Any, separator: str) -> list[str]:
+    """The names in one multi-label cell: a list, or a string like 'sports|politics'."""
+    if isinstance(raw_label, (list, tuple)):
+        return [str(name).strip() for name in raw_label if str(name).strip()]
+    return [name.strip() for name in str(raw_label).split(separator) if name.strip()]
+
+
+def build_multi_label_map(raw: dict[str, RawSplit], label_names: tuple[str, ...] | None, separator: str) -> LabelMap:
+    if label_names:
+        return LabelMap(tuple(label_names))
+    seen = {name for part in raw.values() for cell in part.raw_labels for name in label_names_of(cell, separator)}
+    if len(seen) < 2:
+        raise BertfitError(f"{raw['train'].source}: found labels {sorted(seen)}; multi-label data needs at least two "
+                           f"label names (cells like 'a{separator}b'; set data.label_separator if yours differs)")
+    return LabelMap(tuple(sorted(seen, key=natural_key)))
+
+
+def multi_hot(part: RawSplit, labels: LabelMap, separator: str) -> list[list[float]]:
+    """One 0/1 row per text, a 1 for each label the cell names (names, or ids into declared names)."""
+    by_name, rows = labels.label2id, []
+    for row, cell in enumerate(part.raw_labels, start=1):
+        vector = [0.0] * len(labels)
+        for name in label_names_of(cell, separator):
+            if name in by_name:
+                vector[by_name[name]] = 1.0
+            elif _is_index(name, len(labels)):
+                vector[int(name)] = 1.0
+            else:
+                raise BertfitError(f"{part.source} row {row}: label {name!r} is not in the label set "
+                                   f"({', '.join(labels.names)}); fix the row or set data.label_names")
+        rows.append(vector)
+    return rows
+
+
+def random_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
+    order = list(range(len(split)))
+    rng.shuffle(order)
+    count = min(max(1, round(len(order) * fraction)), len(order) - 1)
+    source = f"{split.source} (seeded {fraction:.0%} validation split)"
+    return _subset(split, sorted(order[count:]), "train", split.source), _subset(split, sorted(order[:count]), "validation", source)
 
 
 def natural_key(text: str) -> list:

@@ -95,9 +95,10 @@ def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]]) -
     return step_loss
 
 
-def evaluate(session: Session, split: TokenizedSplit, names: tuple[str, ...], batch_size: int) -> dict[str, float]:
+def evaluate(session: Session, split: TokenizedSplit, names: tuple[str, ...], batch_size: int,
+             thresholds: np.ndarray | None = None) -> dict[str, float]:
     logits = batch_logits(session.model, split, session.pad_id, batch_size, session.device, session.precision)
-    return classification_metrics(logits, split.labels, names)
+    return classification_metrics(logits, split.labels, names, thresholds)
 
 
 def steps_per_epoch(rows: int, config: TrainConfig) -> int:

@@ -6,17 +6,20 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from bertfit import artifacts
 from bertfit.batching import TokenizedSplit, default_cache_dir, tokenize
-from bertfit.config import RunConfig, config_to_dict, replace
+from bertfit.config import RunConfig, TrainConfig, config_to_dict, replace
 from bertfit.data import LabelMap, TextDataset, load_dataset
 from bertfit.errors import BertfitError
 from bertfit.loop import LoopState, Session, class_weights, evaluate, fit, state_dict, state_from_dict, steps_per_epoch
+from bertfit.metrics import sigmoid, tune_thresholds
 from bertfit.model import build_classifier, count_parameters, load_tokenizer
+from bertfit.predict import batch_logits
 from bertfit.optim import build_optimizer, build_scheduler
 from bertfit.runtime import choose_device, choose_precision, environment, make_scaler, rng_state, seed_everything, set_rng_state
 
@@ -71,7 +74,8 @@ class RunWriter:
 
 def model_meta(config: RunConfig, state: LoopState) -> dict[str, Any]:
     return {"base_model": config.model.name, "pooling": config.model.pooling, "dropout": config.model.dropout,
-            "max_length": config.model.max_length, "problem_type": "single_label_classification",
+            "max_length": config.model.max_length,
+            "problem_type": "multi_label_classification" if config.data.multi_label else "single_label_classification",
             "temperature": 1.0, "step": state.step,
             **({"lora": config_to_dict(config.lora)} if config.lora.r > 0 else {})}
 
@@ -122,10 +126,27 @@ def _session(model: torch.nn.Module, train_split: TokenizedSplit, config: RunCon
     cfg = config.train
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = build_scheduler(optimizer, cfg.warmup_ratio, steps_per_epoch(len(train_split), cfg) * cfg.epochs)
-    weights = class_weights(train_split.labels, model.head.out_features).to(device) if cfg.class_weights == "balanced" else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing, reduction="sum")
+    loss_fn = loss_function(cfg, train_split.labels, model.head.out_features, device)
     return Session(model, optimizer, scheduler, make_scaler(device, precision), loss_fn, device, precision,
                    cfg.max_grad_norm, pad_id)
+
+
+def loss_function(cfg: TrainConfig, labels: np.ndarray, num_labels: int, device: torch.device) -> Callable:
+    """Summed cross-entropy, or for multi-label data (a 0/1 matrix) summed binary cross-entropy per label."""
+    balanced = cfg.class_weights == "balanced"
+    if labels.ndim == 1:
+        weights = class_weights(labels, num_labels).to(device) if balanced else None
+        return torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing, reduction="sum")
+    positives = labels.sum(0)
+    # balanced: each label's positives weigh negatives / positives, so rare labels are not ignored.
+    pos_weight = torch.tensor(np.where(positives > 0, (len(labels) - positives) / np.maximum(positives, 1), 1.0),
+                              dtype=torch.float32, device=device) if balanced else None
+    bce = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="sum")
+    smoothing = cfg.label_smoothing
+
+    def multi_label_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return bce(logits, targets * (1 - smoothing) + smoothing / 2)
+    return multi_label_loss
 
 
 def _restore(run_dir: Path, session: Session) -> LoopState:
@@ -152,15 +173,29 @@ def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit], 
         return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, rate, True)
     best_model = artifacts.load_model(run_dir)
     session.model.load_state_dict(best_model.model.state_dict())
+    thresholds = tune_label_thresholds(run_dir, session, tokens["validation"], labels, config) \
+        if config.data.multi_label else None
     test = None
     if "test" in tokens:
-        test = evaluate(session, tokens["test"], labels.names, config.train.eval_batch_size)
+        test = evaluate(session, tokens["test"], labels.names, config.train.eval_batch_size, thresholds)
     result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False)
     artifacts.write_json_atomic(run_dir / "results.json", {
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
+        **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
         "rows": {name: len(split) for name, split in tokens.items()}})
     return result
+
+
+def tune_label_thresholds(run_dir: Path, session: Session, validation: TokenizedSplit, labels: LabelMap,
+                          config: RunConfig) -> np.ndarray:
+    """Per-label probability cut-offs that maximise validation F1, stored in model/bertfit.json."""
+    logits = batch_logits(session.model, validation, session.pad_id, config.train.eval_batch_size, session.device,
+                          session.precision)
+    thresholds = tune_thresholds(sigmoid(logits), validation.labels)
+    artifacts.update_model_meta(run_dir, thresholds=dict(zip(labels.names, thresholds.tolist())))
+    log.info("tuned thresholds: %s", ", ".join(f"{n}={t:.2f}" for n, t in zip(labels.names, thresholds)))
+    return thresholds
 
 
 def _with_name(config: RunConfig, name: str) -> RunConfig:
