@@ -16,7 +16,7 @@ EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "train":
+    if extra and args.command not in ("train", "search"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -47,6 +47,20 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
     train.add_argument("--quiet", action="store_true", help="log warnings only")
     train.set_defaults(handler=_train)
+
+    search = commands.add_parser("search", help="hyperparameter search (Optuna): many trials of one config",
+                                 description="Field flags (--train.epochs 2) change the base config of every trial.")
+    search.add_argument("--config", type=Path, help="base YAML config of every trial")
+    search.add_argument("--space", required=True, help="search space YAML, or a preset: lr-grid, lr-range")
+    search.add_argument("--trials", type=int, default=10, help="trials to run in this process (default: 10)")
+    search.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///runs/search.db (default) or "
+                                          "postgresql://user@host/db to share a study between machines")
+    search.add_argument("--study-name", help="study to create or join (default: the config's name, else 'search')")
+    search.add_argument("--sampler", default="auto", help="auto (grid for all-choice spaces, else tpe), tpe, random, grid")
+    search.add_argument("--pruner", default="median", help="median, asha (successive halving) or none")
+    search.add_argument("--seed", type=int, help="sampler seed (default: unseeded, so several machines differ)")
+    search.add_argument("--quiet", action="store_true", help="log warnings only")
+    search.set_defaults(handler=_search)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on labelled data")
     evaluate.add_argument("run", type=Path)
@@ -101,6 +115,22 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     print(f"best validation (step {result.best_step}): " + _summary(result.validation))
     if result.test is not None:
         print("test: " + _summary(result.test))
+    return 0
+
+
+def _search(args: argparse.Namespace, overrides: list[str]) -> int:
+    from bertfit.config import load_config
+    from bertfit.search import load_space, run_search
+
+    config = load_config(args.config, overrides)
+    result = run_search(config, load_space(args.space), args.trials, args.storage, args.study_name, args.sampler,
+                        args.pruner, args.seed)
+    print(f"study {result.study_name} ({result.storage}): " + ", ".join(f"{n} {k.lower()}" for k, n in result.states.items()))
+    print(f"results: {result.table}")
+    if result.best_config is None:
+        print("no trial completed")
+        return 1
+    print(f"best {config.train.metric} {result.best_value:.4f} with {result.best_params}; config: {result.best_config}")
     return 0
 
 

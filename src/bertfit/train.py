@@ -25,6 +25,8 @@ from bertfit.runtime import choose_device, choose_precision, environment, make_s
 
 log = logging.getLogger(__name__)
 
+EvalCallback = Callable[[LoopState, dict[str, Any]], None]  # (loop state, metrics record) after each evaluation
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -42,8 +44,9 @@ class RunWriter:
     """Writes evaluations, scalars, the best model and checkpoints into the run directory."""
 
     def __init__(self, run_dir: Path, session: Session, tokenizer: Any, labels: LabelMap, config: RunConfig,
-                 tensorboard: bool, purge_step: int | None = None):
+                 tensorboard: bool, purge_step: int | None = None, on_eval: EvalCallback | None = None):
         self.run_dir, self.session, self.tokenizer, self.labels, self.config = run_dir, session, tokenizer, labels, config
+        self.on_eval_callback = on_eval
         self.scalars = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -60,6 +63,8 @@ class RunWriter:
         if improved:
             artifacts.save_model(self.run_dir / artifacts.MODEL_DIR, self.session.model, self.tokenizer, self.labels,
                                  model_meta(self.config, state))
+        if self.on_eval_callback is not None:  # last: it may raise to stop the run (search pruning)
+            self.on_eval_callback(state, record)
 
     def on_checkpoint(self, state: LoopState) -> None:
         session = self.session
@@ -80,8 +85,12 @@ def model_meta(config: RunConfig, state: LoopState) -> dict[str, Any]:
             **({"lora": config_to_dict(config.lora)} if config.lora.r > 0 else {})}
 
 
-def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False) -> TrainResult:
-    """Fine-tune `config.model` on `config.data` into a run directory, or continue the run at `resume`."""
+def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False,
+          on_eval: EvalCallback | None = None) -> TrainResult:
+    """Fine-tune `config.model` on `config.data` into a run directory, or continue the run at `resume`.
+
+    `on_eval(state, record)` runs after every evaluation; an exception it raises stops training.
+    """
     if resume is not None:
         run_dir = Path(resume)
         config = artifacts.read_run_config(run_dir)
@@ -107,7 +116,8 @@ def train(config: RunConfig | None = None, resume: str | Path | None = None, ove
     trainable, total = count_parameters(model)
     log.info("run %s: %d train / %d validation rows, %s of %s parameters train, %s %s", run_dir,
              len(tokens["train"]), len(tokens["validation"]), f"{trainable:,}", f"{total:,}", device, precision.name)
-    writer = RunWriter(run_dir, session, tokenizer, dataset.labels, config, config.train.tensorboard, state.step or None)
+    writer = RunWriter(run_dir, session, tokenizer, dataset.labels, config, config.train.tensorboard, state.step or None,
+                       on_eval)
     try:
         state = fit(session, tokens["train"], tokens["validation"], dataset.labels.names, config.train, state, writer)
     finally:
