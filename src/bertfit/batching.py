@@ -133,7 +133,7 @@ class PaddedBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         starts, ends = self.split.offsets[rows], self.split.offsets[rows + 1]
-        width = int((ends - starts).max())
+        width = int((ends - starts).max(initial=0))  # 0 rows: a rank's empty share of a tiny batch
         width = -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(rows), width), dtype=np.int64)

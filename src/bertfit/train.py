@@ -21,7 +21,9 @@ from bertfit.metrics import sigmoid, tune_thresholds
 from bertfit.model import build_classifier, count_parameters, load_tokenizer
 from bertfit.predict import batch_logits
 from bertfit.optim import build_optimizer, build_scheduler
-from bertfit.runtime import choose_device, choose_precision, environment, make_scaler, rng_state, seed_everything, set_rng_state
+from bertfit.runtime import (Distributed, barrier, broadcast_object, broadcast_parameters, choose_precision,
+                             close_distributed, environment, init_distributed, make_scaler, rng_state, seed_everything,
+                             set_rng_state)
 
 log = logging.getLogger(__name__)
 
@@ -96,33 +98,75 @@ def train(config: RunConfig | None = None, resume: str | Path | None = None, ove
         config = artifacts.read_run_config(run_dir)
     elif config is None:
         raise BertfitError("train() needs a config or a run directory to resume")
-    if config.name is None:
-        config = _with_name(config, time.strftime("%Y%m%d-%H%M%S"))
+    dist, device = init_distributed(config.train.device)
+    try:
+        return _train(config, dist, device, resume, overwrite, on_eval)
+    finally:
+        close_distributed(dist)
+
+
+def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: str | Path | None, overwrite: bool,
+           on_eval: EvalCallback | None) -> TrainResult:
+    if config.name is None:  # every rank must agree on the name: rank 0's clock decides
+        config = _with_name(config, broadcast_object(time.strftime("%Y%m%d-%H%M%S"), dist))
     if resume is None:
-        artifacts.check_run_dir_free(config, overwrite)
-    seed_everything(config.train.seed)
-    device = choose_device(config.train.device)
+        _check_run_dir_free(config, overwrite, dist)
+    seed_everything(config.train.seed + dist.rank)  # ranks draw different dropout masks, like one big batch
     precision = choose_precision(config.train.precision, device)
     dataset = load_dataset(config.data, config.train.seed)
     tokenizer = load_tokenizer(config.model.name)
     tokens = tokenize_dataset(dataset, tokenizer, config)
     model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora).to(device)
-    session = _session(model, tokens["train"], config, device, precision, tokenizer.pad_token_id)
+    broadcast_parameters(model, dist)
+    session = _session(model, tokens["train"], config, device, precision, tokenizer.pad_token_id, dist)
     state = LoopState()
     if resume is not None:
+        run_dir = Path(resume)
         state = _restore(run_dir, session)
-    else:
+    elif dist.is_main:
         run_dir = artifacts.create_run_dir(config, dataset.labels, environment(config.train.device, config.train.precision), overwrite)
+    else:
+        run_dir = Path(config.output_dir) / config.name
     trainable, total = count_parameters(model)
-    log.info("run %s: %d train / %d validation rows, %s of %s parameters train, %s %s", run_dir,
-             len(tokens["train"]), len(tokens["validation"]), f"{trainable:,}", f"{total:,}", device, precision.name)
+    log.info("run %s: %d train / %d validation rows, %s of %s parameters train, %s %s%s", run_dir,
+             len(tokens["train"]), len(tokens["validation"]), f"{trainable:,}", f"{total:,}", device, precision.name,
+             f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
+    # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
     writer = RunWriter(run_dir, session, tokenizer, dataset.labels, config, config.train.tensorboard, state.step or None,
-                       on_eval)
+                       on_eval) if dist.is_main else _SilentWriter()
     try:
         state = fit(session, tokens["train"], tokens["validation"], dataset.labels.names, config.train, state, writer)
     finally:
         writer.close()
+    barrier(dist)  # rank 0's model/ folder is complete before anyone reads it
+    if not dist.is_main:
+        best = next((r for r in state.history if r["step"] == state.best_step), {})
+        validation = {k.removeprefix("eval/"): v for k, v in best.items() if k.startswith("eval/")}
+        return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, 0.0,
+                           state.interrupted)
     return _finish(run_dir, session, tokens, dataset.labels, config, state)
+
+
+def _check_run_dir_free(config: RunConfig, overwrite: bool, dist: Distributed) -> None:
+    """Rank 0 decides (other ranks may not share its disk, or may look after it created the folder)."""
+    problem = None
+    if dist.is_main:
+        try:
+            artifacts.check_run_dir_free(config, overwrite)
+        except BertfitError as error:
+            problem = str(error)
+    problem = broadcast_object(problem, dist)
+    if problem is not None:
+        raise BertfitError(problem)
+
+
+class _SilentWriter:
+    """RunHooks for ranks other than 0: they keep no files."""
+
+    def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None: ...
+    def on_checkpoint(self, state: LoopState) -> None: ...
+    def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
+    def close(self) -> None: ...
 
 
 def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) -> dict[str, TokenizedSplit]:
@@ -132,13 +176,13 @@ def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) ->
 
 
 def _session(model: torch.nn.Module, train_split: TokenizedSplit, config: RunConfig, device: torch.device,
-             precision, pad_id: int) -> Session:
+             precision, pad_id: int, dist: Distributed = Distributed()) -> Session:
     cfg = config.train
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = build_scheduler(optimizer, cfg.warmup_ratio, steps_per_epoch(len(train_split), cfg) * cfg.epochs)
     loss_fn = loss_function(cfg, train_split.labels, model.head.out_features, device)
     return Session(model, optimizer, scheduler, make_scaler(device, precision), loss_fn, device, precision,
-                   cfg.max_grad_norm, pad_id)
+                   cfg.max_grad_norm, pad_id, dist)
 
 
 def loss_function(cfg: TrainConfig, labels: np.ndarray, num_labels: int, device: torch.device) -> Callable:
@@ -167,7 +211,8 @@ def _restore(run_dir: Path, session: Session) -> LoopState:
     set_rng_state(saved["rng"])
     state = state_from_dict(saved["loop"])
     state.interrupted = False
-    artifacts.truncate_metrics(run_dir, state.step)
+    if session.dist.is_main:
+        artifacts.truncate_metrics(run_dir, state.step)
     log.info("resuming %s at step %d (epoch %d)", run_dir, state.step, state.epoch)
     return state
 
