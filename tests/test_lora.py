@@ -13,14 +13,21 @@ from bertfit.errors import BertfitError
 from bertfit.model import is_lora
 from bertfit.predict import Predictor
 from bertfit.train import train
+from conftest import write_csv
 
 LORA = ["--lora.r", "4", "--lora.alpha", "8", "--lora.dropout", "0.0", "--lora.target_modules", "query,value"]
 
 
-@pytest.fixture
-def lora_run(tiny_overrides, ag_news_csv):
-    config = load_config(None, tiny_overrides + LORA + ["--data.train", str(ag_news_csv), "--data.max_train_rows", "64",
-                                                       "--data.max_eval_rows", "32", "--name", "lora"])
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir, ag_news_rows, tmp_path_factory):
+    """One LoRA run shared by the tests below (they only read it)."""
+    folder = tmp_path_factory.mktemp("lora")
+    data = write_csv(folder / "train.csv", ag_news_rows[:300])
+    config = load_config(None, LORA + [
+        "--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(folder / "runs"),
+        "--cache_dir", str(folder / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
+        "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1", "--data.train", str(data),
+        "--data.max_train_rows", "64", "--data.max_eval_rows", "32", "--name", "lora"])
     return train(config)
 
 
