@@ -77,6 +77,9 @@ def test_multi_label_run_stores_thresholds_and_predicts_sets(tiny_overrides, tmp
     assert meta["problem_type"] == "multi_label_classification"
     assert set(meta["thresholds"]) == {"Business", "Sci/Tech", "Sports", "World", "long"}
     assert {"f1_micro", "f1_macro"} <= set(result.test)
+    from bertfit.evaluate import evaluate_run
+    evaluated = evaluate_run(result.run_dir, device="cpu")  # the run's test file again, at the stored thresholds
+    assert evaluated["f1_micro"] == pytest.approx(result.test["f1_micro"], abs=1e-6)
     predictor = Predictor(result.run_dir, device="cpu")
     texts = [text for text, _ in rows[90:100]]
     probabilities = predictor.predict_proba(texts)

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                                             "Run `bertfit config` to list them.")
     train.add_argument("--config", type=Path, help="YAML config file (fields as in `bertfit config`)")
     train.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--init-from", metavar="RUN", help="start from RUN's weights; its labels keep their ids and "
+                                                          "new labels get new head rows (same as --model.init_from)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
     train.add_argument("--quiet", action="store_true", help="log warnings only")
     train.set_defaults(handler=_train)
@@ -106,6 +108,8 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
             raise BertfitError("--resume continues a run with its saved config; drop --config and field flags")
         result = train(resume=args.resume)
     else:
+        if args.init_from is not None:
+            overrides = [*overrides, "--model.init_from", str(args.init_from)]
         result = train(load_config(args.config, overrides), overwrite=args.overwrite)
     if result.interrupted:
         print(f"interrupted after step {result.steps}; resume with: bertfit train --resume {result.run_dir}")

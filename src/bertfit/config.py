@@ -58,6 +58,8 @@ class ModelConfig:
     freeze: str = _field("none", "none, embeddings, encoder, or N (embeddings and the first N layers)",
                          lambda v: v in ("none", "embeddings", "encoder") or (v.isdigit() and int(v) >= 0),
                          "must be none, embeddings, encoder or a whole number")
+    init_from: str | None = _field(None, "start from this run's (or model folder's) weights; its labels keep their "
+                                         "ids and new labels get new head rows")
 
 
 @dataclass(frozen=True)

@@ -286,6 +286,23 @@ def random_split(split: Split, fraction: float, rng: random.Random) -> tuple[Spl
     return _subset(split, sorted(order[count:]), "train", split.source), _subset(split, sorted(order[:count]), "validation", source)
 
 
+def keep_label_ids(dataset: TextDataset, first: tuple[str, ...]) -> TextDataset:
+    """The dataset relabelled so `first` (an earlier run's labels) keep ids 0..n-1; new names follow."""
+    names = tuple(first) + tuple(n for n in dataset.labels.names if n not in first)
+    new_id = {old: names.index(name) for old, name in enumerate(dataset.labels.names)}
+    splits = {}
+    for key, split in dataset.splits.items():
+        if split.labels and isinstance(split.labels[0], list):  # multi-hot rows: move the columns
+            labels = [[0.0] * len(names) for _ in split.labels]
+            for row, old_row in zip(labels, split.labels):
+                for old, value in enumerate(old_row):
+                    row[new_id[old]] = value
+        else:
+            labels = [new_id[label] for label in split.labels]
+        splits[key] = Split(split.name, split.source, split.texts, labels)
+    return TextDataset(splits, LabelMap(names))
+
+
 def natural_key(text: str) -> list:
     """Sort key that orders embedded numbers by value: 'class2' < 'class10'."""
     return [(0, int(piece), "") if piece.isdigit() else (1, 0, piece.lower()) for piece in re.split(r"(\d+)", text) if piece]

@@ -76,17 +76,37 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def build_classifier(config: ModelConfig, num_labels: int, seed: int, lora: LoraConfig | None = None) -> TextClassifier:
+def build_classifier(config: ModelConfig, num_labels: int, seed: int, lora: LoraConfig | None = None,
+                     initial: dict[str, torch.Tensor] | None = None, label_rows: list[int] | None = None) -> TextClassifier:
+    """Encoder + head; `initial` (a previous classifier's state) replaces the pretrained weights, and its
+    head row `label_rows[i]` becomes row i (-1: a new label, which keeps its fresh initialisation)."""
     encoder = load_encoder(config.name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the head's and adapters' initial weights depend on the seed alone
         model = TextClassifier(encoder, num_labels, config.pooling, config.dropout)
+        if initial is not None:
+            load_initial_weights(model, initial, label_rows or [])
         if lora is not None and lora.r > 0:
             if config.freeze != "none":
                 raise BertfitError("model.freeze: LoRA (lora.r > 0) already freezes the encoder; set model.freeze none")
             apply_lora(model, lora)
     apply_freeze(model, config.freeze)
     return model
+
+
+def load_initial_weights(model: TextClassifier, state: dict[str, torch.Tensor], label_rows: list[int]) -> None:
+    """Encoder weights from `state`; head rows copied by label (see build_classifier), the rest left as built."""
+    encoder_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    try:
+        model.encoder.load_state_dict(encoder_state)
+    except RuntimeError as error:
+        raise BertfitError(f"model.init_from: its encoder does not fit model.name's architecture ({str(error)[:200]}); "
+                           "set model.name to the base model the run was trained from") from None
+    with torch.no_grad():
+        for new_row, old_row in enumerate(label_rows):
+            if old_row >= 0:
+                model.head.weight[new_row] = state["head.weight"][old_row]
+                model.head.bias[new_row] = state["head.bias"][old_row]
 
 
 def apply_lora(model: TextClassifier, lora: LoraConfig) -> None:

@@ -14,11 +14,11 @@ import torch
 from bertfit import artifacts
 from bertfit.batching import TokenizedSplit, default_cache_dir, tokenize
 from bertfit.config import RunConfig, TrainConfig, config_to_dict, replace
-from bertfit.data import LabelMap, TextDataset, load_dataset
+from bertfit.data import LabelMap, TextDataset, keep_label_ids, load_dataset
 from bertfit.errors import BertfitError
 from bertfit.loop import LoopState, Session, class_weights, evaluate, fit, state_dict, state_from_dict, steps_per_epoch
 from bertfit.metrics import sigmoid, tune_thresholds
-from bertfit.model import build_classifier, count_parameters, load_tokenizer
+from bertfit.model import build_classifier, count_parameters, load_tokenizer, merge_lora
 from bertfit.predict import batch_logits
 from bertfit.optim import build_optimizer, build_scheduler
 from bertfit.runtime import (Distributed, barrier, broadcast_object, broadcast_parameters, choose_precision,
@@ -116,7 +116,9 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     dataset = load_dataset(config.data, config.train.seed)
     tokenizer = load_tokenizer(config.model.name)
     tokens = tokenize_dataset(dataset, tokenizer, config)
-    model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora).to(device)
+    dataset, initial, label_rows = _initial_weights(config, dataset)
+    model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
+    model = model.to(device)
     broadcast_parameters(model, dist)
     session = _session(model, tokens["train"], config, device, precision, tokenizer.pad_token_id, dist)
     state = LoopState()
@@ -145,6 +147,22 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
         return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, 0.0,
                            state.interrupted)
     return _finish(run_dir, session, tokens, dataset.labels, config, state)
+
+
+def _initial_weights(config: RunConfig, dataset: TextDataset) -> tuple[TextDataset, dict | None, list[int] | None]:
+    """With model.init_from: the earlier run's weights, and its labels kept at their ids (new labels after)."""
+    if config.model.init_from is None:
+        return dataset, None, None
+    previous = artifacts.load_model(Path(config.model.init_from))
+    if previous.meta.get("problem_type", "single_label_classification") != model_meta(config, LoopState())["problem_type"]:
+        raise BertfitError(f"model.init_from: {config.model.init_from} is a {previous.meta['problem_type']} model; "
+                           "set data.multi_label to match it")
+    dataset = keep_label_ids(dataset, previous.labels.names)
+    added = [name for name in dataset.labels.names if name not in previous.labels.names]
+    log.info("init from %s: %d labels kept, %d new (%s)", config.model.init_from, len(previous.labels),
+             len(added), ", ".join(added) or "none")
+    rows = [previous.labels.label2id.get(name, -1) for name in dataset.labels.names]
+    return dataset, merge_lora(previous.model).state_dict(), rows
 
 
 def _check_run_dir_free(config: RunConfig, overwrite: bool, dist: Distributed) -> None:
