@@ -53,6 +53,8 @@ class DataConfig:
 class ModelConfig:
     name: str = _field(EMBEDDED_MODEL, "checkpoint folder, hub name, or 'embedded' for the packaged all-MiniLM-L6-v2")
     max_length: int = _field(128, "tokens kept per text; longer texts are truncated", lambda v: 8 <= v <= 8192, "must be in 8..8192")
+    keep_head: float = _field(1.0, "share of max_length kept from the start of a longer text, the rest from its end "
+                                   "(1: cut the end; 0.25: head+tail truncation)", lambda v: 0 <= v <= 1, "must be in [0, 1]")
     pooling: Literal["cls", "mean"] = _field("mean", "how token vectors become one text vector")
     dropout: float = _field(0.1, "dropout before the classification head", lambda v: 0 <= v < 1, "must be in [0, 1)")
     freeze: str = _field("none", "none, embeddings, encoder, or N (embeddings and the first N layers)",

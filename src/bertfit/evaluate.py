@@ -33,7 +33,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
         labels = map_labels(part, predictor.labels)
     texts = part.texts[:max_rows] if max_rows else part.texts
     labels = labels[: len(texts)]
-    tokens = tokenize(texts, labels, predictor.tokenizer, predictor.meta["max_length"], cache_dir=None)
+    tokens = tokenize(texts, labels, predictor.tokenizer, predictor.meta["max_length"], cache_dir=None,
+                      keep_head=predictor.meta.get("keep_head", 1.0))
     logits = batch_logits(predictor.model, tokens, predictor.tokenizer.pad_token_id, batch_size,
                           predictor.device, predictor.precision)
     metrics = classification_metrics(logits / predictor.temperature, tokens.labels, predictor.labels.names, thresholds)

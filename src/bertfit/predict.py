@@ -54,7 +54,8 @@ class Predictor:
         self.temperature = float(loaded.meta.get("temperature", 1.0))
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        split = tokenize(list(texts), np.zeros(len(texts)), self.tokenizer, self.meta["max_length"], cache_dir=None)
+        split = tokenize(list(texts), np.zeros(len(texts)), self.tokenizer, self.meta["max_length"], cache_dir=None,
+                         keep_head=self.meta.get("keep_head", 1.0))
         return batch_logits(self.model, split, self.tokenizer.pad_token_id, self.batch_size, self.device, self.precision)
 
     @property

@@ -81,7 +81,7 @@ class RunWriter:
 
 def model_meta(config: RunConfig, state: LoopState) -> dict[str, Any]:
     return {"base_model": config.model.name, "pooling": config.model.pooling, "dropout": config.model.dropout,
-            "max_length": config.model.max_length,
+            "max_length": config.model.max_length, "keep_head": config.model.keep_head,
             "problem_type": "multi_label_classification" if config.data.multi_label else "single_label_classification",
             "temperature": 1.0, "step": state.step,
             **({"lora": config_to_dict(config.lora)} if config.lora.r > 0 else {})}
@@ -189,7 +189,7 @@ class _SilentWriter:
 
 def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) -> dict[str, TokenizedSplit]:
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache)
+    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache, config.model.keep_head)
             for name, split in dataset.splits.items()}
 
 
