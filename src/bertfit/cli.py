@@ -58,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///runs/search.db (default) or "
                                           "postgresql://user@host/db to share a study between machines")
     search.add_argument("--study-name", help="study to create or join (default: the config's name, else 'search')")
-    search.add_argument("--sampler", default="auto", help="auto (grid for all-choice spaces, else tpe), tpe, random, grid")
-    search.add_argument("--pruner", default="median", help="median, asha (successive halving) or none")
+    search.add_argument("--sampler", default="auto", choices=("auto", "tpe", "random", "grid"), help="auto (grid for all-choice spaces, else tpe), tpe, random, grid")
+    search.add_argument("--pruner", default="median", choices=("median", "asha", "none"), help="median, asha (successive halving) or none")
     search.add_argument("--seed", type=int, help="sampler seed (default: unseeded, so several machines differ)")
     search.add_argument("--quiet", action="store_true", help="log warnings only")
     search.set_defaults(handler=_search)
