@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from safetensors.numpy import load_file
 
 from bertfit.cli import main

@@ -12,34 +12,18 @@ import io
 import json
 import logging
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bertfit.config import DataConfig
 from bertfit.errors import BertfitError
+from bertfit.labels import LabelMap, build_label_map, build_multi_label_map, map_labels, multi_hot, natural_key  # noqa: F401
 from bertfit.presets import PRESETS, Columns, preset_path
 
 log = logging.getLogger(__name__)
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
-
-
-@dataclass(frozen=True)
-class LabelMap:
-    names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.names))
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.names)}
 
 
 @dataclass(frozen=True)
@@ -219,65 +203,6 @@ def _rows(columns: Columns, source: str, text_columns: tuple[str, ...], label_co
     return RawSplit(source, texts, list(columns[label_column]), label_names)
 
 
-def build_label_map(raw: dict[str, RawSplit], label_names: tuple[str, ...] | None) -> LabelMap:
-    """Declared names win; otherwise every label seen in any split, sorted naturally ("2" before "10")."""
-    declared = label_names or next((part.label_names for part in raw.values() if part.label_names), None)
-    if declared:
-        return LabelMap(tuple(declared))
-    seen = {str(label).strip() for part in raw.values() for label in part.raw_labels}
-    return LabelMap(tuple(sorted(seen, key=natural_key)))
-
-
-def map_labels(part: RawSplit, labels: LabelMap) -> list[int]:
-    """Label ids for a split: names map by name, whole numbers index into declared names."""
-    by_name = labels.label2id
-    ids = []
-    for row, raw_label in enumerate(part.raw_labels, start=1):
-        key = str(raw_label).strip()
-        if key in by_name:
-            ids.append(by_name[key])
-        elif part.label_names is not None and _is_index(raw_label, len(labels)):
-            ids.append(int(raw_label))
-        else:
-            raise BertfitError(f"{part.source} row {row}: label {raw_label!r} is not in the label set "
-                               f"({', '.join(labels.names)}); fix the row or set data.label_names")
-    return ids
-
-
-def label_names_of(raw_label: Any, separator: str) -> list[str]:
-    """The names in one multi-label cell: a list, or a string like 'sports|politics'."""
-    if isinstance(raw_label, (list, tuple)):
-        return [str(name).strip() for name in raw_label if str(name).strip()]
-    return [name.strip() for name in str(raw_label).split(separator) if name.strip()]
-
-
-def build_multi_label_map(raw: dict[str, RawSplit], label_names: tuple[str, ...] | None, separator: str) -> LabelMap:
-    if label_names:
-        return LabelMap(tuple(label_names))
-    seen = {name for part in raw.values() for cell in part.raw_labels for name in label_names_of(cell, separator)}
-    if len(seen) < 2:
-        raise BertfitError(f"{raw['train'].source}: found labels {sorted(seen)}; multi-label data needs at least two "
-                           f"label names (cells like 'a{separator}b'; set data.label_separator if yours differs)")
-    return LabelMap(tuple(sorted(seen, key=natural_key)))
-
-
-def multi_hot(part: RawSplit, labels: LabelMap, separator: str) -> list[list[float]]:
-    """One 0/1 row per text, a 1 for each label the cell names (names, or ids into declared names)."""
-    by_name, rows = labels.label2id, []
-    for row, cell in enumerate(part.raw_labels, start=1):
-        vector = [0.0] * len(labels)
-        for name in label_names_of(cell, separator):
-            if name in by_name:
-                vector[by_name[name]] = 1.0
-            elif _is_index(name, len(labels)):
-                vector[int(name)] = 1.0
-            else:
-                raise BertfitError(f"{part.source} row {row}: label {name!r} is not in the label set "
-                                   f"({', '.join(labels.names)}); fix the row or set data.label_names")
-        rows.append(vector)
-    return rows
-
-
 def random_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
     order = list(range(len(split)))
     rng.shuffle(order)
@@ -301,11 +226,6 @@ def keep_label_ids(dataset: TextDataset, first: tuple[str, ...]) -> TextDataset:
             labels = [new_id[label] for label in split.labels]
         splits[key] = Split(split.name, split.source, split.texts, labels)
     return TextDataset(splits, LabelMap(names))
-
-
-def natural_key(text: str) -> list:
-    """Sort key that orders embedded numbers by value: 'class2' < 'class10'."""
-    return [(0, int(piece), "") if piece.isdigit() else (1, 0, piece.lower()) for piece in re.split(r"(\d+)", text) if piece]
 
 
 def stratified_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
@@ -332,11 +252,6 @@ def shuffled(split: Split, rng: random.Random) -> Split:
 
 def _subset(split: Split, indices: list[int], name: str, source: str) -> Split:
     return Split(name, source, [split.texts[i] for i in indices], [split.labels[i] for i in indices])
-
-
-def _is_index(value: Any, size: int) -> bool:
-    text = str(value).strip()
-    return text.isdigit() and int(text) < size
 
 
 def _preset_default(train_spec: str, split: str) -> str | None:
