@@ -86,3 +86,27 @@ def test_lora_build_freezes_encoder_not_head(tiny_model_dir):
     trainable = {k for k, p in model.named_parameters() if p.requires_grad}
     assert {"head.weight", "head.bias"} <= trainable
     assert trainable - {"head.weight", "head.bias"} and all("lora_" in k for k in trainable - {"head.weight", "head.bias"})
+
+
+def test_lora_with_freeze_is_refused(tiny_model_dir):
+    from bertfit.config import LoraConfig, ModelConfig
+    from bertfit.model import build_classifier
+
+    with pytest.raises(BertfitError, match="model.freeze"):
+        build_classifier(ModelConfig(name=str(tiny_model_dir), freeze="embeddings"), 3, seed=0, lora=LoraConfig(r=4))
+
+
+def test_lora_run_resumes(tiny_overrides, ag_news_csv):
+    import yaml
+
+    from bertfit.artifacts import read_metrics
+
+    config = load_config(None, tiny_overrides + LORA + ["--data.train", str(ag_news_csv), "--data.max_train_rows", "32",
+                                                       "--data.max_eval_rows", "16", "--name", "resume"])
+    run_dir = train(config).run_dir
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved["train"]["epochs"] = 2  # continue the finished run for one more epoch from its checkpoint
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    result = train(resume=run_dir)
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
+    assert result.steps == 4 and is_lora(load_model(run_dir).model)
