@@ -146,8 +146,10 @@ def run_search(config: RunConfig, space: list[Parameter], trials: int, storage: 
     """Run `trials` more trials of the study (created, or joined when it exists) and write its tables."""
     import optuna
 
-    if sampler not in SAMPLERS or pruner not in PRUNERS or trials < 1:
-        raise BertfitError(f"search: sampler must be one of {SAMPLERS}, pruner one of {PRUNERS}, trials >= 1")
+    if trials < 1:
+        raise BertfitError(f"--trials: must be at least 1, got {trials}")
+    if sampler not in SAMPLERS or pruner not in PRUNERS:
+        raise BertfitError(f"--sampler must be one of {', '.join(SAMPLERS)} and --pruner one of {', '.join(PRUNERS)}")
     study_name = study_name or config.name or "search"
     out_dir = Path(config.output_dir) / study_name
     out_dir.mkdir(parents=True, exist_ok=True)
