@@ -117,6 +117,7 @@ def environment(device_spec: str = "auto", precision_spec: str = "auto") -> dict
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cpu_bf16": cpu_supports_bf16(),
+        "world_size": distributed_from_env().world_size,  # processes of a torchrun / accelerate job
     }
     if torch.cuda.is_available():
         facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
