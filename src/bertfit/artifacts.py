@@ -6,7 +6,8 @@
       env.json         versions, device, precision
       metrics.jsonl    one line per evaluation (step, epoch, train/*, eval/*)
       results.json     best validation and final test metrics, timings
-      model/           the best model: model.safetensors, config.json (id2label), bertfit.json, tokenizer
+      model/           the best model: model.safetensors, config.json (id2label), bertfit.json, tokenizer;
+                       with LoRA, model.safetensors holds the head only and adapter/ the PEFT adapter
       checkpoint/      last resumable state: model, optimizer, scheduler, scaler, RNG, data position
       tensorboard/     scalars
 
@@ -32,9 +33,9 @@ from bertfit import __version__
 from bertfit.config import RunConfig, build_config, save_config
 from bertfit.data import LabelMap
 from bertfit.errors import BertfitError
-from bertfit.model import TextClassifier
+from bertfit.model import TextClassifier, head_state, is_lora, load_encoder, merge_lora
 
-MODEL_DIR, CHECKPOINT_DIR = "model", "checkpoint"
+MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR = "model", "checkpoint", "adapter"
 WEIGHTS_FILE, META_FILE, TRAINING_STATE_FILE = "model.safetensors", "bertfit.json", "training.pt"
 
 
@@ -137,8 +138,12 @@ def save_model(folder: Path, model: TextClassifier, tokenizer: Any, labels: Labe
     encoder_config.id2label = labels.id2label
     encoder_config.label2id = labels.label2id
     with atomic_dir(folder) as staging:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        state = head_state(model) if is_lora(model) else model.state_dict()
+        state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
         save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
+        if is_lora(model):  # adapters only: the base encoder is rebuilt from meta["base_model"] on load
+            model.encoder.save_pretrained(staging / ADAPTER_DIR)
+            meta = {**meta, "adapter": ADAPTER_DIR}
         encoder_config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json_atomic(staging / META_FILE, {"bertfit_version": __version__, "labels": list(labels.names), **meta})
@@ -160,12 +165,42 @@ def load_model(path: Path) -> LoadedModel:
 
     folder = model_folder(path)
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder))
-    model = TextClassifier(encoder, len(meta["labels"]), meta["pooling"], meta["dropout"])
-    model.load_state_dict(load_file(folder / WEIGHTS_FILE))
+    if meta.get("adapter"):
+        model = _load_lora_model(folder, meta)
+    else:
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+        model = TextClassifier(encoder, len(meta["labels"]), meta["pooling"], meta["dropout"])
+        model.load_state_dict(load_file(folder / WEIGHTS_FILE))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return LoadedModel(model, tokenizer, LabelMap(tuple(meta["labels"])), meta)
+
+
+def _load_lora_model(folder: Path, meta: dict[str, Any]) -> TextClassifier:
+    """Base encoder (from meta["base_model"]) + PEFT adapter + saved head."""
+    from peft import PeftModel
+
+    model = TextClassifier(load_encoder(meta["base_model"]), len(meta["labels"]), meta["pooling"], meta["dropout"])
+    model.encoder = PeftModel.from_pretrained(model.encoder, folder / meta["adapter"])
+    unexpected = model.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=False).unexpected_keys
+    if unexpected:
+        raise BertfitError(f"{folder / WEIGHTS_FILE}: unexpected weights {unexpected[:3]}; the folder is damaged")
+    return model
+
+
+def save_merged(path: Path, out: Path) -> Path:
+    """Write a standalone copy of a (LoRA) model folder with the adapters merged into the encoder."""
+    loaded = load_model(path)
+    meta = {k: v for k, v in loaded.meta.items() if k not in ("adapter", "lora", "bertfit_version", "labels")}
+    save_model(Path(out), merge_lora(loaded.model), loaded.tokenizer, loaded.labels, {**meta, "merged_from": str(path)})
+    return Path(out)
+
+
+def update_model_meta(path: Path, **fields: Any) -> None:
+    """Add fields (thresholds, temperature, ...) to a saved model's bertfit.json."""
+    meta_path = model_folder(path) / META_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    write_json_atomic(meta_path, {**meta, **fields})
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, training_state: dict[str, Any]) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bertfit.errors import BertfitError
+
 log = logging.getLogger(__name__)
 
 PAD_MULTIPLE = 8
@@ -57,16 +59,21 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{description}".encode()).hexdigest()
 
 
-def tokenize(texts: list[str], labels, tokenizer, max_length: int, cache_dir: Path | None) -> TokenizedSplit:
-    """Token ids for `texts`, read from the cache when the same texts, tokenizer and length were seen."""
+def tokenize(texts: list[str], labels, tokenizer, max_length: int, cache_dir: Path | None,
+             keep_head: float = 1.0) -> TokenizedSplit:
+    """Token ids for `texts`, read from the cache when the same texts, tokenizer and length were seen.
+
+    A text longer than max_length keeps its first `keep_head` share of the budget and fills the rest
+    from its end (head+tail truncation: the end of a review often carries the verdict).
+    """
     label_array = np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int64)
     if cache_dir is None:
-        ids, offsets = _encode(texts, tokenizer, max_length)
+        ids, offsets = _encode(texts, tokenizer, max_length, keep_head)
         return TokenizedSplit(ids, offsets, label_array)
-    key = _cache_key(texts, tokenizer, max_length)
+    key = _cache_key(texts, tokenizer, max_length if keep_head >= 1 else f"{max_length}:{keep_head}")
     folder = Path(cache_dir) / "tokens" / key
     if not (folder / "offsets.npy").is_file():
-        ids, offsets = _encode(texts, tokenizer, max_length)
+        ids, offsets = _encode(texts, tokenizer, max_length, keep_head)
         _write_cache(folder, ids, offsets)
     else:
         log.info("token cache hit: %s", folder)
@@ -75,7 +82,7 @@ def tokenize(texts: list[str], labels, tokenizer, max_length: int, cache_dir: Pa
     return TokenizedSplit(ids, offsets, label_array)
 
 
-def _cache_key(texts: list[str], tokenizer, max_length: int) -> str:
+def _cache_key(texts: list[str], tokenizer, max_length: int | str) -> str:
     digest = hashlib.sha256(f"{tokenizer_fingerprint(tokenizer)}\n{max_length}\n{len(texts)}\n".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass"))
@@ -83,16 +90,31 @@ def _cache_key(texts: list[str], tokenizer, max_length: int) -> str:
     return digest.hexdigest()[:32]
 
 
-def _encode(texts: list[str], tokenizer, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+def _encode(texts: list[str], tokenizer, max_length: int, keep_head: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Batched fast-tokenizer calls; truncation keeps [CLS] ... [SEP] within max_length."""
+    head_tail = keep_head < 1
+    if head_tail and tokenizer.num_special_tokens_to_add(pair=False) != 2:
+        raise BertfitError("model.keep_head < 1 needs a tokenizer that wraps a text in exactly two special tokens")
     pieces: list[np.ndarray] = []
     for start in range(0, len(texts), TOKENIZE_CHUNK):
-        encoded = tokenizer(texts[start:start + TOKENIZE_CHUNK], truncation=True, max_length=max_length,
+        encoded = tokenizer(texts[start:start + TOKENIZE_CHUNK], truncation=not head_tail,
+                            max_length=None if head_tail else max_length, verbose=False,
                             return_attention_mask=False, return_token_type_ids=False)
-        pieces += [np.asarray(ids, dtype=np.int32) for ids in encoded["input_ids"]]
+        pieces += [np.asarray(_head_tail(ids, max_length, keep_head) if head_tail else ids, dtype=np.int32)
+                   for ids in encoded["input_ids"]]
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     return (np.concatenate(pieces) if pieces else np.zeros(0, np.int32)), offsets
+
+
+def _head_tail(ids: list[int], max_length: int, keep_head: float) -> list[int]:
+    """[CLS] first tokens ... last tokens [SEP], max_length in all."""
+    if len(ids) <= max_length:
+        return ids
+    budget = max_length - 2
+    head = round(budget * keep_head)
+    body = ids[1:-1]
+    return [ids[0], *body[:head], *body[len(body) - (budget - head):], ids[-1]]
 
 
 def _write_cache(folder: Path, ids: np.ndarray, offsets: np.ndarray) -> None:
@@ -141,7 +163,7 @@ class PaddedBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         starts, ends = self.split.offsets[rows], self.split.offsets[rows + 1]
-        width = int((ends - starts).max())
+        width = int((ends - starts).max(initial=0))  # 0 rows: a rank's empty share of a tiny batch
         width = -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(rows), width), dtype=np.int64)

@@ -16,7 +16,7 @@ EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "train":
+    if extra and args.command not in ("train", "search"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -44,9 +44,25 @@ def _parser() -> argparse.ArgumentParser:
                                             "Run `bertfit config` to list them.")
     train.add_argument("--config", type=Path, help="YAML config file (fields as in `bertfit config`)")
     train.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--init-from", metavar="RUN", help="start from RUN's weights; its labels keep their ids and "
+                                                          "new labels get new head rows (same as --model.init_from)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
     train.add_argument("--quiet", action="store_true", help="log warnings only")
     train.set_defaults(handler=_train)
+
+    search = commands.add_parser("search", help="hyperparameter search (Optuna): many trials of one config",
+                                 description="Field flags (--train.epochs 2) change the base config of every trial.")
+    search.add_argument("--config", type=Path, help="base YAML config of every trial")
+    search.add_argument("--space", required=True, help="search space YAML, or a preset: lr-grid, lr-range")
+    search.add_argument("--trials", type=int, default=10, help="trials to run in this process (default: 10)")
+    search.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///runs/search.db (default) or "
+                                          "postgresql://user@host/db to share a study between machines")
+    search.add_argument("--study-name", help="study to create or join (default: the config's name, else 'search')")
+    search.add_argument("--sampler", default="auto", choices=("auto", "tpe", "random", "grid"), help="auto (grid for all-choice spaces, else tpe), tpe, random, grid")
+    search.add_argument("--pruner", default="median", choices=("median", "asha", "none"), help="median, asha (successive halving) or none")
+    search.add_argument("--seed", type=int, help="sampler seed (default: unseeded, so several machines differ)")
+    search.add_argument("--quiet", action="store_true", help="log warnings only")
+    search.set_defaults(handler=_search)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on labelled data")
     evaluate.add_argument("run", type=Path)
@@ -65,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--device", default="auto")
     predict.set_defaults(handler=_predict)
+
+    merge = commands.add_parser("merge", help="write a standalone model folder with LoRA adapters merged in")
+    merge.add_argument("run", type=Path, help="run directory or model folder")
+    merge.add_argument("out", type=Path, help="folder to write the merged model to")
+    merge.set_defaults(handler=_merge)
 
     env = commands.add_parser("env", help="versions, device and precision a run would use")
     env.add_argument("--device", default="auto")
@@ -87,6 +108,8 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
             raise BertfitError("--resume continues a run with its saved config; drop --config and field flags")
         result = train(resume=args.resume)
     else:
+        if args.init_from is not None:
+            overrides = [*overrides, "--model.init_from", str(args.init_from)]
         result = train(load_config(args.config, overrides), overwrite=args.overwrite)
     if result.interrupted:
         print(f"interrupted after step {result.steps}; resume with: bertfit train --resume {result.run_dir}")
@@ -96,6 +119,22 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     print(f"best validation (step {result.best_step}): " + _summary(result.validation))
     if result.test is not None:
         print("test: " + _summary(result.test))
+    return 0
+
+
+def _search(args: argparse.Namespace, overrides: list[str]) -> int:
+    from bertfit.config import load_config
+    from bertfit.search import load_space, run_search
+
+    config = load_config(args.config, overrides)
+    result = run_search(config, load_space(args.space), args.trials, args.storage, args.study_name, args.sampler,
+                        args.pruner, args.seed)
+    print(f"study {result.study_name} ({result.storage}): " + ", ".join(f"{n} {k.lower()}" for k, n in result.states.items()))
+    print(f"results: {result.table}")
+    if result.best_config is None:
+        print("no trial completed")
+        return 1
+    print(f"best {config.train.metric} {result.best_value:.4f} with {result.best_params}; config: {result.best_config}")
     return 0
 
 
@@ -144,6 +183,13 @@ def _read_text_file(path: Path, column: str) -> dict[str, list]:
         raise BertfitError(f"{path}: column {column!r} not found (columns: {', '.join(map(str, columns))}); "
                            "set --text-column")
     return columns
+
+
+def _merge(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.artifacts import save_merged
+
+    print(f"merged model written to {save_merged(args.run, args.out)}")
+    return 0
 
 
 def _env(args: argparse.Namespace, _: list[str]) -> int:

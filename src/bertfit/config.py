@@ -44,17 +44,34 @@ class DataConfig:
     format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet"] = _field("auto", "file format; auto uses the extension")
     header: bool = _field(True, "CSV/TSV files have a header row; without one, columns are named 0, 1, 2, ...")
     hub_config: str | None = _field(None, "configuration name of a hub dataset (the second argument of load_dataset)")
+    multi_label: bool = _field(False, "each row may carry several labels (a list, or names joined by label_separator)")
+    label_separator: str = _field("|", "separator between label names in a multi-label text column, e.g. 'a|b'",
+                                  lambda v: len(v) >= 1, "must not be empty")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = _field(EMBEDDED_MODEL, "checkpoint folder, hub name, or 'embedded' for the packaged all-MiniLM-L6-v2")
     max_length: int = _field(128, "tokens kept per text; longer texts are truncated", lambda v: 8 <= v <= 8192, "must be in 8..8192")
+    keep_head: float = _field(1.0, "share of max_length kept from the start of a longer text, the rest from its end "
+                                   "(1: cut the end; 0.25: head+tail truncation)", lambda v: 0 <= v <= 1, "must be in [0, 1]")
     pooling: Literal["cls", "mean"] = _field("mean", "how token vectors become one text vector")
     dropout: float = _field(0.1, "dropout before the classification head", lambda v: 0 <= v < 1, "must be in [0, 1)")
     freeze: str = _field("none", "none, embeddings, encoder, or N (embeddings and the first N layers)",
                          lambda v: v in ("none", "embeddings", "encoder") or (v.isdigit() and int(v) >= 0),
                          "must be none, embeddings, encoder or a whole number")
+    init_from: str | None = _field(None, "start from this run's (or model folder's) weights; its labels keep their "
+                                         "ids and new labels get new head rows")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = _field(0, "LoRA rank; 0 trains the whole encoder, > 0 trains low-rank adapters (the head always trains)",
+                    lambda v: 0 <= v <= 1024, "must be in 0..1024")
+    alpha: float = _field(16.0, "LoRA scaling numerator (updates are scaled by alpha / r)", lambda v: v > 0, "must be > 0")
+    dropout: float = _field(0.1, "dropout on the adapter input", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    target_modules: tuple[str, ...] = _field(("query", "value"), "encoder Linear layers (name suffixes) that get adapters",
+                                             lambda v: len(v) >= 1, "must name at least one module")
 
 
 @dataclass(frozen=True)
@@ -67,15 +84,17 @@ class TrainConfig:
     warmup_ratio: float = _field(0.06, "fraction of steps with a linear warmup", lambda v: 0 <= v < 1, "must be in [0, 1)")
     grad_accum_steps: int = _field(1, "micro-batches accumulated per optimizer step", lambda v: v >= 1, "must be >= 1")
     max_grad_norm: float = _field(1.0, "gradient clipping norm; 0 disables clipping", lambda v: v >= 0, "must be >= 0")
-    label_smoothing: float = _field(0.0, "label smoothing of the cross-entropy loss", lambda v: 0 <= v < 1, "must be in [0, 1)")
-    class_weights: Literal["none", "balanced"] = _field("none", "balanced weighs each class by n_samples / (n_classes * count)")
+    label_smoothing: float = _field(0.0, "label smoothing of the loss (multi-label: targets move eps/2 towards 0.5)", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    class_weights: Literal["none", "balanced"] = _field(
+        "none", "balanced weighs each class by n_samples / (n_classes * count); multi-label: positives by negatives / positives")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _field("auto", "auto: bf16 (or fp16) on GPU, fp32 on CPU")
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
     seed: int = _field(42, "seed for splits, shuffling, dropout and head initialisation")
     eval_every_steps: int = _field(0, "evaluate every N optimizer steps; 0 evaluates once per epoch", lambda v: v >= 0, "must be >= 0")
     checkpoint_every_steps: int = _field(200, "save a resumable checkpoint every N steps (and at each evaluation); 0: evaluations only",
                                          lambda v: v >= 0, "must be >= 0")
-    metric: Literal["accuracy", "f1_macro", "loss"] = _field("f1_macro", "validation metric that picks the best checkpoint")
+    metric: Literal["accuracy", "f1_macro", "f1_micro", "loss"] = _field(
+        "f1_macro", "validation metric that picks the best checkpoint (multi-label accuracy is exact match)")
     early_stopping_patience: int = _field(0, "stop after N evaluations without improvement; 0 never stops early", lambda v: v >= 0, "must be >= 0")
     bucket_batches: int = _field(50, "batches per length-sorted mega-batch (1 disables length bucketing)", lambda v: v >= 1, "must be >= 1")
     num_workers: int = _field(0, "data-loader worker processes", lambda v: v >= 0, "must be >= 0")
@@ -91,6 +110,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

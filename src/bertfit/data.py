@@ -12,13 +12,13 @@ import io
 import json
 import logging
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bertfit.config import DataConfig
 from bertfit.errors import BertfitError
+from bertfit.labels import LabelMap, build_label_map, build_multi_label_map, map_labels, multi_hot, natural_key  # noqa: F401
 from bertfit.presets import PRESETS, Columns, preset_path
 
 log = logging.getLogger(__name__)
@@ -27,27 +27,11 @@ FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".
 
 
 @dataclass(frozen=True)
-class LabelMap:
-    names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.names))
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.names)}
-
-
-@dataclass(frozen=True)
 class Split:
     name: str
     source: str  # where the rows came from, for messages and reports
     texts: list[str]
-    labels: list[int]
+    labels: list[int] | list[list[float]]  # ids, or multi-hot rows when data.multi_label
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -81,12 +65,19 @@ def load_dataset(config: DataConfig, seed: int) -> TextDataset:
         spec = getattr(config, split) or _preset_default(config.train, split)
         if spec is not None:
             raw[split] = read_split(spec, split, config)
-    labels = build_label_map(raw, config.label_names)
-    splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
-    _require_two_classes(splits["train"], labels)
+    if config.multi_label:
+        labels = build_multi_label_map(raw, config.label_names, config.label_separator)
+        splits = {name: Split(name, part.source, part.texts, multi_hot(part, labels, config.label_separator))
+                  for name, part in raw.items()}
+    else:
+        labels = build_label_map(raw, config.label_names)
+        splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
+        _require_two_classes(splits["train"], labels)
     rng = random.Random(seed)
     if "validation" not in splits:
-        splits["train"], splits["validation"] = stratified_split(splits["train"], config.validation_fraction, rng)
+        # Label combinations are too many to stratify on; multi-label data is split at random.
+        divide = random_split if config.multi_label else stratified_split
+        splits["train"], splits["validation"] = divide(splits["train"], config.validation_fraction, rng)
     splits["train"] = shuffled(splits["train"], rng).head(config.max_train_rows)
     for name in ("validation", "test"):
         if name in splits and config.max_eval_rows is not None:
@@ -212,34 +203,29 @@ def _rows(columns: Columns, source: str, text_columns: tuple[str, ...], label_co
     return RawSplit(source, texts, list(columns[label_column]), label_names)
 
 
-def build_label_map(raw: dict[str, RawSplit], label_names: tuple[str, ...] | None) -> LabelMap:
-    """Declared names win; otherwise every label seen in any split, sorted naturally ("2" before "10")."""
-    declared = label_names or next((part.label_names for part in raw.values() if part.label_names), None)
-    if declared:
-        return LabelMap(tuple(declared))
-    seen = {str(label).strip() for part in raw.values() for label in part.raw_labels}
-    return LabelMap(tuple(sorted(seen, key=natural_key)))
+def random_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
+    order = list(range(len(split)))
+    rng.shuffle(order)
+    count = min(max(1, round(len(order) * fraction)), len(order) - 1)
+    source = f"{split.source} (seeded {fraction:.0%} validation split)"
+    return _subset(split, sorted(order[count:]), "train", split.source), _subset(split, sorted(order[:count]), "validation", source)
 
 
-def map_labels(part: RawSplit, labels: LabelMap) -> list[int]:
-    """Label ids for a split: names map by name, whole numbers index into declared names."""
-    by_name = labels.label2id
-    ids = []
-    for row, raw_label in enumerate(part.raw_labels, start=1):
-        key = str(raw_label).strip()
-        if key in by_name:
-            ids.append(by_name[key])
-        elif part.label_names is not None and _is_index(raw_label, len(labels)):
-            ids.append(int(raw_label))
+def keep_label_ids(dataset: TextDataset, first: tuple[str, ...]) -> TextDataset:
+    """The dataset relabelled so `first` (an earlier run's labels) keep ids 0..n-1; new names follow."""
+    names = tuple(first) + tuple(n for n in dataset.labels.names if n not in first)
+    new_id = {old: names.index(name) for old, name in enumerate(dataset.labels.names)}
+    splits = {}
+    for key, split in dataset.splits.items():
+        if split.labels and isinstance(split.labels[0], list):  # multi-hot rows: move the columns
+            labels = [[0.0] * len(names) for _ in split.labels]
+            for row, old_row in zip(labels, split.labels):
+                for old, value in enumerate(old_row):
+                    row[new_id[old]] = value
         else:
-            raise BertfitError(f"{part.source} row {row}: label {raw_label!r} is not in the label set "
-                               f"({', '.join(labels.names)}); fix the row or set data.label_names")
-    return ids
-
-
-def natural_key(text: str) -> list:
-    """Sort key that orders embedded numbers by value: 'class2' < 'class10'."""
-    return [(0, int(piece), "") if piece.isdigit() else (1, 0, piece.lower()) for piece in re.split(r"(\d+)", text) if piece]
+            labels = [new_id[label] for label in split.labels]
+        splits[key] = Split(split.name, split.source, split.texts, labels)
+    return TextDataset(splits, LabelMap(names))
 
 
 def stratified_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
@@ -266,11 +252,6 @@ def shuffled(split: Split, rng: random.Random) -> Split:
 
 def _subset(split: Split, indices: list[int], name: str, source: str) -> Split:
     return Split(name, source, [split.texts[i] for i in indices], [split.labels[i] for i in indices])
-
-
-def _is_index(value: Any, size: int) -> bool:
-    text = str(value).strip()
-    return text.isdigit() and int(text) < size
 
 
 def _preset_default(train_spec: str, split: str) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from bertfit import artifacts
 from bertfit.batching import tokenize
-from bertfit.data import map_labels, read_split
+from bertfit.data import map_labels, multi_hot, read_split
 from bertfit.errors import BertfitError
 from bertfit.metrics import classification_metrics
 from bertfit.predict import Predictor, batch_logits
@@ -25,13 +25,19 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
         raise BertfitError(f"{run_dir}: the run has no {split} data; pass --data FILE")
     predictor = Predictor(run_dir, device=device, batch_size=batch_size)
     part = read_split(spec, split, dataclasses.replace(config.data, label_names=predictor.labels.names))
-    labels = map_labels(part, predictor.labels)
+    thresholds = None
+    if predictor.multi_label:  # 0/1 rows, scored at the thresholds tuned on validation
+        labels = multi_hot(part, predictor.labels, config.data.label_separator)
+        thresholds = [predictor.meta.get("thresholds", {}).get(name, 0.5) for name in predictor.labels.names]
+    else:
+        labels = map_labels(part, predictor.labels)
     texts = part.texts[:max_rows] if max_rows else part.texts
     labels = labels[: len(texts)]
-    tokens = tokenize(texts, labels, predictor.tokenizer, predictor.meta["max_length"], cache_dir=None)
+    tokens = tokenize(texts, labels, predictor.tokenizer, predictor.meta["max_length"], cache_dir=None,
+                      keep_head=predictor.meta.get("keep_head", 1.0))
     logits = batch_logits(predictor.model, tokens, predictor.tokenizer.pad_token_id, batch_size,
                           predictor.device, predictor.precision)
-    metrics = classification_metrics(logits / predictor.temperature, tokens.labels, predictor.labels.names)
+    metrics = classification_metrics(logits / predictor.temperature, tokens.labels, predictor.labels.names, thresholds)
     result = {"data": part.source, "split": split, "rows": len(texts), **metrics}
     artifacts.write_json_atomic(run_dir / "eval" / f"{split}.json", result)
     return result

@@ -24,7 +24,7 @@ from bertfit.batching import TokenizedSplit, loader, train_batches
 from bertfit.config import TrainConfig
 from bertfit.metrics import classification_metrics, is_improvement
 from bertfit.predict import batch_logits
-from bertfit.runtime import Precision, autocast
+from bertfit.runtime import Distributed, Precision, all_reduce_sum, autocast, shard_rows
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class Session:
     precision: Precision
     max_grad_norm: float
     pad_id: int
+    dist: Distributed = Distributed()  # under torchrun: this rank's share of each batch, gradients summed
 
 
 @dataclass
@@ -69,22 +70,26 @@ class RunHooks(Protocol):
     def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
 
 
-def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]], total: int | None = None) -> torch.Tensor:
     """One optimizer step over several micro-batches; returns the mean loss per sample (on device).
 
-    Each micro-batch's summed loss is divided by the samples of the whole step, so accumulating
-    4 batches of 1 gives the same gradient as one batch of 4.
+    Each micro-batch's summed loss is divided by the samples of the whole step (`total`, over all
+    ranks), so accumulating 4 batches of 1, or 2 ranks with 2 each, give the gradient of one batch of 4.
     """
     model, device = session.model, session.device
-    total = sum(len(batch["labels"]) for batch in micro_batches)
+    total = total or sum(len(batch["labels"]) for batch in micro_batches)
     step_loss = torch.zeros((), device=device)
     for batch in micro_batches:
+        if len(batch["labels"]) == 0:
+            continue  # a global batch smaller than the world leaves some ranks without rows
         with autocast(device, session.precision):
             logits = model(batch["input_ids"].to(device, non_blocking=True),
                            batch["attention_mask"].to(device, non_blocking=True))
         loss = session.loss_fn(logits.float(), batch["labels"].to(device, non_blocking=True)) / total
         session.scaler.scale(loss).backward()
         step_loss += loss.detach()
+    if session.dist.enabled:
+        all_reduce_sum([p for p in model.parameters() if p.requires_grad], step_loss)
     if session.max_grad_norm > 0:
         session.scaler.unscale_(session.optimizer)
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], session.max_grad_norm)
@@ -95,9 +100,10 @@ def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]]) -
     return step_loss
 
 
-def evaluate(session: Session, split: TokenizedSplit, names: tuple[str, ...], batch_size: int) -> dict[str, float]:
+def evaluate(session: Session, split: TokenizedSplit, names: tuple[str, ...], batch_size: int,
+             thresholds: np.ndarray | None = None) -> dict[str, float]:
     logits = batch_logits(session.model, split, session.pad_id, batch_size, session.device, session.precision)
-    return classification_metrics(logits, split.labels, names)
+    return classification_metrics(logits, split.labels, names, thresholds)
 
 
 def steps_per_epoch(rows: int, config: TrainConfig) -> int:
@@ -109,24 +115,26 @@ def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, nam
     """Train from `state` to the end (or early stop, or Ctrl-C), evaluating and checkpointing on the way."""
     per_epoch = steps_per_epoch(len(train), config)
     total_steps = per_epoch * config.epochs
-    progress = tqdm(total=total_steps, initial=state.step, disable=not config.progress, desc="train", unit="step",
-                    dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=state.step, disable=not (config.progress and session.dist.is_main),
+                    desc="train", unit="step", dynamic_ncols=True)
     stop = _StopRequest()
     running_loss, running_steps = torch.zeros((), device=session.device), 0
     session.model.train()
     with stop.installed():
         while state.epoch < config.epochs and not state.finished:
             batches = train_batches(train.lengths, config.batch_size, config.bucket_batches, config.seed, state.epoch)
-            data = iter(loader(train, batches[state.batches_done:], session.pad_id, config.num_workers,
-                               pin_memory=session.device.type == "cuda"))
+            sizes = [len(rows) for rows in batches]  # global batch sizes; each rank loads only its shard
+            shards = [shard_rows(rows, session.dist) for rows in batches[state.batches_done:]]
+            data = iter(loader(train, shards, session.pad_id, config.num_workers, pin_memory=session.device.type == "cuda"))
             last = time.perf_counter()
             while state.batches_done < len(batches):
                 group = [next(data) for _ in range(min(config.grad_accum_steps, len(batches) - state.batches_done))]
-                running_loss += train_step(session, group)
+                samples = sum(sizes[state.batches_done:state.batches_done + len(group)])
+                running_loss += train_step(session, group, samples)
                 state.train_seconds += time.perf_counter() - last
                 state.step += 1
                 state.batches_done += len(group)
-                state.samples_seen += sum(len(batch["labels"]) for batch in group)
+                state.samples_seen += samples
                 running_steps += 1
                 progress.update(1)
                 end_of_epoch = state.batches_done == len(batches)

@@ -37,16 +37,24 @@ def per_class_scores(counts: np.ndarray) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support}
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
-    """accuracy, loss, macro and weighted precision/recall/F1, and F1 per class (keys f1/<name>)."""
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
+                           thresholds: np.ndarray | None = None) -> dict[str, float]:
+    """accuracy, loss, macro and weighted precision/recall/F1, and F1 per class (keys f1/<name>).
+
+    Multi-label data (a 0/1 matrix of labels) is scored by `multi_label_metrics` at `thresholds`.
+    """
     labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return multi_label_metrics(logits, labels, names, thresholds)
     predictions = logits.argmax(axis=-1)
     counts = confusion_matrix(labels, predictions, len(names))
     scores = per_class_scores(counts)
     weights = scores["support"] / max(1, scores["support"].sum())
     # Macro averages cover the classes present in labels or predictions, as scikit-learn does.
     present = (scores["support"] > 0) | (counts.sum(axis=0) > 0)
-    metrics = {"accuracy": float((predictions == labels).mean()), "loss": cross_entropy(logits, labels)}
+    accuracy = float((predictions == labels).mean())
+    # With one label per row, micro-averaged F1 equals accuracy; the key lets train.metric name it.
+    metrics = {"accuracy": accuracy, "f1_micro": accuracy, "loss": cross_entropy(logits, labels)}
     for key in ("precision", "recall", "f1"):
         metrics[f"{key}_macro"] = float(scores[key][present].mean())
         metrics[f"{key}_weighted"] = float((scores[key] * weights).sum())
@@ -60,3 +68,64 @@ def is_improvement(metric: str, score: float, best: float | None) -> bool:
     if best is None:
         return True
     return score < best if metric == "loss" else score > best
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))  # tanh form: no overflow warnings for large |logits|
+
+
+def binary_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over rows and labels of BCE with logits, computed stably."""
+    return float((np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))).mean())
+
+
+def multi_label_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
+                        thresholds: np.ndarray | None = None) -> dict[str, float]:
+    """Exact-match accuracy, BCE loss, micro/macro precision, recall and F1, F1 per label.
+
+    A label is predicted when its probability reaches its threshold (0.5 unless tuned).
+    """
+    labels = np.asarray(labels) > 0.5
+    cut = np.full(len(names), 0.5) if thresholds is None else np.asarray(thresholds)
+    predicted = sigmoid(logits) >= cut
+    true_positive = (predicted & labels).sum(0).astype(np.float64)
+    predicted_count, support = predicted.sum(0).astype(np.float64), labels.sum(0).astype(np.float64)
+    metrics = {"accuracy": float((predicted == labels).all(1).mean()),
+               "loss": binary_cross_entropy(logits, labels.astype(np.float64))}
+    precision, recall, f1 = _prf(true_positive, predicted_count, support)
+    present = (support > 0) | (predicted_count > 0)
+    for key, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+        metrics[f"{key}_macro"] = float(values[present].mean()) if present.any() else 0.0
+    micro = _prf(true_positive.sum(keepdims=True), predicted_count.sum(keepdims=True), support.sum(keepdims=True))
+    for key, values in zip(("precision", "recall", "f1"), micro):
+        metrics[f"{key}_micro"] = float(values[0])
+    for name, value in zip(names, f1):
+        metrics[f"f1/{name}"] = float(value)
+    return metrics
+
+
+def tune_thresholds(probabilities: np.ndarray, labels: np.ndarray, grid: np.ndarray | None = None) -> np.ndarray:
+    """Per label, the probability cut-off that maximises that label's F1 (ties: the one nearest 0.5).
+
+    A label with no positive rows keeps 0.5: there is nothing to tune it on.
+    """
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
+    labels = np.asarray(labels) > 0.5
+    best = np.full(labels.shape[1], 0.5)
+    for column in range(labels.shape[1]):
+        truth = labels[:, column]
+        if not truth.any():
+            continue
+        predicted = probabilities[:, column][None, :] >= grid[:, None]  # (thresholds, rows)
+        true_positive = (predicted & truth).sum(1).astype(np.float64)
+        f1 = _prf(true_positive, predicted.sum(1).astype(np.float64), np.full(len(grid), truth.sum(), np.float64))[2]
+        candidates = np.flatnonzero(f1 == f1.max())
+        best[column] = grid[candidates[np.argmin(np.abs(grid[candidates] - 0.5))]]
+    return best
+
+
+def _prf(true_positive: np.ndarray, predicted: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
+    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
+    total = precision + recall
+    return precision, recall, np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)

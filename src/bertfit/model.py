@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertfit.config import EMBEDDED_MODEL, ModelConfig
+from bertfit.config import EMBEDDED_MODEL, LoraConfig, ModelConfig
 from bertfit.errors import BertfitError
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,72 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def build_classifier(config: ModelConfig, num_labels: int, seed: int) -> TextClassifier:
+def build_classifier(config: ModelConfig, num_labels: int, seed: int, lora: LoraConfig | None = None,
+                     initial: dict[str, torch.Tensor] | None = None, label_rows: list[int] | None = None) -> TextClassifier:
+    """Encoder + head; `initial` (a previous classifier's state) replaces the pretrained weights, and its
+    head row `label_rows[i]` becomes row i (-1: a new label, which keeps its fresh initialisation)."""
     encoder = load_encoder(config.name)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the head's initial weights depend on the seed alone
+        torch.manual_seed(seed)  # the head's and adapters' initial weights depend on the seed alone
         model = TextClassifier(encoder, num_labels, config.pooling, config.dropout)
+        if initial is not None:
+            load_initial_weights(model, initial, label_rows or [])
+        if lora is not None and lora.r > 0:
+            if config.freeze != "none":
+                raise BertfitError("model.freeze: LoRA (lora.r > 0) already freezes the encoder; set model.freeze none")
+            apply_lora(model, lora)
     apply_freeze(model, config.freeze)
     return model
+
+
+def load_initial_weights(model: TextClassifier, state: dict[str, torch.Tensor], label_rows: list[int]) -> None:
+    """Encoder weights from `state`; head rows copied by label (see build_classifier), the rest left as built."""
+    encoder_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    try:
+        model.encoder.load_state_dict(encoder_state)
+    except RuntimeError as error:
+        raise BertfitError(f"model.init_from: its encoder does not fit model.name's architecture ({str(error)[:200]}); "
+                           "set model.name to the base model the run was trained from") from None
+    with torch.no_grad():
+        for new_row, old_row in enumerate(label_rows):
+            if old_row >= 0:
+                model.head.weight[new_row] = state["head.weight"][old_row]
+                model.head.bias[new_row] = state["head.bias"][old_row]
+
+
+def apply_lora(model: TextClassifier, lora: LoraConfig) -> None:
+    """Wrap the encoder in PEFT LoRA adapters: the encoder's own weights freeze, adapters and head train."""
+    import peft
+
+    settings = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                               target_modules=list(lora.target_modules), bias="none")
+    try:
+        model.encoder = peft.get_peft_model(model.encoder, settings)
+    except ValueError as error:  # PEFT's message for target modules that match nothing
+        raise BertfitError(f"lora.target_modules: {error}; name Linear layers of the encoder "
+                           "(BERT: query, key, value, dense)") from None
+    trainable, total = count_parameters(model)
+    log.info("LoRA r=%d on %s: %s of %s parameters train", lora.r, ",".join(lora.target_modules),
+             f"{trainable:,}", f"{total:,}")
+
+
+def is_lora(model: TextClassifier) -> bool:
+    return hasattr(model.encoder, "peft_config")
+
+
+def merge_lora(model: TextClassifier) -> TextClassifier:
+    """Fold the adapters into the encoder weights (in place) so the model is a plain encoder + head again.
+
+    Export and serving call this: the merged model runs at full speed with no PEFT import.
+    """
+    if is_lora(model):
+        model.encoder = model.encoder.merge_and_unload()
+    return model
+
+
+def head_state(model: TextClassifier) -> dict[str, torch.Tensor]:
+    """The weights outside the encoder (the classification head), saved beside a LoRA adapter."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.")}
 
 
 def apply_freeze(model: TextClassifier, freeze: str) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from bertfit.artifacts import load_model
 from bertfit.batching import TokenizedSplit, eval_batches, loader, tokenize
-from bertfit.metrics import softmax
+from bertfit.metrics import sigmoid, softmax
 from bertfit.runtime import Precision, autocast, choose_device, choose_precision
 
 
@@ -20,6 +20,7 @@ class Prediction:
     label: str
     confidence: float
     probabilities: dict[str, float]
+    labels: tuple[str, ...] | None = None  # multi-label models: every label at or above its threshold
 
 
 @torch.inference_mode()
@@ -53,14 +54,26 @@ class Predictor:
         self.temperature = float(loaded.meta.get("temperature", 1.0))
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        split = tokenize(list(texts), np.zeros(len(texts)), self.tokenizer, self.meta["max_length"], cache_dir=None)
+        split = tokenize(list(texts), np.zeros(len(texts)), self.tokenizer, self.meta["max_length"], cache_dir=None,
+                         keep_head=self.meta.get("keep_head", 1.0))
         return batch_logits(self.model, split, self.tokenizer.pad_token_id, self.batch_size, self.device, self.precision)
 
+    @property
+    def multi_label(self) -> bool:
+        return self.meta.get("problem_type") == "multi_label_classification"
+
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        return softmax(self.logits(texts) / self.temperature)
+        """Class probabilities (rows sum to 1), or for multi-label models one independent probability per label."""
+        scaled = self.logits(texts) / self.temperature
+        return sigmoid(scaled) if self.multi_label else softmax(scaled)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         probabilities = self.predict_proba(texts)
         names = self.labels.names
+        if self.multi_label:
+            cuts = np.array([self.meta.get("thresholds", {}).get(name, 0.5) for name in names])
+            chosen = [tuple(n for n, p, c in zip(names, row, cuts) if p >= c) for row in probabilities]
+            return [Prediction(text, "|".join(found), float(row.max()), dict(zip(names, map(float, row))), found)
+                    for text, row, found in zip(texts, probabilities, chosen)]
         return [Prediction(text, names[int(row.argmax())], float(row.max()), dict(zip(names, map(float, row))))
                 for text, row in zip(texts, probabilities)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import random
@@ -116,7 +117,101 @@ def environment(device_spec: str = "auto", precision_spec: str = "auto") -> dict
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cpu_bf16": cpu_supports_bf16(),
+        "world_size": distributed_from_env().world_size,  # processes of a torchrun / accelerate job
     }
     if torch.cuda.is_available():
         facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return facts
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun / accelerate launch job (rank 0 of 1 when launched plainly)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # we created the process group, so we destroy it (not a caller's group)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """RANK, WORLD_SIZE and LOCAL_RANK as torchrun and `accelerate launch` set them."""
+    try:
+        return Distributed(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                           int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError:
+        raise BertfitError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers (as torchrun sets them)") from None
+
+
+def init_distributed(device_spec: str = "auto") -> tuple[Distributed, torch.device]:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU); pick this rank's device.
+
+    On GPU each process takes the GPU of its LOCAL_RANK, so one process drives one device.
+    """
+    dist = distributed_from_env()
+    if not dist.enabled:
+        return dist, choose_device(device_spec)
+    if device_spec in ("auto", "cuda") and torch.cuda.is_available():
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = choose_device(device_spec)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist = dataclasses.replace(dist, owns_group=True)
+    return dist, device
+
+
+def close_distributed(dist: Distributed) -> None:
+    if dist.owns_group and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def barrier(dist: Distributed) -> None:
+    if dist.enabled:
+        torch.distributed.barrier()
+
+
+def broadcast_object(value: Any, dist: Distributed) -> Any:
+    """Rank 0's `value` on every rank."""
+    if not dist.enabled:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard_rows(rows: np.ndarray, dist: Distributed) -> np.ndarray:
+    """This rank's share of one global batch: the ranks together take every row exactly once."""
+    return rows[dist.rank::dist.world_size]
+
+
+def broadcast_parameters(model: torch.nn.Module, dist: Distributed) -> None:
+    """Every rank starts from rank 0's weights (they are equal already when seeds match; this makes sure)."""
+    if dist.enabled:
+        for tensor in model.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
+
+
+def all_reduce_sum(parameters: list[torch.nn.Parameter], extra: torch.Tensor) -> None:
+    """Sum the gradients (and `extra`, e.g. the step loss) over ranks, in place, in one collective.
+
+    Each rank's loss is already divided by the global batch size, so the sum is the gradient of the
+    global batch's mean loss: the same as one process training on the whole batch.
+    """
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [extra.reshape(-1).to(grads[0].dtype)])
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for parameter, grad in zip(parameters, grads):
+        parameter.grad = flat[offset:offset + grad.numel()].view_as(grad)
+        offset += grad.numel()
+    extra.copy_(flat[offset:].view_as(extra))

@@ -6,21 +6,28 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from bertfit import artifacts
 from bertfit.batching import TokenizedSplit, default_cache_dir, tokenize
-from bertfit.config import RunConfig, replace
-from bertfit.data import LabelMap, TextDataset, load_dataset
+from bertfit.config import RunConfig, TrainConfig, config_to_dict, replace
+from bertfit.data import LabelMap, TextDataset, keep_label_ids, load_dataset
 from bertfit.errors import BertfitError
 from bertfit.loop import LoopState, Session, class_weights, evaluate, fit, state_dict, state_from_dict, steps_per_epoch
-from bertfit.model import build_classifier, count_parameters, load_tokenizer
+from bertfit.metrics import sigmoid, tune_thresholds
+from bertfit.model import build_classifier, count_parameters, load_tokenizer, merge_lora
+from bertfit.predict import batch_logits
 from bertfit.optim import build_optimizer, build_scheduler
-from bertfit.runtime import choose_device, choose_precision, environment, make_scaler, rng_state, seed_everything, set_rng_state
+from bertfit.runtime import (Distributed, barrier, broadcast_object, broadcast_parameters, choose_precision,
+                             close_distributed, environment, init_distributed, make_scaler, rng_state, seed_everything,
+                             set_rng_state)
 
 log = logging.getLogger(__name__)
+
+EvalCallback = Callable[[LoopState, dict[str, Any]], None]  # (loop state, metrics record) after each evaluation
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,9 @@ class RunWriter:
     """Writes evaluations, scalars, the best model and checkpoints into the run directory."""
 
     def __init__(self, run_dir: Path, session: Session, tokenizer: Any, labels: LabelMap, config: RunConfig,
-                 tensorboard: bool, purge_step: int | None = None):
+                 tensorboard: bool, purge_step: int | None = None, on_eval: EvalCallback | None = None):
         self.run_dir, self.session, self.tokenizer, self.labels, self.config = run_dir, session, tokenizer, labels, config
+        self.on_eval_callback = on_eval
         self.scalars = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -57,6 +65,8 @@ class RunWriter:
         if improved:
             artifacts.save_model(self.run_dir / artifacts.MODEL_DIR, self.session.model, self.tokenizer, self.labels,
                                  model_meta(self.config, state))
+        if self.on_eval_callback is not None:  # last: it may raise to stop the run (search pruning)
+            self.on_eval_callback(state, record)
 
     def on_checkpoint(self, state: LoopState) -> None:
         session = self.session
@@ -71,60 +81,144 @@ class RunWriter:
 
 def model_meta(config: RunConfig, state: LoopState) -> dict[str, Any]:
     return {"base_model": config.model.name, "pooling": config.model.pooling, "dropout": config.model.dropout,
-            "max_length": config.model.max_length, "problem_type": "single_label_classification",
-            "temperature": 1.0, "step": state.step}
+            "max_length": config.model.max_length, "keep_head": config.model.keep_head,
+            "problem_type": "multi_label_classification" if config.data.multi_label else "single_label_classification",
+            "temperature": 1.0, "step": state.step,
+            **({"lora": config_to_dict(config.lora)} if config.lora.r > 0 else {})}
 
 
-def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False) -> TrainResult:
-    """Fine-tune `config.model` on `config.data` into a run directory, or continue the run at `resume`."""
+def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False,
+          on_eval: EvalCallback | None = None) -> TrainResult:
+    """Fine-tune `config.model` on `config.data` into a run directory, or continue the run at `resume`.
+
+    `on_eval(state, record)` runs after every evaluation; an exception it raises stops training.
+    """
     if resume is not None:
         run_dir = Path(resume)
         config = artifacts.read_run_config(run_dir)
     elif config is None:
         raise BertfitError("train() needs a config or a run directory to resume")
-    if config.name is None:
-        config = _with_name(config, time.strftime("%Y%m%d-%H%M%S"))
+    dist, device = init_distributed(config.train.device)
+    try:
+        return _train(config, dist, device, resume, overwrite, on_eval)
+    finally:
+        close_distributed(dist)
+
+
+def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: str | Path | None, overwrite: bool,
+           on_eval: EvalCallback | None) -> TrainResult:
+    if config.name is None:  # every rank must agree on the name: rank 0's clock decides
+        config = _with_name(config, broadcast_object(time.strftime("%Y%m%d-%H%M%S"), dist))
     if resume is None:
-        artifacts.check_run_dir_free(config, overwrite)
-    seed_everything(config.train.seed)
-    device = choose_device(config.train.device)
+        _check_run_dir_free(config, overwrite, dist)
+    seed_everything(config.train.seed + dist.rank)  # ranks draw different dropout masks, like one big batch
     precision = choose_precision(config.train.precision, device)
     dataset = load_dataset(config.data, config.train.seed)
     tokenizer = load_tokenizer(config.model.name)
     tokens = tokenize_dataset(dataset, tokenizer, config)
-    model = build_classifier(config.model, len(dataset.labels), config.train.seed).to(device)
-    session = _session(model, tokens["train"], config, device, precision, tokenizer.pad_token_id)
+    dataset, initial, label_rows = _initial_weights(config, dataset)
+    model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
+    model = model.to(device)
+    broadcast_parameters(model, dist)
+    session = _session(model, tokens["train"], config, device, precision, tokenizer.pad_token_id, dist)
     state = LoopState()
     if resume is not None:
+        run_dir = Path(resume)
         state = _restore(run_dir, session)
-    else:
+    elif dist.is_main:
         run_dir = artifacts.create_run_dir(config, dataset.labels, environment(config.train.device, config.train.precision), overwrite)
+    else:
+        run_dir = Path(config.output_dir) / config.name
     trainable, total = count_parameters(model)
-    log.info("run %s: %d train / %d validation rows, %s of %s parameters train, %s %s", run_dir,
-             len(tokens["train"]), len(tokens["validation"]), f"{trainable:,}", f"{total:,}", device, precision.name)
-    writer = RunWriter(run_dir, session, tokenizer, dataset.labels, config, config.train.tensorboard, state.step or None)
+    log.info("run %s: %d train / %d validation rows, %s of %s parameters train, %s %s%s", run_dir,
+             len(tokens["train"]), len(tokens["validation"]), f"{trainable:,}", f"{total:,}", device, precision.name,
+             f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
+    # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
+    writer = RunWriter(run_dir, session, tokenizer, dataset.labels, config, config.train.tensorboard, state.step or None,
+                       on_eval) if dist.is_main else _SilentWriter()
     try:
         state = fit(session, tokens["train"], tokens["validation"], dataset.labels.names, config.train, state, writer)
     finally:
         writer.close()
+    barrier(dist)  # rank 0's model/ folder is complete before anyone reads it
+    if not dist.is_main:
+        best = next((r for r in state.history if r["step"] == state.best_step), {})
+        validation = {k.removeprefix("eval/"): v for k, v in best.items() if k.startswith("eval/")}
+        return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, 0.0,
+                           state.interrupted)
     return _finish(run_dir, session, tokens, dataset.labels, config, state)
+
+
+def _initial_weights(config: RunConfig, dataset: TextDataset) -> tuple[TextDataset, dict | None, list[int] | None]:
+    """With model.init_from: the earlier run's weights, and its labels kept at their ids (new labels after)."""
+    if config.model.init_from is None:
+        return dataset, None, None
+    previous = artifacts.load_model(Path(config.model.init_from))
+    if previous.meta.get("problem_type", "single_label_classification") != model_meta(config, LoopState())["problem_type"]:
+        raise BertfitError(f"model.init_from: {config.model.init_from} is a {previous.meta['problem_type']} model; "
+                           "set data.multi_label to match it")
+    dataset = keep_label_ids(dataset, previous.labels.names)
+    added = [name for name in dataset.labels.names if name not in previous.labels.names]
+    log.info("init from %s: %d labels kept, %d new (%s)", config.model.init_from, len(previous.labels),
+             len(added), ", ".join(added) or "none")
+    rows = [previous.labels.label2id.get(name, -1) for name in dataset.labels.names]
+    return dataset, merge_lora(previous.model).state_dict(), rows
+
+
+def _check_run_dir_free(config: RunConfig, overwrite: bool, dist: Distributed) -> None:
+    """Rank 0 decides (other ranks may not share its disk, or may look after it created the folder)."""
+    problem = None
+    if dist.is_main:
+        try:
+            artifacts.check_run_dir_free(config, overwrite)
+        except BertfitError as error:
+            problem = str(error)
+    problem = broadcast_object(problem, dist)
+    if problem is not None:
+        raise BertfitError(problem)
+
+
+class _SilentWriter:
+    """RunHooks for ranks other than 0: they keep no files."""
+
+    def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None: ...
+    def on_checkpoint(self, state: LoopState) -> None: ...
+    def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
+    def close(self) -> None: ...
 
 
 def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) -> dict[str, TokenizedSplit]:
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache)
+    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache, config.model.keep_head)
             for name, split in dataset.splits.items()}
 
 
 def _session(model: torch.nn.Module, train_split: TokenizedSplit, config: RunConfig, device: torch.device,
-             precision, pad_id: int) -> Session:
+             precision, pad_id: int, dist: Distributed = Distributed()) -> Session:
     cfg = config.train
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = build_scheduler(optimizer, cfg.warmup_ratio, steps_per_epoch(len(train_split), cfg) * cfg.epochs)
-    weights = class_weights(train_split.labels, model.head.out_features).to(device) if cfg.class_weights == "balanced" else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing, reduction="sum")
+    loss_fn = loss_function(cfg, train_split.labels, model.head.out_features, device)
     return Session(model, optimizer, scheduler, make_scaler(device, precision), loss_fn, device, precision,
-                   cfg.max_grad_norm, pad_id)
+                   cfg.max_grad_norm, pad_id, dist)
+
+
+def loss_function(cfg: TrainConfig, labels: np.ndarray, num_labels: int, device: torch.device) -> Callable:
+    """Summed cross-entropy, or for multi-label data (a 0/1 matrix) summed binary cross-entropy per label."""
+    balanced = cfg.class_weights == "balanced"
+    if labels.ndim == 1:
+        weights = class_weights(labels, num_labels).to(device) if balanced else None
+        return torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing, reduction="sum")
+    positives = labels.sum(0)
+    # balanced: each label's positives weigh negatives / positives, so rare labels are not ignored.
+    pos_weight = torch.tensor(np.where(positives > 0, (len(labels) - positives) / np.maximum(positives, 1), 1.0),
+                              dtype=torch.float32, device=device) if balanced else None
+    bce = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="sum")
+    smoothing = cfg.label_smoothing
+
+    def multi_label_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return bce(logits, targets * (1 - smoothing) + smoothing / 2)
+    return multi_label_loss
 
 
 def _restore(run_dir: Path, session: Session) -> LoopState:
@@ -135,7 +229,8 @@ def _restore(run_dir: Path, session: Session) -> LoopState:
     set_rng_state(saved["rng"])
     state = state_from_dict(saved["loop"])
     state.interrupted = False
-    artifacts.truncate_metrics(run_dir, state.step)
+    if session.dist.is_main:
+        artifacts.truncate_metrics(run_dir, state.step)
     log.info("resuming %s at step %d (epoch %d)", run_dir, state.step, state.epoch)
     return state
 
@@ -151,15 +246,29 @@ def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit], 
         return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, rate, True)
     best_model = artifacts.load_model(run_dir)
     session.model.load_state_dict(best_model.model.state_dict())
+    thresholds = tune_label_thresholds(run_dir, session, tokens["validation"], labels, config) \
+        if config.data.multi_label else None
     test = None
     if "test" in tokens:
-        test = evaluate(session, tokens["test"], labels.names, config.train.eval_batch_size)
+        test = evaluate(session, tokens["test"], labels.names, config.train.eval_batch_size, thresholds)
     result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False)
     artifacts.write_json_atomic(run_dir / "results.json", {
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
+        **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
         "rows": {name: len(split) for name, split in tokens.items()}})
     return result
+
+
+def tune_label_thresholds(run_dir: Path, session: Session, validation: TokenizedSplit, labels: LabelMap,
+                          config: RunConfig) -> np.ndarray:
+    """Per-label probability cut-offs that maximise validation F1, stored in model/bertfit.json."""
+    logits = batch_logits(session.model, validation, session.pad_id, config.train.eval_batch_size, session.device,
+                          session.precision)
+    thresholds = tune_thresholds(sigmoid(logits), validation.labels)
+    artifacts.update_model_meta(run_dir, thresholds=dict(zip(labels.names, thresholds.tolist())))
+    log.info("tuned thresholds: %s", ", ".join(f"{n}={t:.2f}" for n, t in zip(labels.names, thresholds)))
+    return thresholds
 
 
 def _with_name(config: RunConfig, name: str) -> RunConfig:
