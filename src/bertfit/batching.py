@@ -41,6 +41,21 @@ class TokenizedSplit:
         return np.diff(self.offsets)
 
 
+@dataclass(frozen=True)
+class FeatureSplit:
+    """A split already run through a frozen encoder: one pooled vector per text (see bertfit.features).
+
+    It keeps the token lengths so the training batches are cut exactly as for the tokenised split.
+    """
+
+    features: np.ndarray  # float32, (rows, hidden)
+    labels: np.ndarray
+    lengths: np.ndarray  # token count per text
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BERTFIT_CACHE", Path.home() / ".cache" / "bertfit"))
 
@@ -181,11 +196,27 @@ class PaddedBatches(torch.utils.data.Dataset):
         return len(self.split)
 
 
-def loader(split: TokenizedSplit, batches: list[np.ndarray], pad_id: int, num_workers: int = 0,
+class FeatureBatches(torch.utils.data.Dataset):
+    """Maps an array of row indices to a batch of cached pooled vectors (the model takes them as `features`)."""
+
+    def __init__(self, split: FeatureSplit):
+        self.split = split
+
+    def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        return {"features": torch.from_numpy(self.split.features[rows]),
+                "labels": torch.from_numpy(np.asarray(self.split.labels[rows])),
+                "rows": torch.from_numpy(np.asarray(rows, dtype=np.int64))}
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+
+def loader(split: TokenizedSplit | FeatureSplit, batches: list[np.ndarray], pad_id: int, num_workers: int = 0,
            pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over precomputed batches; workers build padded tensors while the model runs."""
+    dataset = FeatureBatches(split) if isinstance(split, FeatureSplit) else PaddedBatches(split, pad_id)
     # Its own generator: a DataLoader otherwise draws a seed from the global RNG at every iter(),
     # which would make dropout depend on how often loaders were created (and break exact resume).
-    return torch.utils.data.DataLoader(PaddedBatches(split, pad_id), sampler=batches, batch_size=None,
+    return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None,
                                        num_workers=num_workers, pin_memory=pin_memory,
                                        generator=torch.Generator().manual_seed(0))

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bertfit.batching import TokenizedSplit, loader, train_batches
+from bertfit.batching import FeatureSplit, TokenizedSplit, loader, train_batches
 from bertfit.config import TrainConfig
+from bertfit.features import feature_logits
 from bertfit.metrics import classification_metrics, is_improvement
 from bertfit.predict import batch_logits
 from bertfit.runtime import Distributed, Precision, all_reduce_sum, autocast, shard_rows
@@ -82,9 +83,10 @@ def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]], t
     for batch in micro_batches:
         if len(batch["labels"]) == 0:
             continue  # a global batch smaller than the world leaves some ranks without rows
+        # Token batches carry input_ids + attention_mask, cached-feature batches carry features.
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in ("labels", "rows")}
         with autocast(device, session.precision):
-            logits = model(batch["input_ids"].to(device, non_blocking=True),
-                           batch["attention_mask"].to(device, non_blocking=True))
+            logits = model(**inputs)
         loss = session.loss_fn(logits.float(), batch["labels"].to(device, non_blocking=True)) / total
         session.scaler.scale(loss).backward()
         step_loss += loss.detach()
@@ -100,18 +102,25 @@ def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]], t
     return step_loss
 
 
-def evaluate(session: Session, split: TokenizedSplit, names: tuple[str, ...], batch_size: int,
+def evaluate(session: Session, split: TokenizedSplit | FeatureSplit, names: tuple[str, ...], batch_size: int,
              thresholds: np.ndarray | None = None) -> dict[str, float]:
-    logits = batch_logits(session.model, split, session.pad_id, batch_size, session.device, session.precision)
+    logits = split_logits(session, split, batch_size)
     return classification_metrics(logits, split.labels, names, thresholds)
+
+
+def split_logits(session: Session, split: TokenizedSplit | FeatureSplit, batch_size: int) -> np.ndarray:
+    """Logits in row order, from tokens or (frozen-encoder fast path) from cached features."""
+    if isinstance(split, FeatureSplit):
+        return feature_logits(session.model, split, batch_size, session.device, session.precision)
+    return batch_logits(session.model, split, session.pad_id, batch_size, session.device, session.precision)
 
 
 def steps_per_epoch(rows: int, config: TrainConfig) -> int:
     return math.ceil(math.ceil(rows / config.batch_size) / config.grad_accum_steps)
 
 
-def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, names: tuple[str, ...],
-        config: TrainConfig, state: LoopState, hooks: RunHooks) -> LoopState:
+def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: TokenizedSplit | FeatureSplit,
+        names: tuple[str, ...], config: TrainConfig, state: LoopState, hooks: RunHooks) -> LoopState:
     """Train from `state` to the end (or early stop, or Ctrl-C), evaluating and checkpointing on the way."""
     per_epoch = steps_per_epoch(len(train), config)
     total_steps = per_epoch * config.epochs
@@ -167,7 +176,7 @@ def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, nam
     return state
 
 
-def _evaluate_and_record(session: Session, validation: TokenizedSplit, names: tuple[str, ...],
+def _evaluate_and_record(session: Session, validation: TokenizedSplit | FeatureSplit, names: tuple[str, ...],
                          config: TrainConfig, state: LoopState, hooks: RunHooks) -> None:
     metrics = evaluate(session, validation, names, config.eval_batch_size)
     score = metrics[config.metric]

@@ -26,9 +26,21 @@ class TextClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
+                features: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from tokens, or from `features` (pooled vectors computed earlier by `encode`).
+
+        Passing features skips the encoder: with a frozen encoder the loop trains the head on
+        cached vectors (see bertfit.features) while the model, its weights and saving stay the same.
+        """
+        if features is None:
+            features = self.encode(input_ids, attention_mask)
+        return self.head(self.dropout(features))
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled text vectors the head reads (before dropout)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
+        return pool(hidden, attention_mask, self.pooling)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -66,6 +66,35 @@ def make_scaler(device: torch.device, precision: Precision) -> torch.amp.GradSca
     return torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
 
 
+def compile_model(model: torch.nn.Module) -> None:
+    """torch.compile `model` in place (its state_dict keys, saving and loading stay as they are).
+
+    dynamic=None: the first batch compiles for its exact shape, and a second shape recompiles with
+    symbolic sizes. Length bucketing pads to a multiple of 8, so the few batch widths share one
+    dynamic graph instead of one graph per width (dynamic=False would recompile per width and soon
+    hit dynamo's recompile limit).
+    """
+    device = next(model.parameters()).device
+    problem = compile_toolchain_problem(device)
+    if problem is not None:
+        raise BertfitError(f"train.compile: {problem}; install it or set train.compile false")
+    model.compile(dynamic=None)
+
+
+def compile_toolchain_problem(device: torch.device) -> str | None:
+    """Why torch.compile's default backend (inductor) cannot build kernels here, or None when it can."""
+    import importlib.util
+    import shutil
+
+    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "inductor needs Triton on GPU and it is not installed"
+    if device.type == "cpu" and not any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+        return "inductor needs a C++ compiler on CPU (g++ or clang++) and none is on PATH"
+    if device.type == "mps":
+        return "torch.compile is not supported on MPS by bertfit"
+    return None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

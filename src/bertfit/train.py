@@ -12,17 +12,19 @@ import numpy as np
 import torch
 
 from bertfit import artifacts
-from bertfit.batching import TokenizedSplit, default_cache_dir, tokenize
+from bertfit.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
 from bertfit.config import RunConfig, TrainConfig, config_to_dict, replace
 from bertfit.data import LabelMap, TextDataset, keep_label_ids, load_dataset
 from bertfit.errors import BertfitError
-from bertfit.loop import LoopState, Session, class_weights, evaluate, fit, state_dict, state_from_dict, steps_per_epoch
+from bertfit.features import encode_splits, use_cached_features
+from bertfit.loop import (LoopState, Session, class_weights, evaluate, fit, split_logits, state_dict, state_from_dict,
+                          steps_per_epoch)
 from bertfit.metrics import sigmoid, tune_thresholds
 from bertfit.model import build_classifier, count_parameters, load_tokenizer, merge_lora
-from bertfit.predict import batch_logits
 from bertfit.optim import build_optimizer, build_scheduler
 from bertfit.runtime import (Distributed, barrier, broadcast_object, broadcast_parameters, choose_precision,
-                             close_distributed, environment, init_distributed, make_scaler, rng_state, seed_everything,
+                             close_distributed, compile_model, environment, init_distributed, make_scaler, rng_state,
+                             seed_everything,
                              set_rng_state)
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,10 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
     model = model.to(device)
     broadcast_parameters(model, dist)
+    if use_cached_features(config):  # from here on the splits are pooled vectors, not tokens
+        tokens = encode_splits(model, tokens, tokenizer.pad_token_id, config.train.eval_batch_size, device, precision)
+    elif config.train.compile:
+        compile_model(model)
     session = _session(model, tokens["train"], config, device, precision, tokenizer.pad_token_id, dist)
     state = LoopState()
     if resume is not None:
@@ -235,7 +241,7 @@ def _restore(run_dir: Path, session: Session) -> LoopState:
     return state
 
 
-def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit], labels: LabelMap,
+def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit | FeatureSplit], labels: LabelMap,
             config: RunConfig, state: LoopState) -> TrainResult:
     """Reload the best weights, evaluate them on the test split, write results.json."""
     rate = state.samples_seen / max(state.train_seconds, 1e-9)
@@ -260,11 +266,10 @@ def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit], 
     return result
 
 
-def tune_label_thresholds(run_dir: Path, session: Session, validation: TokenizedSplit, labels: LabelMap,
+def tune_label_thresholds(run_dir: Path, session: Session, validation: TokenizedSplit | FeatureSplit, labels: LabelMap,
                           config: RunConfig) -> np.ndarray:
     """Per-label probability cut-offs that maximise validation F1, stored in model/bertfit.json."""
-    logits = batch_logits(session.model, validation, session.pad_id, config.train.eval_batch_size, session.device,
-                          session.precision)
+    logits = split_logits(session, validation, config.train.eval_batch_size)
     thresholds = tune_thresholds(sigmoid(logits), validation.labels)
     artifacts.update_model_meta(run_dir, thresholds=dict(zip(labels.names, thresholds.tolist())))
     log.info("tuned thresholds: %s", ", ".join(f"{n}={t:.2f}" for n, t in zip(labels.names, thresholds)))

@@ -1,0 +1,124 @@
+"""Speed paths: frozen-encoder feature cache, CPU bf16, torch.compile."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import BertModel
+
+from bertfit import loop
+from bertfit.artifacts import read_metrics
+from bertfit.config import load_config
+from bertfit.predict import Predictor
+from bertfit.runtime import compile_toolchain_problem
+from bertfit.train import train
+
+TEXTS = ["the match ended in a draw", "shares fell sharply today", "a new chip was unveiled"]
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny BERT with its internal dropout off, so a frozen encoder gives the same vectors in train and eval mode."""
+    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    encoder = BertModel.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    encoder.save_pretrained(folder)
+    for name in os.listdir(tiny_model_dir):
+        if "token" in name or name.startswith("vocab") or name.startswith("special"):
+            (folder / name).write_bytes((tiny_model_dir / name).read_bytes())
+    return folder
+
+
+@pytest.fixture
+def frozen_config(tiny_overrides, ag_news_csv, no_dropout_model_dir):
+    """Two epochs of 6 steps over 96 rows, frozen encoder, no dropout; evaluation every 4 steps."""
+    def config(name: str, *extra: str):
+        return load_config(None, tiny_overrides + [
+            "--name", name, "--model.name", str(no_dropout_model_dir), "--data.train", str(ag_news_csv),
+            "--data.test", str(ag_news_csv.parent / "test.csv"), "--data.max_train_rows", "96",
+            "--data.max_eval_rows", "40", "--train.epochs", "2", "--train.eval_every_steps", "4",
+            "--train.checkpoint_every_steps", "3", "--model.freeze", "encoder", "--model.dropout", "0",
+            "--train.lr", "1e-2", *extra])
+    return config
+
+
+@pytest.fixture
+def encoder_rows(monkeypatch):
+    """Counts the texts that go through BertModel.forward."""
+    counted = {"rows": 0}
+    real_forward = BertModel.forward
+
+    def counting(self, input_ids=None, *args, **kwargs):
+        counted["rows"] += int(input_ids.shape[0])
+        return real_forward(self, input_ids, *args, **kwargs)
+    monkeypatch.setattr(BertModel, "forward", counting)
+    return counted
+
+
+def _head(result) -> dict[str, torch.Tensor]:
+    weights = load_file(result.run_dir / "checkpoint" / "model.safetensors")
+    return {k: v for k, v in weights.items() if k.startswith("head.")}
+
+
+def test_cached_features_train_the_same_head_with_one_encoder_pass(frozen_config, encoder_rows):
+    slow = train(frozen_config("slow", "--train.cache_features", "false"))
+    slow_rows, encoder_rows["rows"] = encoder_rows["rows"], 0
+    fast = train(frozen_config("fast"))
+    assert fast.steps == slow.steps == 12
+    rows = json.loads((fast.run_dir / "results.json").read_text())["rows"]
+    assert encoder_rows["rows"] == sum(rows.values())  # each text encoded once, not once per epoch and evaluation
+    assert slow_rows >= 2 * rows["train"] + 3 * rows["validation"] + rows["test"]  # 2 epochs, 3 evaluations, test
+    slow_head, fast_head = _head(slow), _head(fast)
+    for key in slow_head:
+        torch.testing.assert_close(fast_head[key], slow_head[key], rtol=1e-4, atol=1e-5)
+    assert fast.validation["loss"] == pytest.approx(slow.validation["loss"], rel=1e-4)
+    assert fast.test["accuracy"] == slow.test["accuracy"]
+    assert [r["step"] for r in read_metrics(fast.run_dir)] == [4, 8, 12]
+    # The run directory is an ordinary one: its model/ folder holds the whole classifier.
+    np.testing.assert_allclose(Predictor(fast.run_dir).predict_proba(TEXTS), Predictor(slow.run_dir).predict_proba(TEXTS),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_cached_features_resume_matches_uninterrupted(frozen_config, monkeypatch):
+    straight = train(frozen_config("straight"))
+    real_step, calls = loop.train_step, {"n": 0}
+
+    def interrupt_at_5(session, group, total=None):
+        calls["n"] += 1
+        loss = real_step(session, group, total)
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "train_step", interrupt_at_5)
+        stopped = train(frozen_config("stopped"))
+    assert stopped.interrupted and stopped.steps == 5
+    resumed = train(resume=stopped.run_dir)
+    assert resumed.steps == 12 and not resumed.interrupted
+    for key, value in _head(straight).items():
+        torch.testing.assert_close(_head(resumed)[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_bf16_trains_end_to_end(tiny_overrides, ag_news_csv):
+    result = train(load_config(None, tiny_overrides + [
+        "--name", "bf16", "--data.train", str(ag_news_csv), "--data.max_train_rows", "64", "--data.max_eval_rows", "32",
+        "--train.precision", "bf16", "--train.device", "cpu"]))
+    assert result.steps == 4 and np.isfinite(result.validation["loss"])
+    weights = load_file(result.run_dir / "model" / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in weights.values())  # autocast computes in bf16, weights stay fp32
+    assert np.isfinite(Predictor(result.run_dir, precision="bf16").predict_proba(TEXTS)).all()
+
+
+@pytest.mark.skipif(compile_toolchain_problem(torch.device("cpu")) is not None,
+                    reason=f"torch.compile cannot build CPU kernels here: {compile_toolchain_problem(torch.device('cpu'))}")
+def test_compiled_model_trains(tiny_overrides, ag_news_csv):
+    result = train(load_config(None, tiny_overrides + [
+        "--name", "compiled", "--data.train", str(ag_news_csv), "--data.max_train_rows", "48", "--data.max_eval_rows", "16",
+        "--train.compile", "true", "--train.device", "cpu"]))
+    assert result.steps == 3 and np.isfinite(result.validation["loss"])
+    weights = load_file(result.run_dir / "model" / "model.safetensors")
+    assert not any("_orig_mod" in key for key in weights)  # compiled in place: saved keys are the plain ones
+    assert np.isfinite(Predictor(result.run_dir).predict_proba(TEXTS)).all()
