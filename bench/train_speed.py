@@ -34,7 +34,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="both sides: bertfit train.precision; Trainer bf16=True (with use_cpu=True without a GPU)")
+    parser.add_argument("--compile", action="store_true", help="bertfit side only: train.compile true")
+    parser.add_argument("--eval-rows", type=int, help="test rows both sides score (default: all 7,600; small for smoke runs)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
@@ -58,7 +61,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     model_path = model_folder(args.model)
-    train_split, test_split, names = load_data(args.rows)
+    train_split, test_split, names = load_data(args.rows, args.eval_rows)
     started = time.perf_counter()
     if variant == "bertfit":
         result = run_bertfit(model_path, args)
@@ -82,7 +85,8 @@ def run_bertfit(model_path: str, args: argparse.Namespace) -> dict:
             "--model.max_length", str(args.max_length), "--data.train", "ag_news", "--data.max_train_rows", str(args.rows),
             "--train.epochs", str(args.epochs), "--train.batch_size", str(args.batch_size), "--train.lr", str(args.lr),
             "--train.precision", args.precision, "--train.progress", "false", "--train.tensorboard", "false",
-            "--train.checkpoint_every_steps", "0"])
+            "--train.checkpoint_every_steps", "0", "--train.compile", str(args.compile).lower(),
+            *(["--data.max_eval_rows", str(args.eval_rows)] if args.eval_rows else [])])
         result = train(config, overwrite=True)  # kept in bench/out for bench/infer_speed.py
         tokens = real_tokens(args.rows, args.max_length, model_path)
     return {"train_seconds": round(result.train_seconds, 2), "samples_per_second": round(result.samples_per_second, 2),
@@ -93,6 +97,7 @@ def run_bertfit(model_path: str, args: argparse.Namespace) -> dict:
 def run_trainer(model_path: str, train_split, test_split, num_labels: int, args: argparse.Namespace, dynamic: bool) -> dict:
     import datasets
     import numpy as np
+    import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments, default_data_collator)
 
@@ -110,7 +115,8 @@ def run_trainer(model_path: str, train_split, test_split, num_labels: int, args:
             output_dir=tmp, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
             num_train_epochs=args.epochs, learning_rate=args.lr, weight_decay=0.01, warmup_steps=0.06,
             lr_scheduler_type="linear", eval_strategy="no", save_strategy="no", logging_strategy="no",
-            report_to="none", seed=42, bf16=args.precision == "bf16", disable_tqdm=True, dataloader_num_workers=0)
+            report_to="none", seed=42, bf16=args.precision == "bf16", disable_tqdm=True, dataloader_num_workers=0,
+            use_cpu=not torch.cuda.is_available())  # Trainer takes the GPU by itself when there is one
         collator = DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator
         trainer = Trainer(model=model, args=training_args, train_dataset=train_set, data_collator=collator)
         metrics = trainer.train().metrics
@@ -125,12 +131,12 @@ def run_trainer(model_path: str, train_split, test_split, num_labels: int, args:
             "tokens_per_second": round(tokens * args.epochs / seconds, 1), "test_accuracy": round(accuracy, 4)}
 
 
-def load_data(rows: int):
-    """The same train rows bertfit uses for `--data.train ag_news --data.max_train_rows N` (seed 42)."""
+def load_data(rows: int, eval_rows: int | None = None):
+    """The same rows bertfit uses for `--data.train ag_news --data.max_train_rows N [--data.max_eval_rows M]` (seed 42)."""
     from bertfit.config import DataConfig
     from bertfit.data import load_dataset
 
-    dataset = load_dataset(DataConfig(train="ag_news", max_train_rows=rows), seed=42)
+    dataset = load_dataset(DataConfig(train="ag_news", max_train_rows=rows, max_eval_rows=eval_rows), seed=42)
     return dataset.splits["train"], dataset.splits["test"], dataset.labels.names
 
 
@@ -185,10 +191,14 @@ def ratios(results: dict) -> dict:
 
 
 def table(results: dict, speedups: dict) -> str:
-    lines = ["| variant | samples/s | tokens/s | train s | test accuracy | peak RSS MiB |", "|---|---|---|---|---|---|"]
+    gpu = any("peak_gpu_mib" in r for r in results.values())
+    extra = " peak GPU MiB | MFU |" if gpu else ""
+    lines = ["| variant | samples/s | tokens/s | train s | test accuracy | peak RSS MiB |" + extra,
+             "|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
     for name, r in results.items():
         lines.append(f"| {name} | {r['samples_per_second']} | {r['tokens_per_second']} | {r['train_seconds']} | "
-                     f"{r['test_accuracy']:.4f} | {r['peak_rss_mib']} |")
+                     f"{r['test_accuracy']:.4f} | {r['peak_rss_mib']} |"
+                     + (f" {r.get('peak_gpu_mib')} | {r.get('mfu')} |" if gpu else ""))
     return "\n".join(lines + [""] + [f"{k}: {v}x" for k, v in speedups.items()])
 
 

@@ -112,13 +112,28 @@ def test_cpu_bf16_trains_end_to_end(tiny_overrides, ag_news_csv):
     assert np.isfinite(Predictor(result.run_dir, precision="bf16").predict_proba(TEXTS)).all()
 
 
-@pytest.mark.skipif(compile_toolchain_problem(torch.device("cpu")) is not None,
-                    reason=f"torch.compile cannot build CPU kernels here: {compile_toolchain_problem(torch.device('cpu'))}")
-def test_compiled_model_trains(tiny_overrides, ag_news_csv):
+def _compiled_run(tiny_overrides, ag_news_csv, name: str):
     result = train(load_config(None, tiny_overrides + [
-        "--name", "compiled", "--data.train", str(ag_news_csv), "--data.max_train_rows", "48", "--data.max_eval_rows", "16",
+        "--name", name, "--data.train", str(ag_news_csv), "--data.max_train_rows", "48", "--data.max_eval_rows", "16",
         "--train.compile", "true", "--train.device", "cpu"]))
     assert result.steps == 3 and np.isfinite(result.validation["loss"])
     weights = load_file(result.run_dir / "model" / "model.safetensors")
     assert not any("_orig_mod" in key for key in weights)  # compiled in place: saved keys are the plain ones
     assert np.isfinite(Predictor(result.run_dir).predict_proba(TEXTS)).all()
+
+
+def test_compiled_model_trains(tiny_overrides, ag_news_csv, monkeypatch):
+    """Dynamo traces the model (train steps, evaluation); aot_eager skips code generation, which takes minutes here."""
+    real_compile = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: real_compile(self, backend="aot_eager", **kw))
+    _compiled_run(tiny_overrides, ag_news_csv, "compiled")
+
+
+CPU_TOOLCHAIN_PROBLEM = compile_toolchain_problem(torch.device("cpu"))
+
+
+@pytest.mark.skipif(CPU_TOOLCHAIN_PROBLEM is not None, reason=f"torch.compile cannot build CPU kernels: {CPU_TOOLCHAIN_PROBLEM}")
+@pytest.mark.skipif(not os.environ.get("BERTFIT_SLOW_TESTS"),
+                    reason="inductor compiles C++ kernels for ~2 minutes on 2 cores; set BERTFIT_SLOW_TESTS=1")
+def test_compiled_model_trains_with_inductor(tiny_overrides, ag_news_csv):
+    _compiled_run(tiny_overrides, ag_news_csv, "inductor")

@@ -25,7 +25,7 @@ from bertfit.config import TrainConfig
 from bertfit.features import feature_logits
 from bertfit.metrics import classification_metrics, is_improvement
 from bertfit.predict import batch_logits
-from bertfit.runtime import Distributed, Precision, all_reduce_sum, autocast, shard_rows
+from bertfit.runtime import Distributed, Precision, all_reduce_sum, autocast, shard_rows, wait_for_device
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,9 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
                 if end_of_epoch:
                     state.epoch, state.batches_done = state.epoch + 1, 0
                 if running_steps == LOG_EVERY_STEPS or end_of_epoch:
+                    # The GPU runs behind the host: wait for the queued steps here and count that wait as
+                    # training time, or train_seconds would miss most of the device's work.
+                    state.train_seconds += wait_for_device(session.device)
                     train_loss = running_loss.item() / running_steps
                     running_loss.zero_()
                     running_steps = 0
@@ -159,6 +162,8 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
                                                   "train/samples_per_second": rate})
                 eval_due = (end_of_epoch and config.eval_every_steps == 0) or \
                     (config.eval_every_steps and state.step % config.eval_every_steps == 0) or state.step == total_steps
+                if eval_due or (config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0):
+                    state.train_seconds += wait_for_device(session.device)  # as above, before untimed work
                 if eval_due:
                     _evaluate_and_record(session, validation, names, config, state, hooks)
                 if eval_due or (config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0) \

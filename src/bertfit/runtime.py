@@ -7,6 +7,7 @@ import dataclasses
 import os
 import platform
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,15 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
     if precision.autocast_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=precision.autocast_dtype)
+
+
+def wait_for_device(device: torch.device) -> float:
+    """Block until the device has finished its queued work; the seconds waited (0 on CPU, which never queues)."""
+    if device.type != "cuda":
+        return 0.0
+    started = time.perf_counter()
+    torch.cuda.synchronize(device)
+    return time.perf_counter() - started
 
 
 def make_scaler(device: torch.device, precision: Precision) -> torch.amp.GradScaler:
