@@ -23,7 +23,8 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
 VARIANTS = ("bertfit", "trainer-maxlen", "trainer-dynamic")
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
+# Dense bf16 tensor-core peaks; looked up by substring of the device name, first match wins (PCIe first).
+PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 def main() -> None:
@@ -71,7 +72,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if torch.cuda.is_available():
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        result["mfu"] = mfu(model_path, result["tokens_per_second"])
+        # MFU against the bf16 peak means something for bf16 runs only (fp32 runs would look 10x worse).
+        result["mfu"] = mfu(model_path, result["tokens_per_second"]) if args.precision == "bf16" else None
     return {"variant": variant, **result}
 
 
