@@ -70,11 +70,11 @@ def _stop_at(monkeypatch, step: int, how: str):
     """Make the loop's step number `step` be interrupted (SIGINT) or crash."""
     real_step, calls = loop.train_step, {"n": 0}
 
-    def patched(session, group):
+    def patched(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == step and how == "crash":
             raise RuntimeError("simulated crash")
-        loss = real_step(session, group)
+        loss = real_step(*args, **kwargs)
         if calls["n"] == step:
             os.kill(os.getpid(), signal.SIGINT)
         return loss
