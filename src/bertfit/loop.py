@@ -113,6 +113,8 @@ def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, nam
                     dynamic_ncols=True)
     stop = _StopRequest()
     running_loss, running_steps = torch.zeros((), device=session.device), 0
+    # Mean training loss since the last evaluation, stored with it so curves compare train vs validation.
+    since_eval = {"loss": torch.zeros((), device=session.device), "steps": 0}
     session.model.train()
     with stop.installed():
         while state.epoch < config.epochs and not state.finished:
@@ -122,7 +124,10 @@ def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, nam
             last = time.perf_counter()
             while state.batches_done < len(batches):
                 group = [next(data) for _ in range(min(config.grad_accum_steps, len(batches) - state.batches_done))]
-                running_loss += train_step(session, group)
+                step_loss = train_step(session, group)
+                running_loss += step_loss
+                since_eval["loss"] += step_loss
+                since_eval["steps"] += 1
                 state.train_seconds += time.perf_counter() - last
                 state.step += 1
                 state.batches_done += len(group)
@@ -143,7 +148,10 @@ def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, nam
                 eval_due = (end_of_epoch and config.eval_every_steps == 0) or \
                     (config.eval_every_steps and state.step % config.eval_every_steps == 0) or state.step == total_steps
                 if eval_due:
-                    _evaluate_and_record(session, validation, names, config, state, hooks)
+                    train_loss = since_eval["loss"].item() / max(1, since_eval["steps"])
+                    since_eval["loss"].zero_()
+                    since_eval["steps"] = 0
+                    _evaluate_and_record(session, validation, names, config, state, hooks, train_loss)
                 if eval_due or (config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0) \
                         or stop.requested or state.finished:
                     hooks.on_checkpoint(state)
@@ -160,7 +168,7 @@ def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, nam
 
 
 def _evaluate_and_record(session: Session, validation: TokenizedSplit, names: tuple[str, ...],
-                         config: TrainConfig, state: LoopState, hooks: RunHooks) -> None:
+                         config: TrainConfig, state: LoopState, hooks: RunHooks, train_loss: float) -> None:
     metrics = evaluate(session, validation, names, config.eval_batch_size)
     score = metrics[config.metric]
     improved = is_improvement(config.metric, score, state.best_score)
@@ -168,7 +176,8 @@ def _evaluate_and_record(session: Session, validation: TokenizedSplit, names: tu
         state.best_score, state.best_step, state.stale_evals = score, state.step, 0
     else:
         state.stale_evals += 1
-    record = {"step": state.step, "epoch": state.epoch, **{f"eval/{k}": v for k, v in metrics.items()}}
+    record = {"step": state.step, "epoch": state.epoch, "train/loss": train_loss,
+              **{f"eval/{k}": v for k, v in metrics.items()}}
     state.history.append(record)
     log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, " (best)" if improved else "")
     hooks.on_eval(state, record, improved)
