@@ -210,3 +210,28 @@ def drop_duplicates(config: DataConfig, out_dir: Path) -> dict[str, dict[str, in
         counts[name] = {"rows": len(rows.texts), "kept": len(kept), "dropped": len(rows.texts) - len(kept)}
         log.info("%s: kept %d of %d rows -> %s", name, len(kept), len(rows.texts), out_dir / f"{name}.csv")
     return counts
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A human-readable digest of `inspect_data`'s report (the CLI prints it)."""
+    lines = []
+    for name, split in report["splits"].items():
+        lengths = split["token_lengths"]
+        balance = ", ".join(f"{label} {v['rows']} ({v['fraction']:.1%})" for label, v in split["class_balance"].items())
+        lines += [f"{name}: {split['rows']} rows from {split['source']}",
+                  f"  classes: {balance} (largest/smallest {split['imbalance_ratio']:.2f})",
+                  f"  tokens: p50 {lengths['p50']:.0f}, p90 {lengths['p90']:.0f}, p95 {lengths['p95']:.0f}, "
+                  f"p99 {lengths['p99']:.0f}, max {lengths['max']}; {lengths['truncated_fraction']:.2%} "
+                  f"({lengths['truncated_rows']} rows) truncated at max_length {lengths['max_length']}; "
+                  f"recommended max_length {lengths['recommended_max_length']} (covers {COVERAGE}%)",
+                  f"  empty texts: {len(split['empty_texts'])}"
+                  + (f" (rows {', '.join(map(str, split['empty_texts'][:10]))})" if split["empty_texts"] else "")
+                  + f"; longer than {split['very_long_texts']['limit']} tokens: {split['very_long_texts']['rows']}"]
+        for kind in ("exact_duplicates", "near_duplicates", "duplicates_with_conflicting_labels"):
+            found = split[kind]
+            lines.append(f"  {kind.replace('_', ' ')}: {found['groups']} groups, {found['extra_rows']} extra rows")
+            lines += [f"    rows {e['rows']} {e['labels']}: {e['text'][:90]!r}" for e in found["examples"]]
+    for pair, found in report["across_splits"].items():
+        lines.append(f"{pair}: {found['exact_rows']} exact and {found['near_rows']} near-exact copies of train rows")
+        lines += [f"    row {e['row']}: {e['text'][:90]!r}" for e in found["examples"]]
+    return lines

@@ -95,7 +95,7 @@ def reliability_png(before: dict[str, np.ndarray], after: dict[str, np.ndarray] 
         axis.set_xlabel("confidence")
         axis.set_ylabel("accuracy")
         axis.set_title(f"Reliability ({title}), ECE {ece:.3f}")
-        axis.legend(loc="upper left", fontsize=9)
+        axis.legend(loc="lower right", fontsize=9)  # bars rise to the upper left
     figure.tight_layout()
     return _save(plt, figure, path)
 
