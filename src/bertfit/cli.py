@@ -60,6 +60,32 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     evaluate.set_defaults(handler=_evaluate)
 
+    _add_evaluation_commands(commands)
+
+    predict = commands.add_parser("predict", help="labels and probabilities for texts or a file")
+    predict.add_argument("run", type=Path)
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("--file", type=Path, help="CSV/TSV/JSONL/Parquet file of texts")
+    predict.add_argument("--text-column", default="text")
+    predict.add_argument("--out", type=Path, help="write predictions as CSV here (default: print)")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(handler=_predict)
+
+    env = commands.add_parser("env", help="versions, device and precision a run would use")
+    env.add_argument("--device", default="auto")
+    env.set_defaults(handler=_env)
+
+    config = commands.add_parser("config", help="list every config field with its default and meaning")
+    config.set_defaults(handler=_config)
+
+    presets = commands.add_parser("presets", help="list the named local datasets")
+    presets.set_defaults(handler=_presets)
+    return parser
+
+
+def _add_evaluation_commands(commands) -> None:
+    """inspect, report, compare, explain: the commands that look at data and results."""
     inspect = commands.add_parser("inspect", help="sizes, class balance, token lengths and duplicates of a dataset")
     inspect.add_argument("--data", required=True, help="train data: file or preset (validation/test as in train)")
     inspect.add_argument("--validation", help="validation data (default: the preset's, if any)")
@@ -94,27 +120,6 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", type=Path, default=Path("explain.html"))
     explain.add_argument("--device", default="auto")
     explain.set_defaults(handler=_explain)
-
-    predict = commands.add_parser("predict", help="labels and probabilities for texts or a file")
-    predict.add_argument("run", type=Path)
-    predict.add_argument("texts", nargs="*", help="texts to classify")
-    predict.add_argument("--file", type=Path, help="CSV/TSV/JSONL/Parquet file of texts")
-    predict.add_argument("--text-column", default="text")
-    predict.add_argument("--out", type=Path, help="write predictions as CSV here (default: print)")
-    predict.add_argument("--batch-size", type=int, default=64)
-    predict.add_argument("--device", default="auto")
-    predict.set_defaults(handler=_predict)
-
-    env = commands.add_parser("env", help="versions, device and precision a run would use")
-    env.add_argument("--device", default="auto")
-    env.set_defaults(handler=_env)
-
-    config = commands.add_parser("config", help="list every config field with its default and meaning")
-    config.set_defaults(handler=_config)
-
-    presets = commands.add_parser("presets", help="list the named local datasets")
-    presets.set_defaults(handler=_presets)
-    return parser
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:

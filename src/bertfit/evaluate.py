@@ -67,18 +67,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
         timings["calibration_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    out = run_dir / "eval" / split
-    report = full_report(logits / temperature, labels, names)
-    result = {"data": part.source, "split": split, "rows": len(texts), "temperature": temperature, **report}
-    if calibration:
-        result["calibration"] = calibration
-    history = artifacts.read_metrics(run_dir)
-    result["overfitting_warning"] = overfitting_warning(history)
-    if result["overfitting_warning"]:
-        log.warning("%s", result["overfitting_warning"])
-    write_errors_csv(out / "errors.csv", texts, labels, softmax(logits / temperature), names)
-    if figures:
-        _write_figures(out, report, history, logits, labels, temperature, calibration, result["overfitting_warning"])
+    result = {"data": part.source, "split": split, "rows": len(texts), "temperature": temperature}
+    result.update(_write_outputs(run_dir / "eval" / split, texts, labels, logits, names, temperature, calibration, figures))
     timings["report_seconds"] = time.perf_counter() - start
 
     if baselines:
@@ -86,10 +76,26 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
         result["baselines"] = _baselines(predictor, config, dataset, texts, labels, batch_size)
         timings["baselines_seconds"] = time.perf_counter() - start
     result["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    artifacts.write_json_atomic(out / "metrics.json", result)
+    artifacts.write_json_atomic(run_dir / "eval" / split / "metrics.json", result)
     headline = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     artifacts.write_json_atomic(run_dir / "eval" / f"{split}.json", headline)
     return result
+
+
+def _write_outputs(out: Path, texts: list[str], labels: np.ndarray, logits: np.ndarray, names: tuple[str, ...],
+                   temperature: float, calibration: dict | None, figures: bool) -> dict[str, Any]:
+    """metrics (with calibration and the overfitting check), errors.csv and the figures; returns the metrics."""
+    report = full_report(logits / temperature, labels, names)
+    if calibration:
+        report["calibration"] = calibration
+    history = artifacts.read_metrics(out.parent.parent)
+    report["overfitting_warning"] = overfitting_warning(history)
+    if report["overfitting_warning"]:
+        log.warning("%s", report["overfitting_warning"])
+    write_errors_csv(out / "errors.csv", texts, labels, softmax(logits / temperature), names)
+    if figures:
+        _write_figures(out, report, history, logits, labels, temperature, calibration, report["overfitting_warning"])
+    return report
 
 
 def _logits(predictor: Predictor, texts: list[str], labels: np.ndarray, batch_size: int) -> np.ndarray:
