@@ -79,7 +79,7 @@ def reliability_png(before: dict[str, np.ndarray], after: dict[str, np.ndarray] 
     """Accuracy per confidence bin against the diagonal (perfect calibration), before and after scaling."""
     plt = _pyplot()
     panels = [("uncalibrated", before, ece_before)] + ([("temperature-scaled", after, ece_after)] if after else [])
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.8), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False)
     for axis, (title, table, ece) in zip(axes[0], panels):
         edges = table["edges"]
         width = np.diff(edges)
@@ -95,7 +95,8 @@ def reliability_png(before: dict[str, np.ndarray], after: dict[str, np.ndarray] 
         axis.set_xlabel("confidence")
         axis.set_ylabel("accuracy")
         axis.set_title(f"Reliability ({title}), ECE {ece:.3f}")
-        axis.legend(loc="lower right", fontsize=9)  # bars rise to the upper left
+        # Below the axes: bars can fill any corner of the plot, the legend must not hide them.
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8, frameon=False)
     figure.tight_layout()
     return _save(plt, figure, path)
 
