@@ -56,6 +56,8 @@ class LoopState:
     stale_evals: int = 0
     samples_seen: int = 0
     train_seconds: float = 0.0
+    train_loss_since_eval: float = 0.0  # summed step losses since the last evaluation, kept so a resume
+    steps_since_eval: int = 0  # writes the same train/loss as a run that never stopped
     finished: bool = False
     interrupted: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -114,7 +116,7 @@ def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, nam
     stop = _StopRequest()
     running_loss, running_steps = torch.zeros((), device=session.device), 0
     # Mean training loss since the last evaluation, stored with it so curves compare train vs validation.
-    since_eval = {"loss": torch.zeros((), device=session.device), "steps": 0}
+    since_eval = {"loss": torch.tensor(state.train_loss_since_eval, device=session.device), "steps": state.steps_since_eval}
     session.model.train()
     with stop.installed():
         while state.epoch < config.epochs and not state.finished:
@@ -154,6 +156,7 @@ def fit(session: Session, train: TokenizedSplit, validation: TokenizedSplit, nam
                     _evaluate_and_record(session, validation, names, config, state, hooks, train_loss)
                 if eval_due or (config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0) \
                         or stop.requested or state.finished:
+                    state.train_loss_since_eval, state.steps_since_eval = float(since_eval["loss"]), since_eval["steps"]
                     hooks.on_checkpoint(state)
                 if stop.requested:
                     state.interrupted = True
