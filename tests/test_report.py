@@ -103,6 +103,10 @@ def test_report_html_is_self_contained_and_model_card_written(run_dir):
     for heading in ("## Intended use", "## Data", "## Hyper-parameters", "## Metrics (test)", "## Limits"):
         assert heading in card
     assert "lr 0.001" in card
+    metrics = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
+    beaten_by = [n for n, b in metrics["baselines"].items() if b["accuracy"] >= metrics["accuracy"]]
+    assert card.count("baseline does at least as well") == len(beaten_by)
+    assert all(f"The {name} baseline" in card for name in beaten_by)
 
 
 def test_compare_highlights_differing_hyperparameters(run_dir, tmp_path):

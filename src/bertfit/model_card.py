@@ -62,6 +62,10 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
     if confused:
         lines.append(f"- Most frequent confusion: {confused['true']} read as {confused['predicted']} "
                      f"({confused['count']} rows, {confused['fraction_of_true']:.1%} of {confused['true']}).")
+    for name, scores in evaluation.get("baselines", {}).items():
+        if "skipped" not in scores and scores["accuracy"] >= evaluation["accuracy"]:
+            lines.append(f"- The {name} baseline does at least as well (accuracy {scores['accuracy']:.3f} vs "
+                         f"{evaluation['accuracy']:.3f}): this model is not worth its cost yet.")
     if evaluation.get("overfitting_warning"):
         lines.append(f"- Training: {evaluation['overfitting_warning']}.")
     lines += [f"- Texts longer than {config.model.max_length} tokens are truncated; only their start is read.",
