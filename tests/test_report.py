@@ -35,6 +35,9 @@ def test_training_records_train_loss_with_each_evaluation(run_dir):
     history = read_metrics(run_dir)
     assert len(history) >= 3
     assert all(r["train/loss"] > 0 and np.isfinite(r["train/loss"]) for r in history)
+    # a running mean over the steps since the previous evaluation, so it moves between evaluations
+    assert all(0 <= r["train/accuracy"] <= 1 for r in history)
+    assert len({r["train/accuracy"] for r in history}) > 1
 
 
 def test_evaluate_writes_metrics_figures_and_errors(run_dir):

@@ -1,4 +1,4 @@
-"""The mean training loss stored with each evaluation survives an interruption and resume unchanged."""
+"""The training loss and accuracy stored with each evaluation survive an interruption and resume unchanged."""
 
 from __future__ import annotations
 
@@ -70,3 +70,4 @@ def test_resumed_run_records_the_same_train_loss(tiny_overrides, tiny_model_dir,
     for a, b in zip(expected, resumed):
         assert b["eval/loss"] == pytest.approx(a["eval/loss"], rel=1e-5)  # same weights: the premise holds
         assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-5)
+        assert b["train/accuracy"] == a["train/accuracy"]

@@ -47,7 +47,11 @@ def confusion_png(counts: np.ndarray, names: tuple[str, ...], path: Path) -> Pat
 
 
 def curves_png(history: list[dict], path: Path, warning: str | None = None) -> Path:
-    """Loss (train vs validation) and validation accuracy / macro-F1 per evaluation."""
+    """Loss and accuracy, train vs validation, plus validation macro-F1, per evaluation.
+
+    Train values are running means over the steps since the previous evaluation (dropout on, weights
+    moving), as the loop records them; validation values are measured at the evaluation itself.
+    """
     plt = _pyplot()
     by_epoch = len({r.get("epoch") for r in history}) == len(history)
     x_key, x_label = ("epoch", "epoch") if by_epoch else ("step", "optimizer step")
@@ -58,9 +62,12 @@ def curves_png(history: list[dict], path: Path, warning: str | None = None) -> P
         loss_axis.plot(*zip(*train), marker="o", label="train (mean since previous evaluation)")
     loss_axis.plot(x, [r["eval/loss"] for r in history], marker="o", label="validation")
     loss_axis.set_title("Loss")
+    train_accuracy = [(xi, r["train/accuracy"]) for xi, r in zip(x, history) if "train/accuracy" in r]
+    if train_accuracy:
+        score_axis.plot(*zip(*train_accuracy), marker="o", linestyle="--", label="train accuracy (running)")
     score_axis.plot(x, [r["eval/accuracy"] for r in history], marker="o", label="validation accuracy")
     score_axis.plot(x, [r["eval/f1_macro"] for r in history], marker="s", label="validation F1 (macro)")
-    score_axis.set_title("Validation scores")
+    score_axis.set_title("Accuracy and F1")
     from matplotlib.ticker import MaxNLocator
 
     for axis in (loss_axis, score_axis):
