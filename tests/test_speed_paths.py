@@ -86,9 +86,9 @@ def test_cached_features_resume_matches_uninterrupted(frozen_config, monkeypatch
     straight = train(frozen_config("straight"))
     real_step, calls = loop.train_step, {"n": 0}
 
-    def interrupt_at_5(session, group, total=None):
+    def interrupt_at_5(*args, **kwargs):
         calls["n"] += 1
-        loss = real_step(session, group, total)
+        loss = real_step(*args, **kwargs)
         if calls["n"] == 5:
             os.kill(os.getpid(), signal.SIGINT)
         return loss

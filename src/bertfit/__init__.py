@@ -12,7 +12,9 @@ _API = {
     "ModelConfig": "bertfit.config", "TrainConfig": "bertfit.config",
     "train": "bertfit.train", "TrainResult": "bertfit.train",
     "evaluate_run": "bertfit.evaluate", "Predictor": "bertfit.predict", "Prediction": "bertfit.predict",
-    "load_dataset": "bertfit.data", "BertfitError": "bertfit.errors", "ConfigError": "bertfit.errors",
+    "load_dataset": "bertfit.data", "inspect_data": "bertfit.inspection", "fit_temperature": "bertfit.calibration",
+    "render_report": "bertfit.report", "render_compare": "bertfit.report", "render_model_card": "bertfit.model_card",
+    "integrated_gradients": "bertfit.explain", "BertfitError": "bertfit.errors", "ConfigError": "bertfit.errors",
 }
 
 __all__ = ["__version__", *_API]

@@ -58,6 +58,9 @@ class LoopState:
     stale_evals: int = 0
     samples_seen: int = 0
     train_seconds: float = 0.0
+    # Training loss and accuracy summed since the last evaluation (for train/* in its record); kept in
+    # the checkpoint so a resumed run writes the same record as one that never stopped.
+    since_eval: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "steps": 0, "correct": 0, "samples": 0})
     finished: bool = False
     interrupted: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -71,11 +74,14 @@ class RunHooks(Protocol):
     def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
 
 
-def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]], total: int | None = None) -> torch.Tensor:
+def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]], total: int | None = None,
+               correct: torch.Tensor | None = None) -> torch.Tensor:
     """One optimizer step over several micro-batches; returns the mean loss per sample (on device).
 
     Each micro-batch's summed loss is divided by the samples of the whole step (`total`, over all
     ranks), so accumulating 4 batches of 1, or 2 ranks with 2 each, give the gradient of one batch of 4.
+    `correct`, if given, is a device counter that gains the number of right predictions (single-label
+    only, this rank's rows), read back only at evaluations.
     """
     model, device = session.model, session.device
     total = total or sum(len(batch["labels"]) for batch in micro_batches)
@@ -87,9 +93,13 @@ def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]], t
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in ("labels", "rows")}
         with autocast(device, session.precision):
             logits = model(**inputs)
-        loss = session.loss_fn(logits.float(), batch["labels"].to(device, non_blocking=True)) / total
+        # Labels copied once, asynchronously: a blocking copy would wait for the GPU every step.
+        labels = batch["labels"].to(device, non_blocking=True)
+        loss = session.loss_fn(logits.float(), labels) / total
         session.scaler.scale(loss).backward()
         step_loss += loss.detach()
+        if correct is not None and labels.ndim == 1:
+            correct += (logits.detach().argmax(-1) == labels).sum()
     if session.dist.enabled:
         all_reduce_sum([p for p in model.parameters() if p.requires_grad], step_loss)
     if session.max_grad_norm > 0:
@@ -128,6 +138,10 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
                     desc="train", unit="step", dynamic_ncols=True)
     stop = _StopRequest()
     running_loss, running_steps = torch.zeros((), device=session.device), 0
+    # Mean training loss since the last evaluation, stored with it so curves compare train vs validation.
+    since_eval = {"loss": torch.tensor(float(state.since_eval["loss"]), device=session.device),
+                  "correct": torch.tensor(int(state.since_eval["correct"]), device=session.device),
+                  "steps": state.since_eval["steps"], "samples": state.since_eval["samples"]}
     session.model.train()
     with stop.installed():
         while state.epoch < config.epochs and not state.finished:
@@ -139,7 +153,11 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
             while state.batches_done < len(batches):
                 group = [next(data) for _ in range(min(config.grad_accum_steps, len(batches) - state.batches_done))]
                 samples = sum(sizes[state.batches_done:state.batches_done + len(group)])
-                running_loss += train_step(session, group, samples)
+                step_loss = train_step(session, group, samples, since_eval["correct"])
+                running_loss += step_loss
+                since_eval["loss"] += step_loss
+                since_eval["steps"] += 1
+                since_eval["samples"] += sum(len(batch["labels"]) for batch in group)  # this rank's, as `correct`
                 state.train_seconds += time.perf_counter() - last
                 state.step += 1
                 state.batches_done += len(group)
@@ -165,9 +183,15 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
                 if eval_due or (config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0):
                     state.train_seconds += wait_for_device(session.device)  # as above, before untimed work
                 if eval_due:
-                    _evaluate_and_record(session, validation, names, config, state, hooks)
+                    train_scores = {"train/loss": since_eval["loss"].item() / max(1, since_eval["steps"]),
+                                    "train/accuracy": since_eval["correct"].item() / max(1, since_eval["samples"])}
+                    since_eval["loss"].zero_()
+                    since_eval["correct"].zero_()
+                    since_eval["steps"] = since_eval["samples"] = 0
+                    _evaluate_and_record(session, validation, names, config, state, hooks, train_scores)
                 if eval_due or (config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0) \
                         or stop.requested or state.finished:
+                    state.since_eval = {k: v.item() if torch.is_tensor(v) else v for k, v in since_eval.items()}
                     hooks.on_checkpoint(state)
                 if stop.requested:
                     state.interrupted = True
@@ -182,7 +206,7 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
 
 
 def _evaluate_and_record(session: Session, validation: TokenizedSplit | FeatureSplit, names: tuple[str, ...],
-                         config: TrainConfig, state: LoopState, hooks: RunHooks) -> None:
+                         config: TrainConfig, state: LoopState, hooks: RunHooks, train_scores: dict[str, float]) -> None:
     metrics = evaluate(session, validation, names, config.eval_batch_size)
     score = metrics[config.metric]
     improved = is_improvement(config.metric, score, state.best_score)
@@ -190,7 +214,8 @@ def _evaluate_and_record(session: Session, validation: TokenizedSplit | FeatureS
         state.best_score, state.best_step, state.stale_evals = score, state.step, 0
     else:
         state.stale_evals += 1
-    record = {"step": state.step, "epoch": state.epoch, **{f"eval/{k}": v for k, v in metrics.items()}}
+    record = {"step": state.step, "epoch": state.epoch, **train_scores,
+              **{f"eval/{k}": v for k, v in metrics.items()}}
     state.history.append(record)
     log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, " (best)" if improved else "")
     hooks.on_eval(state, record, improved)

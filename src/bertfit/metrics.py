@@ -129,3 +129,74 @@ def _prf(true_positive: np.ndarray, predicted: np.ndarray, support: np.ndarray) 
     recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
     total = precision + recall
     return precision, recall, np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE: the sample-weighted mean |accuracy - confidence| over equal-width confidence bins."""
+    table = reliability_bins(probabilities, labels, bins)
+    total = max(1, int(table["count"].sum()))
+    gaps = np.abs(table["accuracy"] - table["confidence"])
+    return float((gaps * table["count"]).sum() / total)
+
+
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict[str, np.ndarray]:
+    """Per confidence bin (0..1 in `bins` equal steps): count, mean confidence, accuracy (0 where empty).
+
+    Bins are right-closed, (lo, hi], as in Guo et al. 2017, so confidence 1.0 lands in the last bin.
+    """
+    confidence = probabilities.max(axis=-1)
+    correct = (probabilities.argmax(axis=-1) == np.asarray(labels)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins).astype(np.float64)
+    sum_confidence = np.bincount(index, weights=confidence, minlength=bins)
+    sum_correct = np.bincount(index, weights=correct, minlength=bins)
+    safe = np.maximum(count, 1)
+    return {"edges": edges, "count": count, "confidence": np.where(count > 0, sum_confidence / safe, 0.0),
+            "accuracy": np.where(count > 0, sum_correct / safe, 0.0)}
+
+
+def most_confused_pairs(counts: np.ndarray, names: tuple[str, ...], top: int = 5) -> list[dict]:
+    """Off-diagonal cells of the confusion matrix, largest first: which true class is mistaken for which."""
+    off_diagonal = counts.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    order = np.argsort(-off_diagonal, axis=None, kind="stable")
+    pairs = []
+    for flat in order[:top]:
+        true, predicted = np.unravel_index(flat, counts.shape)
+        if off_diagonal[true, predicted] == 0:
+            break
+        support = max(1, int(counts[true].sum()))
+        pairs.append({"true": names[true], "predicted": names[predicted], "count": int(counts[true, predicted]),
+                      "fraction_of_true": float(counts[true, predicted] / support)})
+    return pairs
+
+
+def full_report(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+    """Everything metrics.json holds: the flat metrics, per-class scores, ECE, confusion counts, confused pairs."""
+    labels = np.asarray(labels)
+    counts = confusion_matrix(labels, logits.argmax(axis=-1), len(names))
+    scores = per_class_scores(counts)
+    probabilities = softmax(logits)
+    per_class = {name: {"precision": float(scores["precision"][i]), "recall": float(scores["recall"][i]),
+                        "f1": float(scores["f1"][i]), "support": int(scores["support"][i])}
+                 for i, name in enumerate(names)}
+    flat = {k: v for k, v in classification_metrics(logits, labels, names).items() if not k.startswith("f1/")}
+    return {**flat, "ece": expected_calibration_error(probabilities, labels), "per_class": per_class,
+            "confusion_matrix": counts.tolist(), "most_confused": most_confused_pairs(counts, names)}
+
+
+def overfitting_warning(history: list[dict]) -> str | None:
+    """A plain sentence when validation loss rose while training loss fell between evaluations, else None.
+
+    Compares each evaluation with the one before; the first stretch where both moved apart is named,
+    since that is where more training started to hurt.
+    """
+    points = [(r["step"], r.get("epoch"), r["train/loss"], r["eval/loss"]) for r in history
+              if "train/loss" in r and "eval/loss" in r]
+    for (step0, _, train0, val0), (step1, epoch1, train1, val1) in zip(points, points[1:]):
+        if train1 < train0 and val1 > val0:
+            return (f"validation loss rose from {val0:.4f} to {val1:.4f} while training loss fell from "
+                    f"{train0:.4f} to {train1:.4f} (steps {step0} -> {step1}, epoch {epoch1}): the model "
+                    "has started to overfit; fewer epochs, more data or early stopping would help")
+    return None

@@ -1,0 +1,73 @@
+"""The training loss and accuracy stored with each evaluation survive an interruption and resume unchanged."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from conftest import write_csv
+
+from bertfit import loop
+from bertfit.artifacts import read_metrics
+from bertfit.config import load_config
+from bertfit.train import train
+
+STOP_AT_STEP = 5  # between two evaluations (every 4 steps) and off a checkpoint boundary
+
+
+class _StopAfter:
+    """Stands in for Ctrl-C: asks the loop to stop once STOP_AT_STEP training steps have run."""
+
+    steps = 0
+
+    def __init__(self) -> None:
+        pass
+
+    @property
+    def requested(self) -> bool:
+        return _StopAfter.steps >= STOP_AT_STEP
+
+    def installed(self):
+        return contextlib.nullcontext()
+
+
+def _no_dropout_model(source, folder):
+    """The tiny model without dropout: a resumed run's DataLoader draws from the torch RNG once more than
+    an uninterrupted one, so with dropout the weights (not only this record) would differ after a resume."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    config = BertConfig.from_pretrained(source)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    model = BertModel.from_pretrained(source, config=config)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+def test_resumed_run_records_the_same_train_loss(tiny_overrides, tiny_model_dir, tmp_path, ag_news_rows, monkeypatch):
+    write_csv(tmp_path / "train.csv", ag_news_rows[:120])
+    model = _no_dropout_model(tiny_model_dir, tmp_path / "model")
+    overrides = [*tiny_overrides, "--model.name", str(model), "--model.dropout", "0",
+                 "--data.train", str(tmp_path / "train.csv"), "--train.epochs", "2",
+                 "--train.eval_every_steps", "4", "--train.checkpoint_every_steps", "0"]
+    whole = train(load_config(None, [*overrides, "--name", "whole"]))
+
+    original_step = loop.train_step
+
+    def counting_step(*args, **kwargs):
+        _StopAfter.steps += 1
+        return original_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", counting_step)
+    monkeypatch.setattr(loop, "_StopRequest", _StopAfter)
+    first = train(load_config(None, [*overrides, "--name", "split"]))
+    assert first.interrupted and first.steps == STOP_AT_STEP
+    monkeypatch.undo()
+    train(resume=first.run_dir)
+
+    expected, resumed = read_metrics(whole.run_dir), read_metrics(first.run_dir)
+    assert [r["step"] for r in resumed] == [r["step"] for r in expected]
+    for a, b in zip(expected, resumed):
+        assert b["eval/loss"] == pytest.approx(a["eval/loss"], rel=1e-5)  # same weights: the premise holds
+        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-5)
+        assert b["train/accuracy"] == a["train/accuracy"]
