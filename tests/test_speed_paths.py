@@ -64,7 +64,7 @@ def _head(result) -> dict[str, torch.Tensor]:
 
 
 def test_cached_features_train_the_same_head_with_one_encoder_pass(frozen_config, encoder_rows):
-    slow = train(frozen_config("slow", "--train.cache_features", "false"))
+    slow = train(frozen_config("slow", "--train.cache_features", "none"))
     slow_rows, encoder_rows["rows"] = encoder_rows["rows"], 0
     fast = train(frozen_config("fast"))
     assert fast.steps == slow.steps == 12
@@ -80,6 +80,18 @@ def test_cached_features_train_the_same_head_with_one_encoder_pass(frozen_config
     # The run directory is an ordinary one: its model/ folder holds the whole classifier.
     np.testing.assert_allclose(Predictor(fast.run_dir).predict_proba(TEXTS), Predictor(slow.run_dir).predict_proba(TEXTS),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_feature_disk_cache_skips_the_encoder_on_a_second_run(frozen_config, encoder_rows):
+    first = train(frozen_config("first", "--train.cache_features", "disk"))
+    assert encoder_rows["rows"] > 0
+    encoder_rows["rows"] = 0
+    second = train(frozen_config("second", "--train.cache_features", "disk"))
+    assert encoder_rows["rows"] == 0  # every split's vectors came from the cache
+    for key, value in _head(first).items():
+        torch.testing.assert_close(_head(second)[key], value, rtol=0, atol=0)
+    changed = train(frozen_config("other-pooling", "--train.cache_features", "disk", "--model.pooling", "cls"))
+    assert encoder_rows["rows"] > 0 and changed.steps == 12  # another pooling is another cache key
 
 
 def test_cached_features_resume_matches_uninterrupted(frozen_config, monkeypatch):

@@ -101,8 +101,9 @@ class TrainConfig:
     # CPU machine worker processes would compete with torch's own threads for the same few cores.
     num_workers: int = _field(0, "data-loader worker processes (0 builds batches in the training process)",
                               lambda v: v >= 0, "must be >= 0")
-    cache_features: bool = _field(True, "with model.freeze encoder (no LoRA): encode each text once and train the "
-                                        "head on the cached vectors (the encoder then runs in eval mode)")
+    cache_features: Literal["memory", "disk", "none"] = _field(
+        "memory", "with model.freeze encoder (no LoRA): encode each text once (encoder in eval mode) and train the head "
+                  "on the cached vectors; disk also keeps them beside the token cache for later runs; none: encode every step")
     compile: bool = _field(False, "torch.compile the model (first steps are slow while it compiles; "
                                   "needs a C++ compiler on CPU, Triton on GPU)")
     tensorboard: bool = _field(True, "write TensorBoard scalars under RUN/tensorboard")

@@ -12,8 +12,12 @@ own dropout (hidden_dropout_prob) is off; `model.dropout` on the pooled vector s
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def use_cached_features(config: RunConfig) -> bool:
     """Whether this run trains the head on cached encoder outputs (see the module docstring)."""
-    return config.model.freeze == "encoder" and config.lora.r == 0 and config.train.cache_features
+    return config.model.freeze == "encoder" and config.lora.r == 0 and config.train.cache_features != "none"
 
 
 @torch.inference_mode()
@@ -48,14 +52,52 @@ def encode_features(model: TextClassifier, split: TokenizedSplit, pad_id: int, b
 
 
 def encode_splits(model: TextClassifier, splits: dict[str, TokenizedSplit], pad_id: int, batch_size: int,
-                  device: torch.device, precision: Precision) -> dict[str, FeatureSplit]:
-    """All splits encoded once; the run then never calls the encoder again."""
+                  device: torch.device, precision: Precision, cache_dir: Path | None = None) -> dict[str, FeatureSplit]:
+    """All splits encoded once; the run then never calls the encoder again.
+
+    With `cache_dir`, vectors are read from (or written to) cache_dir/features/KEY.npy, KEY naming the
+    token ids, the encoder's weights, the pooling and the precision: a later run on the same texts with
+    the same frozen encoder (a search over head settings, say) skips the encoder entirely.
+    """
     started = time.perf_counter()
-    encoded = {name: encode_features(model, split, pad_id, batch_size, device, precision)
-               for name, split in splits.items()}
-    log.info("frozen encoder: encoded %d texts once in %.1f s; training the head on cached features",
+    model_key = model_fingerprint(model, precision) if cache_dir is not None else ""
+    encoded = {}
+    for name, split in splits.items():
+        path = None if cache_dir is None else Path(cache_dir) / "features" / f"{_split_key(split, model_key)}.npy"
+        if path is not None and path.is_file():
+            log.info("feature cache hit: %s", path)
+            encoded[name] = FeatureSplit(np.load(path), split.labels, split.lengths)
+            continue
+        encoded[name] = encode_features(model, split, pad_id, batch_size, device, precision)
+        if path is not None:
+            _save_atomic(path, encoded[name].features)
+    log.info("frozen encoder: %d texts encoded once (%.1f s); training the head on cached features",
              sum(len(split) for split in splits.values()), time.perf_counter() - started)
     return encoded
+
+
+def model_fingerprint(model: TextClassifier, precision: Precision) -> str:
+    """A hash of what decides the pooled vectors: encoder weights, architecture, pooling, precision."""
+    digest = hashlib.sha256(f"{type(model.encoder).__name__}\n{model.pooling}\n{precision.name}\n".encode())
+    for name, tensor in model.encoder.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _split_key(split: TokenizedSplit, model_key: str) -> str:
+    digest = hashlib.sha256(model_key.encode())
+    digest.update(np.ascontiguousarray(split.ids).tobytes())
+    digest.update(np.ascontiguousarray(split.offsets).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _save_atomic(path: Path, features: np.ndarray) -> None:
+    """Written beside its final name and renamed, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".npy", delete=False) as tmp:
+        np.save(tmp, features)
+    os.replace(tmp.name, path)
 
 
 @torch.inference_mode()

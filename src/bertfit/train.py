@@ -123,7 +123,8 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     model = model.to(device)
     broadcast_parameters(model, dist)
     if use_cached_features(config):  # from here on the splits are pooled vectors, not tokens
-        tokens = encode_splits(model, tokens, tokenizer.pad_token_id, config.train.eval_batch_size, device, precision)
+        tokens = encode_splits(model, tokens, tokenizer.pad_token_id, config.train.eval_batch_size, device, precision,
+                               _cache_dir(config) if config.train.cache_features == "disk" else None)
     elif config.train.compile:
         compile_model(model)
     session = _session(model, tokens["train"], config, device, precision, tokenizer.pad_token_id, dist)
@@ -194,9 +195,13 @@ class _SilentWriter:
 
 
 def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) -> dict[str, TokenizedSplit]:
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache = _cache_dir(config)
     return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache, config.model.keep_head)
             for name, split in dataset.splits.items()}
+
+
+def _cache_dir(config: RunConfig) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
 
 
 def _session(model: torch.nn.Module, train_split: TokenizedSplit, config: RunConfig, device: torch.device,
