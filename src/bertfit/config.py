@@ -97,7 +97,7 @@ class TrainConfig:
         "f1_macro", "validation metric that picks the best checkpoint (multi-label accuracy is exact match)")
     early_stopping_patience: int = _field(0, "stop after N evaluations without improvement; 0 never stops early", lambda v: v >= 0, "must be >= 0")
     bucket_batches: int = _field(50, "batches per length-sorted mega-batch (1 disables length bucketing)", lambda v: v >= 1, "must be >= 1")
-    # 0 by default: padding a batch is tens of microseconds of numpy, far below a step's time, and on a
+    # 0 by default: padding a batch is ~40 us of numpy (32 texts, 128 tokens), far below a step's time, and on a
     # CPU machine worker processes would compete with torch's own threads for the same few cores.
     num_workers: int = _field(0, "data-loader worker processes (0 builds batches in the training process)",
                               lambda v: v >= 0, "must be >= 0")
