@@ -63,3 +63,24 @@ def tiny_overrides(tiny_model_dir, tmp_path) -> list[str]:
     return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
             "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
             "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_exported_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
+    """A tiny run (300 AG News rows, 1 epoch) exported to ONNX fp32 + int8, shared by the export and serve tests."""
+    pytest.importorskip("onnxruntime")
+    from bertfit.config import load_config
+    from bertfit.export import export_run
+    from bertfit.train import train
+
+    root = tmp_path_factory.mktemp("exported")
+    config = load_config(None, [
+        "--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(root / "runs"),
+        "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
+        "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1", "--name", "tiny",
+        "--data.train", str(write_csv(root / "train.csv", ag_news_rows[:300])),
+        "--data.test", str(write_csv(root / "test.csv", ag_news_rows[300:])),
+    ])
+    run_dir = train(config).run_dir
+    export_run(run_dir, int8=True, max_rows=60)
+    return run_dir
