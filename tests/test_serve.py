@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import socket
-import threading
-import time
 
 import pytest
 
+from conftest import LiveServer
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
-
-
-class LiveServer:
-    """uvicorn in a thread, bound to 127.0.0.1 on a port the OS picks."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.socket.close()
 
 
 @pytest.fixture(scope="module")
