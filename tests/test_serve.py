@@ -121,3 +121,47 @@ def test_settings_are_validated():
 
     with pytest.raises(BertfitError, match="--max-batch must be > 0"):
         ServeSettings(max_batch=0)
+
+
+def test_cli_serve_finishes_in_flight_requests_on_sigterm(tiny_run):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    with socket.socket() as probe:  # a free port for the child (released just before it binds)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    # A 1.5 s batching wait keeps the request in flight while SIGTERM arrives.
+    child = subprocess.Popen([sys.executable, "-m", "bertfit.cli", "serve", str(tiny_run), "--port", str(port),
+                              "--max-wait-ms", "1500"], env={**os.environ, "BERTFIT_API_KEY": ""},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert child.poll() is None, child.stdout.read()
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "service did not start"
+                time.sleep(0.2)
+        answers = []
+        request = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{url}/predict", json={"text": "in flight"}, timeout=30)))
+        request.start()
+        time.sleep(0.5)
+        child.send_signal(signal.SIGTERM)
+        request.join(30)
+        assert answers and answers[0].status_code == 200, answers
+        # uvicorn re-raises the signal after its graceful shutdown, so the exit status says SIGTERM.
+        assert child.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=1)
