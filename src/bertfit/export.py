@@ -79,9 +79,16 @@ def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic quantisation: int8 weights for MatMul/Gemm, activations quantised per batch at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # Per-channel scales keep small classifier heads accurate; QInt8 weights run fast on x86 (VNNI/AVX2).
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Gemm"])
+    # onnxruntime's quantiser logs a line per tensor on the root logger; keep the CLI output readable.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        # Per-channel scales keep small classifier heads accurate; QInt8 weights run fast on x86 (VNNI/AVX2).
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        root.setLevel(level)
 
 
 def check_texts(run_dir: Path, labels_names: tuple[str, ...], max_rows: int | None) -> tuple[str, list[str], list[int]]:
