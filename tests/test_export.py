@@ -81,3 +81,9 @@ def test_cli_export_and_predict_backends(tiny_run, tmp_path, capsys):
     assert main(["predict", str(run), "Stocks rallied", "--backend", "onnx"]) == 0
     assert capsys.readouterr().out.split("\t")[0] in ("World", "Sports", "Business", "Sci/Tech")
     assert main(["export", str(tmp_path / "missing"), "--onnx"]) == 2
+
+
+def test_cli_backend_choices_match_the_predictor():
+    from bertfit import cli, predict
+
+    assert cli.BACKENDS == predict.BACKENDS  # the CLI keeps its own copy to start without torch

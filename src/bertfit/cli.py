@@ -71,6 +71,22 @@ def _parser() -> argparse.ArgumentParser:
                          help="auto: ONNX Runtime when RUN/export exists and the device is the CPU, else PyTorch")
     predict.set_defaults(handler=_predict)
 
+    _add_export(commands)
+    _add_serve(commands)
+
+    env = commands.add_parser("env", help="versions, device and precision a run would use")
+    env.add_argument("--device", default="auto")
+    env.set_defaults(handler=_env)
+
+    config = commands.add_parser("config", help="list every config field with its default and meaning")
+    config.set_defaults(handler=_config)
+
+    presets = commands.add_parser("presets", help="list the named local datasets")
+    presets.set_defaults(handler=_presets)
+    return parser
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="export a run for deployment (ONNX, optionally int8) and check it")
     export.add_argument("run", type=Path)
     export.add_argument("--onnx", action="store_true", help="write RUN/export/model.onnx (the only format so far)")
@@ -79,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--batch-size", type=int, default=64)
     export.set_defaults(handler=_export)
 
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="HTTP service (FastAPI): POST /predict, GET /health, /metadata, / (a page)")
     serve.add_argument("run", type=Path)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback: this machine only)")
@@ -93,17 +111,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key-env", default="BERTFIT_API_KEY",
                        help="environment variable holding the API key; when set, requests need header X-API-Key")
     serve.set_defaults(handler=_serve)
-
-    env = commands.add_parser("env", help="versions, device and precision a run would use")
-    env.add_argument("--device", default="auto")
-    env.set_defaults(handler=_env)
-
-    config = commands.add_parser("config", help="list every config field with its default and meaning")
-    config.set_defaults(handler=_config)
-
-    presets = commands.add_parser("presets", help="list the named local datasets")
-    presets.set_defaults(handler=_presets)
-    return parser
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:

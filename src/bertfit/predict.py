@@ -76,6 +76,9 @@ class OnnxBackend:
         except ImportError:
             raise BertfitError("the ONNX backend needs onnxruntime: pip install 'bertfit[serve]'") from None
         options = onnxruntime.SessionOptions()
+        # Idle ORT worker threads spin by default; in a server they would starve the event loop and the
+        # tokenizer of the same cores between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
