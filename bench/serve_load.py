@@ -53,6 +53,8 @@ def free_port() -> int:
 def start_server(run: Path, backend: str, port: int, args: argparse.Namespace) -> subprocess.Popen:
     command = [sys.executable, "-m", "bertfit.cli", "serve", str(run), "--host", HOST, "--port", str(port),
                "--backend", backend, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "BERTFIT_API_KEY": ""})
     deadline = time.monotonic() + 120
@@ -132,6 +134,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load per backend")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, help="server CPU threads per model call (default: all cores)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +146,7 @@ def main() -> None:
         base = f"http://{HOST}:{port}"
         try:
             result = {"backend": backend, "run": str(args.run), "clients": args.clients,
-                      "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
+                      "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads,
                       **asyncio.run(load(base, texts, args.clients, args.duration)),
                       "accuracy": accuracy_of(args.run, backend), "bad_inputs": bad_inputs(base),
                       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -103,6 +103,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--backend", default="auto", choices=BACKENDS)
     serve.add_argument("--device", default="auto")
+    serve.add_argument("--threads", type=int, help="CPU threads per model call (default: all cores)")
     serve.add_argument("--max-batch", type=int, default=32, help="texts per model call when batching requests")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
     serve.add_argument("--max-texts", type=int, default=256, help="texts per request")
@@ -196,7 +197,8 @@ def _serve(args: argparse.Namespace, _: list[str]) -> int:
                              max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
                              api_key=os.environ.get(args.api_key_env) or None)
     print(f"serving {args.run} on http://{args.host}:{args.port} (docs: /docs); Ctrl-C stops after in-flight requests")
-    serve(args.run, settings, host=args.host, port=args.port, backend=args.backend, device=args.device)
+    serve(args.run, settings, host=args.host, port=args.port, backend=args.backend, device=args.device,
+          threads=args.threads)
     return 0
 
 

@@ -21,7 +21,7 @@ from bertfit.batching import PaddedBatches, TokenizedSplit, eval_batches, loader
 from bertfit.data import LabelMap
 from bertfit.errors import BertfitError
 from bertfit.metrics import softmax
-from bertfit.runtime import Precision, autocast, choose_device, choose_precision
+from bertfit.runtime import Precision, autocast, choose_device, choose_precision, set_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,17 @@ def choose_onnx_file(folder: Path, meta: dict[str, Any], backend: str) -> Path:
 
 
 class Predictor:
-    """Model (PyTorch or ONNX) + tokenizer + labels; `predict(texts)` keeps the input order."""
+    """Model (PyTorch or ONNX) + tokenizer + labels; `predict(texts)` keeps the input order.
+
+    `threads` caps the CPU threads one model call uses (default: every core). A server whose clients
+    share its cores runs faster with fewer: threads that wait on each other are descheduled.
+    """
 
     def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", batch_size: int = 64,
-                 backend: str = "auto"):
+                 backend: str = "auto", threads: int | None = None):
         if backend not in BACKENDS:
             raise BertfitError(f"backend: unknown {backend!r}; use one of {', '.join(BACKENDS)}")
-        path, self.batch_size = Path(path), batch_size
+        path, self.batch_size, self.threads = Path(path), batch_size, threads
         folder = export_folder(path)
         if backend == "auto":
             use_onnx = folder is not None and device in ("auto", "cpu") and choose_device(device).type == "cpu"
@@ -144,6 +148,8 @@ class Predictor:
         loaded = load_model(path)
         self.device = choose_device(device)
         self.precision = choose_precision(precision, self.device)
+        if self.threads:
+            set_cpu_threads(self.threads)
         self.model, self.tokenizer, self.labels, self.meta = loaded.model, loaded.tokenizer, loaded.labels, loaded.meta
         self.temperature = float(loaded.meta.get("temperature", 1.0))
         self.backend = TorchBackend(self.model, self.tokenizer.pad_token_id, self.batch_size, self.device, self.precision)
@@ -157,7 +163,7 @@ class Predictor:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.labels = LabelMap(tuple(self.meta["labels"]))
         self.temperature = float(self.meta.get("temperature", 1.0))
-        self.backend = OnnxBackend(model_file, self.tokenizer.pad_token_id, self.batch_size)
+        self.backend = OnnxBackend(model_file, self.tokenizer.pad_token_id, self.batch_size, self.threads)
 
     @property
     def backend_name(self) -> str:

@@ -106,7 +106,7 @@ def read_results(run_dir: Path) -> dict[str, Any]:
 
 
 def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
-          backend: str = "auto", device: str = "auto") -> None:
+          backend: str = "auto", device: str = "auto", threads: int | None = None) -> None:
     """Load the run and serve it with uvicorn until SIGINT/SIGTERM; in-flight requests are finished first."""
     import uvicorn
 
@@ -115,7 +115,8 @@ def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1",
     if not is_loopback(host) and settings.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach this address can use the model", host)
     run_dir = Path(run_dir)
-    predictor = Predictor(run_dir, device=device, batch_size=settings.max_batch, backend=backend)
+    predictor = Predictor(run_dir, device=device, batch_size=settings.max_batch, backend=backend,
+                          threads=threads)
     config = uvicorn.Config(create_app(predictor, settings, run_dir), host=host, port=port,
                             timeout_graceful_shutdown=30, log_level="info", access_log=False)
     uvicorn.Server(config).run()
