@@ -1,8 +1,9 @@
 """Dynamic micro-batching: concurrent requests merged into one model call.
 
 The first request of a batch waits at most `max_wait_ms` for others to join, up to `max_batch`
-texts; one worker task takes batches from an asyncio queue and runs the model in one thread, so
-the event loop keeps accepting requests while the model computes. Requests keep their own rows.
+texts (a request is never split, so the request that crosses the limit still joins); one worker
+task takes batches from an asyncio queue and runs the model in one thread, so the event loop keeps
+accepting requests while the model computes. Each request gets back its own rows, in order.
 """
 
 from __future__ import annotations
