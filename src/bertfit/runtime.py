@@ -66,6 +66,13 @@ def make_scaler(device: torch.device, precision: Precision) -> torch.amp.GradSca
     return torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
 
 
+def set_cpu_threads(threads: int) -> None:
+    """Threads PyTorch uses for one CPU operation (process-wide)."""
+    if threads < 1:
+        raise BertfitError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
