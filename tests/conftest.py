@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,50 @@ def tiny_overrides(tiny_model_dir, tmp_path) -> list[str]:
     return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
             "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
             "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_exported_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
+    """A tiny run (300 AG News rows, 1 epoch) exported to ONNX fp32 + int8, shared by the export and serve tests."""
+    pytest.importorskip("onnxruntime")
+    from bertfit.config import load_config
+    from bertfit.export import export_run
+    from bertfit.train import train
+
+    root = tmp_path_factory.mktemp("exported")
+    config = load_config(None, [
+        "--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(root / "runs"),
+        "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
+        "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1", "--name", "tiny",
+        "--data.train", str(write_csv(root / "train.csv", ag_news_rows[:300])),
+        "--data.test", str(write_csv(root / "test.csv", ag_news_rows[300:])),
+    ])
+    run_dir = train(config).run_dir
+    export_run(run_dir, int8=True, max_rows=60)
+    return run_dir
+
+
+class LiveServer:
+    """uvicorn in a thread, bound to 127.0.0.1 on a port the OS picks."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.socket.close()

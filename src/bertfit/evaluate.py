@@ -46,7 +46,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     spec = data or getattr(config.data, split, None) or (config.data.train if split != "train" else None)
     if spec is None:
         raise BertfitError(f"{run_dir}: the run has no {split} data; pass --data FILE")
-    predictor = Predictor(run_dir, device=device, batch_size=batch_size)
+    # Metrics describe the trained PyTorch model; the export checks itself (export.json).
+    predictor = Predictor(run_dir, device=device, batch_size=batch_size, backend="torch")
     names = predictor.labels.names
     part = read_split(spec, split, dataclasses.replace(config.data, label_names=names))
     texts = part.texts[:max_rows] if max_rows else part.texts

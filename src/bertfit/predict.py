@@ -1,17 +1,32 @@
-"""Batch prediction from a run directory or model folder (imports nothing from training)."""
+"""Batch prediction from a run directory, model folder or export folder (imports nothing from training).
+
+`Predictor(path).predict(texts)` picks a backend: ONNX Runtime when the run has an export
+(RUN/export, written by `bertfit export`) and the device is the CPU, PyTorch otherwise; `backend=`
+forces one. Both backends run length-sorted batches (longest first) and return rows in input order.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from bertfit.artifacts import load_model
-from bertfit.batching import TokenizedSplit, eval_batches, loader, tokenize
+from bertfit.artifacts import META_FILE, load_model, model_folder
+from bertfit.batching import PaddedBatches, TokenizedSplit, eval_batches, loader, tokenize
+from bertfit.data import LabelMap
+from bertfit.errors import BertfitError
 from bertfit.metrics import sigmoid, softmax
-from bertfit.runtime import Precision, autocast, choose_device, choose_precision
+from bertfit.runtime import Precision, autocast, choose_device, choose_precision, set_cpu_threads
+
+log = logging.getLogger(__name__)
+
+EXPORT_DIR, EXPORT_META = "export", "export.json"
+BACKENDS = ("auto", "torch", "onnx", "onnx-fp32", "onnx-int8")
 
 
 @dataclass(frozen=True)
@@ -39,24 +54,126 @@ def batch_logits(model: torch.nn.Module, split: TokenizedSplit, pad_id: int, bat
     return logits
 
 
-class Predictor:
-    """Loaded model + tokenizer + labels; `predict(texts)` keeps the input order."""
+class TorchBackend:
+    """The PyTorch classifier on a device."""
 
-    def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", batch_size: int = 64):
-        loaded = load_model(Path(path))
+    def __init__(self, model: torch.nn.Module, pad_id: int, batch_size: int, device: torch.device | None = None,
+                 precision: Precision | None = None):
+        self.device = device or torch.device("cpu")
+        self.precision = precision or Precision("fp32", None)
+        self.model, self.pad_id, self.batch_size = model.to(self.device), pad_id, batch_size
+        self.name = "torch"
+
+    def logits(self, split: TokenizedSplit) -> np.ndarray:
+        return batch_logits(self.model, split, self.pad_id, self.batch_size, self.device, self.precision)
+
+
+class OnnxBackend:
+    """An exported model file run by ONNX Runtime on the CPU."""
+
+    def __init__(self, path: Path, pad_id: int, batch_size: int, threads: int | None = None):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise BertfitError("the ONNX backend needs onnxruntime: pip install 'bertfit[serve]'") from None
+        options = onnxruntime.SessionOptions()
+        # Idle ORT worker threads spin by default; in a server they would starve the event loop and the
+        # tokenizer of the same cores between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.pad_id, self.batch_size = pad_id, batch_size
+        self.name = "onnx-int8" if ".int8." in Path(path).name else "onnx-fp32"
+
+    def logits(self, split: TokenizedSplit) -> np.ndarray:
+        padded = PaddedBatches(split, self.pad_id)
+        pieces, order = [], []
+        for rows in eval_batches(split.lengths, self.batch_size):
+            batch = padded[rows]
+            inputs = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
+            pieces.append(self.session.run(["logits"], inputs)[0])
+            order.append(rows)
+        if not pieces:
+            return np.zeros((0, self.session.get_outputs()[0].shape[-1] or 0), dtype=np.float32)
+        logits = np.empty((len(split), pieces[0].shape[1]), dtype=np.float32)
+        logits[np.concatenate(order)] = np.concatenate(pieces)
+        return logits
+
+
+def export_folder(path: Path) -> Path | None:
+    """The export folder of a run directory or model folder, or `path` itself when it is one."""
+    path = Path(path)
+    candidates = [path, path / EXPORT_DIR]
+    if (path / META_FILE).is_file():  # a run's model/ folder: its export sits beside it
+        candidates.append(path.parent / EXPORT_DIR)
+    return next((c for c in candidates if (c / EXPORT_META).is_file()), None)
+
+
+def choose_onnx_file(folder: Path, meta: dict[str, Any], backend: str) -> Path:
+    """onnx prefers the int8 file when it was exported; onnx-fp32 / onnx-int8 ask for one."""
+    files = meta.get("files", {})
+    kind = {"onnx-fp32": "fp32", "onnx-int8": "int8"}.get(backend) or ("int8" if "int8" in files else "fp32")
+    if kind not in files or not (folder / files[kind]).is_file():
+        flag = " --int8" if kind == "int8" else ""
+        raise BertfitError(f"{folder}: no {kind} ONNX model; run `bertfit export RUN --onnx{flag}`")
+    return folder / files[kind]
+
+
+class Predictor:
+    """Model (PyTorch or ONNX) + tokenizer + labels; `predict(texts)` keeps the input order.
+
+    `threads` caps the CPU threads one model call uses (default: every core). A server whose clients
+    share its cores runs faster with fewer: threads that wait on each other are descheduled.
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", batch_size: int = 64,
+                 backend: str = "auto", threads: int | None = None):
+        if backend not in BACKENDS:
+            raise BertfitError(f"backend: unknown {backend!r}; use one of {', '.join(BACKENDS)}")
+        path, self.batch_size, self.threads = Path(path), batch_size, threads
+        folder = export_folder(path)
+        if backend == "auto":
+            use_onnx = folder is not None and device in ("auto", "cpu") and choose_device(device).type == "cpu"
+            backend = "onnx" if use_onnx and _export_is_current(path, folder) else "torch"
+        if backend == "torch":
+            self._load_torch(path, device, precision)
+        else:
+            if folder is None:
+                raise BertfitError(f"{path}: no ONNX export (expected {path / EXPORT_DIR / EXPORT_META}); "
+                                   "run `bertfit export RUN --onnx` or use --backend torch")
+            self._load_onnx(folder, backend)
+        log.info("predictor for %s uses the %s backend", path, self.backend.name)
+
+    def _load_torch(self, path: Path, device: str, precision: str) -> None:
+        loaded = load_model(path)
         self.device = choose_device(device)
         self.precision = choose_precision(precision, self.device)
-        self.model = loaded.model.to(self.device)
-        self.tokenizer = loaded.tokenizer
-        self.labels = loaded.labels
-        self.meta = loaded.meta
-        self.batch_size = batch_size
+        if self.threads:
+            set_cpu_threads(self.threads)
+        self.model, self.tokenizer, self.labels, self.meta = loaded.model, loaded.tokenizer, loaded.labels, loaded.meta
         self.temperature = float(loaded.meta.get("temperature", 1.0))
+        self.backend = TorchBackend(self.model, self.tokenizer.pad_token_id, self.batch_size, self.device, self.precision)
+
+    def _load_onnx(self, folder: Path, backend: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.meta = json.loads((folder / EXPORT_META).read_text(encoding="utf-8"))
+        model_file = choose_onnx_file(folder, self.meta, backend)
+        self.device, self.model = torch.device("cpu"), None
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.labels = LabelMap(tuple(self.meta["labels"]))
+        self.temperature = float(self.meta.get("temperature", 1.0))
+        self.backend = OnnxBackend(model_file, self.tokenizer.pad_token_id, self.batch_size, self.threads)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
 
     def logits(self, texts: list[str]) -> np.ndarray:
         split = tokenize(list(texts), np.zeros(len(texts)), self.tokenizer, self.meta["max_length"], cache_dir=None,
                          keep_head=self.meta.get("keep_head", 1.0))
-        return batch_logits(self.model, split, self.tokenizer.pad_token_id, self.batch_size, self.device, self.precision)
+        return self.backend.logits(split)
 
     @property
     def multi_label(self) -> bool:
@@ -77,3 +194,17 @@ class Predictor:
                     for text, row, found in zip(texts, probabilities, chosen)]
         return [Prediction(text, names[int(row.argmax())], float(row.max()), dict(zip(names, map(float, row))))
                 for text, row in zip(texts, probabilities)]
+
+
+def _export_is_current(path: Path, folder: Path) -> bool:
+    """False when the model was retrained (or resumed) after the export: serving it would be stale."""
+    try:
+        model_meta = json.loads((model_folder(path) / META_FILE).read_text(encoding="utf-8"))
+    except BertfitError:
+        return True  # an export folder on its own: nothing to compare against
+    export_step = json.loads((folder / EXPORT_META).read_text(encoding="utf-8")).get("model_step")
+    if export_step is not None and export_step != model_meta.get("step"):
+        log.warning("%s is older than the model (step %s vs %s); using PyTorch. Re-run `bertfit export`",
+                    folder, export_step, model_meta.get("step"))
+        return False
+    return True

@@ -105,6 +105,13 @@ def compile_toolchain_problem(device: torch.device) -> str | None:
     return None
 
 
+def set_cpu_threads(threads: int) -> None:
+    """Threads PyTorch uses for one CPU operation (process-wide)."""
+    if threads < 1:
+        raise BertfitError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -1,0 +1,89 @@
+"""ONNX export round trip on a tiny trained run: same predictions as PyTorch, self-check written, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_exported_run):
+    return tiny_exported_run
+
+
+def test_export_writes_files_and_self_check(tiny_run):
+    meta = json.loads((tiny_run / "export" / "export.json").read_text())
+    assert (tiny_run / "export" / "model.onnx").is_file() and (tiny_run / "export" / "model.int8.onnx").is_file()
+    assert sorted(meta["labels"]) == ["Business", "Sci/Tech", "Sports", "World"]
+    check = meta["check"]
+    assert check["split"] == "test" and check["rows"] == 60  # capped by max_rows
+    assert check["fp32"]["max_probability_difference"] < 1e-4
+    assert check["fp32"]["accuracy"] == pytest.approx(check["torch_accuracy"])
+    assert 0 <= check["int8"]["max_probability_difference"] < 0.2
+    assert meta["model_step"] is not None
+
+
+def test_onnx_predictor_matches_torch_on_any_batch_and_length(tiny_run, ag_news_rows):
+    from bertfit.predict import Predictor
+
+    # Mixed lengths (a 1-word text, long ones) and a batch size that leaves a ragged last batch:
+    # exercises dynamic axes and the restore-order step.
+    texts = ["hi"] + [text for text, _ in ag_news_rows[:20]] + [" ".join(["word"] * 300)]
+    torch_probs = Predictor(tiny_run, backend="torch", batch_size=7).predict_proba(texts)
+    fp32 = Predictor(tiny_run, backend="onnx-fp32", batch_size=7)
+    assert fp32.backend_name == "onnx-fp32"
+    np.testing.assert_allclose(fp32.predict_proba(texts), torch_probs, atol=1e-4)
+    int8 = Predictor(tiny_run, batch_size=5)  # auto: the export exists, the device is the CPU, int8 preferred
+    assert int8.backend_name == "onnx-int8"
+    assert np.abs(int8.predict_proba(texts) - torch_probs).max() < 0.2
+    assert [p.text for p in int8.predict(texts)] == texts
+
+
+def test_export_folder_predicts_on_its_own(tiny_run, tmp_path):
+    import shutil
+
+    from bertfit.predict import Predictor
+
+    shutil.copytree(tiny_run / "export", tmp_path / "deploy")
+    predictor = Predictor(tmp_path / "deploy", backend="onnx-fp32")
+    assert predictor.predict(["Stocks rallied"])[0].label in predictor.labels.names
+
+
+def test_stale_export_falls_back_to_torch(tiny_run, tmp_path):
+    import shutil
+
+    from bertfit.predict import Predictor
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta_path = run / "export" / "export.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model_step"] = -1
+    meta_path.write_text(json.dumps(meta))
+    assert Predictor(run).backend_name == "torch"
+
+
+def test_cli_export_and_predict_backends(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from bertfit.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    assert main(["predict", str(run), "Stocks rallied", "--backend", "onnx"]) == 2
+    assert "bertfit export" in capsys.readouterr().err
+    assert main(["export", str(run), "--onnx", "--max-rows", "20"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["predict", str(run), "Stocks rallied", "--backend", "onnx"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] in ("World", "Sports", "Business", "Sci/Tech")
+    assert main(["export", str(tmp_path / "missing"), "--onnx"]) == 2
+
+
+def test_cli_backend_choices_match_the_predictor():
+    from bertfit import cli, predict
+
+    assert cli.BACKENDS == predict.BACKENDS  # the CLI keeps its own copy to start without torch
