@@ -26,12 +26,13 @@ class TextClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits from tokens, or from `features` (pooled vectors computed earlier by `encode`).
 
         Passing features skips the encoder: with a frozen encoder the loop trains the head on
         cached vectors (see bertfit.features) while the model, its weights and saving stay the same.
+        Not keyword-only: the TorchScript ONNX exporter passes every parameter by position.
         """
         if features is None:
             features = self.encode(input_ids, attention_mask)
