@@ -24,8 +24,7 @@ from bertfit.model import build_classifier, count_parameters, load_tokenizer, me
 from bertfit.optim import build_optimizer, build_scheduler
 from bertfit.runtime import (Distributed, barrier, broadcast_object, broadcast_parameters, choose_precision,
                              close_distributed, compile_model, environment, init_distributed, make_scaler, rng_state,
-                             seed_everything,
-                             set_rng_state)
+                             seed_everything, set_rng_state)
 
 log = logging.getLogger(__name__)
 
