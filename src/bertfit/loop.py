@@ -132,16 +132,10 @@ def steps_per_epoch(rows: int, config: TrainConfig) -> int:
 def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: TokenizedSplit | FeatureSplit,
         names: tuple[str, ...], config: TrainConfig, state: LoopState, hooks: RunHooks) -> LoopState:
     """Train from `state` to the end (or early stop, or Ctrl-C), evaluating and checkpointing on the way."""
-    per_epoch = steps_per_epoch(len(train), config)
-    total_steps = per_epoch * config.epochs
+    total_steps = steps_per_epoch(len(train), config) * config.epochs
     progress = tqdm(total=total_steps, initial=state.step, disable=not (config.progress and session.dist.is_main),
                     desc="train", unit="step", dynamic_ncols=True)
-    stop = _StopRequest()
-    running_loss, running_steps = torch.zeros((), device=session.device), 0
-    # Mean training loss since the last evaluation, stored with it so curves compare train vs validation.
-    since_eval = {"loss": torch.tensor(float(state.since_eval["loss"]), device=session.device),
-                  "correct": torch.tensor(int(state.since_eval["correct"]), device=session.device),
-                  "steps": state.since_eval["steps"], "samples": state.since_eval["samples"]}
+    stop, meters = _StopRequest(), _Meters(session.device, state.since_eval)
     session.model.train()
     with stop.installed():
         while state.epoch < config.epochs and not state.finished:
@@ -153,46 +147,17 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
             while state.batches_done < len(batches):
                 group = [next(data) for _ in range(min(config.grad_accum_steps, len(batches) - state.batches_done))]
                 samples = sum(sizes[state.batches_done:state.batches_done + len(group)])
-                step_loss = train_step(session, group, samples, since_eval["correct"])
-                running_loss += step_loss
-                since_eval["loss"] += step_loss
-                since_eval["steps"] += 1
-                since_eval["samples"] += sum(len(batch["labels"]) for batch in group)  # this rank's, as `correct`
+                step_loss = train_step(session, group, samples, meters.correct)
+                meters.add(step_loss, sum(len(batch["labels"]) for batch in group))  # this rank's rows, as `correct`
                 state.train_seconds += time.perf_counter() - last
-                state.step += 1
-                state.batches_done += len(group)
-                state.samples_seen += samples
-                running_steps += 1
+                state.step, state.batches_done, state.samples_seen = (state.step + 1, state.batches_done + len(group),
+                                                                      state.samples_seen + samples)
                 progress.update(1)
                 end_of_epoch = state.batches_done == len(batches)
                 if end_of_epoch:
                     state.epoch, state.batches_done = state.epoch + 1, 0
-                if running_steps == LOG_EVERY_STEPS or end_of_epoch:
-                    # The GPU runs behind the host: wait for the queued steps here and count that wait as
-                    # training time, or train_seconds would miss most of the device's work.
-                    state.train_seconds += wait_for_device(session.device)
-                    train_loss = running_loss.item() / running_steps
-                    running_loss.zero_()
-                    running_steps = 0
-                    rate = state.samples_seen / max(state.train_seconds, 1e-9)
-                    progress.set_postfix(loss=f"{train_loss:.4f}", samples_s=f"{rate:.1f}")
-                    hooks.on_scalars(state.step, {"train/loss": train_loss, "train/lr": session.scheduler.get_last_lr()[0],
-                                                  "train/samples_per_second": rate})
-                eval_due = (end_of_epoch and config.eval_every_steps == 0) or \
-                    (config.eval_every_steps and state.step % config.eval_every_steps == 0) or state.step == total_steps
-                if eval_due or (config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0):
-                    state.train_seconds += wait_for_device(session.device)  # as above, before untimed work
-                if eval_due:
-                    train_scores = {"train/loss": since_eval["loss"].item() / max(1, since_eval["steps"]),
-                                    "train/accuracy": since_eval["correct"].item() / max(1, since_eval["samples"])}
-                    since_eval["loss"].zero_()
-                    since_eval["correct"].zero_()
-                    since_eval["steps"] = since_eval["samples"] = 0
-                    _evaluate_and_record(session, validation, names, config, state, hooks, train_scores)
-                if eval_due or (config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0) \
-                        or stop.requested or state.finished:
-                    state.since_eval = {k: v.item() if torch.is_tensor(v) else v for k, v in since_eval.items()}
-                    hooks.on_checkpoint(state)
+                _after_step(session, validation, names, config, state, hooks, meters, progress,
+                            end_of_epoch, state.step == total_steps, stop.requested)
                 if stop.requested:
                     state.interrupted = True
                     progress.close()
@@ -203,6 +168,65 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
     state.finished = True
     progress.close()
     return state
+
+
+def _after_step(session: Session, validation: TokenizedSplit | FeatureSplit, names: tuple[str, ...],
+                config: TrainConfig, state: LoopState, hooks: RunHooks, meters: "_Meters", progress: tqdm,
+                end_of_epoch: bool, last_step: bool, stopping: bool) -> None:
+    """Log, evaluate and checkpoint when they are due after a step."""
+    eval_due = (end_of_epoch and config.eval_every_steps == 0) or last_step or \
+        bool(config.eval_every_steps and state.step % config.eval_every_steps == 0)
+    checkpoint_due = eval_due or bool(config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0)
+    if meters.running_steps == LOG_EVERY_STEPS or end_of_epoch:
+        # The GPU runs behind the host: wait for the queued steps here and count that wait as
+        # training time, or train_seconds would miss most of the device's work.
+        state.train_seconds += wait_for_device(session.device)
+        train_loss = meters.take_logged_loss()
+        rate = state.samples_seen / max(state.train_seconds, 1e-9)
+        progress.set_postfix(loss=f"{train_loss:.4f}", samples_s=f"{rate:.1f}")
+        hooks.on_scalars(state.step, {"train/loss": train_loss, "train/lr": session.scheduler.get_last_lr()[0],
+                                      "train/samples_per_second": rate})
+    if checkpoint_due:
+        state.train_seconds += wait_for_device(session.device)  # as above, before untimed work
+    if eval_due:
+        _evaluate_and_record(session, validation, names, config, state, hooks, meters.take_train_scores())
+    if checkpoint_due or stopping or state.finished:
+        state.since_eval = meters.snapshot()
+        hooks.on_checkpoint(state)
+
+
+class _Meters:
+    """Device-side sums read back rarely: the logged loss (every LOG_EVERY_STEPS) and the training
+    loss and accuracy since the last evaluation (stored with it, so curves compare train vs validation)."""
+
+    def __init__(self, device: torch.device, since_eval: dict[str, float]):
+        self.running_loss, self.running_steps = torch.zeros((), device=device), 0
+        self.loss = torch.tensor(float(since_eval["loss"]), device=device)
+        self.correct = torch.tensor(int(since_eval["correct"]), device=device)
+        self.steps, self.samples = int(since_eval["steps"]), int(since_eval["samples"])
+
+    def add(self, step_loss: torch.Tensor, samples: int) -> None:
+        self.running_loss += step_loss
+        self.loss += step_loss
+        self.running_steps, self.steps, self.samples = self.running_steps + 1, self.steps + 1, self.samples + samples
+
+    def take_logged_loss(self) -> float:
+        value = self.running_loss.item() / max(1, self.running_steps)
+        self.running_loss.zero_()
+        self.running_steps = 0
+        return value
+
+    def take_train_scores(self) -> dict[str, float]:
+        scores = {"train/loss": self.loss.item() / max(1, self.steps),
+                  "train/accuracy": self.correct.item() / max(1, self.samples)}
+        self.loss.zero_()
+        self.correct.zero_()
+        self.steps = self.samples = 0
+        return scores
+
+    def snapshot(self) -> dict[str, float]:
+        """Plain numbers for the checkpoint, so a resumed run continues the same averages."""
+        return {"loss": self.loss.item(), "steps": self.steps, "correct": int(self.correct.item()), "samples": self.samples}
 
 
 def _evaluate_and_record(session: Session, validation: TokenizedSplit | FeatureSplit, names: tuple[str, ...],
