@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertfit.batching import FeatureSplit, TokenizedSplit, eval_batches, loader
+from bertfit.batching import FeatureSplit, TokenizedSplit
 from bertfit.config import RunConfig
 from bertfit.model import TextClassifier
+from bertfit.predict import batch_outputs
 from bertfit.runtime import Precision, autocast
 
 log = logging.getLogger(__name__)
@@ -35,19 +36,15 @@ def use_cached_features(config: RunConfig) -> bool:
     return config.model.freeze == "encoder" and config.lora.r == 0 and config.train.cache_features != "none"
 
 
-@torch.inference_mode()
 def encode_features(model: TextClassifier, split: TokenizedSplit, pad_id: int, batch_size: int,
                     device: torch.device, precision: Precision) -> FeatureSplit:
     """Every row's pooled vector, in row order (float32 on the host, whatever the autocast dtype)."""
     was_training = model.training
     model.eval()
-    features = np.zeros((len(split), model.head.in_features), dtype=np.float32)
-    for batch in loader(split, eval_batches(split.lengths, batch_size), pad_id, pin_memory=device.type == "cuda"):
-        with autocast(device, precision):
-            pooled = model.encode(batch["input_ids"].to(device, non_blocking=True),
-                                  batch["attention_mask"].to(device, non_blocking=True))
-        features[batch["rows"].numpy()] = pooled.float().cpu().numpy()
-    model.train(was_training)
+    try:
+        features = batch_outputs(model.encode, model.head.in_features, split, pad_id, batch_size, device, precision)
+    finally:
+        model.train(was_training)
     return FeatureSplit(features, split.labels, split.lengths)
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -39,19 +39,28 @@ class Prediction:
 
 
 @torch.inference_mode()
-def batch_logits(model: torch.nn.Module, split: TokenizedSplit, pad_id: int, batch_size: int,
-                 device: torch.device, precision: Precision) -> np.ndarray:
-    """Logits for every row of `split`, in row order (batches run longest first, then are put back)."""
-    was_training = model.training
-    model.eval()
-    logits = np.zeros((len(split), model.head.out_features), dtype=np.float32)
+def batch_outputs(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], width: int, split: TokenizedSplit,
+                  pad_id: int, batch_size: int, device: torch.device, precision: Precision) -> np.ndarray:
+    """forward(input_ids, attention_mask) for every row of `split`, in row order, as float32 (batches
+    run longest first, so memory peaks early and padding is minimal, then rows are put back)."""
+    outputs = np.zeros((len(split), width), dtype=np.float32)
     for batch in loader(split, eval_batches(split.lengths, batch_size), pad_id, pin_memory=device.type == "cuda"):
         with autocast(device, precision):
-            out = model(batch["input_ids"].to(device, non_blocking=True),
-                        batch["attention_mask"].to(device, non_blocking=True))
-        logits[batch["rows"].numpy()] = out.float().cpu().numpy()
-    model.train(was_training)
-    return logits
+            out = forward(batch["input_ids"].to(device, non_blocking=True),
+                          batch["attention_mask"].to(device, non_blocking=True))
+        outputs[batch["rows"].numpy()] = out.float().cpu().numpy()
+    return outputs
+
+
+def batch_logits(model: torch.nn.Module, split: TokenizedSplit, pad_id: int, batch_size: int,
+                 device: torch.device, precision: Precision) -> np.ndarray:
+    """Logits for every row of `split`, in row order, with the model in eval mode (no dropout)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return batch_outputs(model, model.head.out_features, split, pad_id, batch_size, device, precision)
+    finally:
+        model.train(was_training)
 
 
 class TorchBackend:
