@@ -67,6 +67,21 @@ def test_stale_export_falls_back_to_torch(tiny_run, tmp_path):
     assert Predictor(run).backend_name == "torch"
 
 
+def test_onnx_uses_the_temperature_calibrated_after_export(tiny_run, tmp_path):
+    import shutil
+
+    from bertfit.artifacts import update_model_meta
+    from bertfit.predict import Predictor
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    update_model_meta(run, temperature=3.0)  # what `bertfit evaluate` does after fitting a temperature
+    texts = ["Stocks rallied on Friday", "The match ended in a draw"]
+    onnx = Predictor(run, backend="onnx-fp32")
+    assert onnx.temperature == 3.0
+    np.testing.assert_allclose(onnx.predict_proba(texts), Predictor(run, backend="torch").predict_proba(texts), atol=1e-4)
+
+
 def test_cli_export_and_predict_backends(tiny_run, tmp_path, capsys):
     import shutil
 

@@ -151,7 +151,7 @@ class Predictor:
             if folder is None:
                 raise BertfitError(f"{path}: no ONNX export (expected {path / EXPORT_DIR / EXPORT_META}); "
                                    "run `bertfit export RUN --onnx` or use --backend torch")
-            self._load_onnx(folder, backend)
+            self._load_onnx(folder, backend, path)
         log.info("predictor for %s uses the %s backend", path, self.backend.name)
 
     def _load_torch(self, path: Path, device: str, precision: str) -> None:
@@ -164,10 +164,14 @@ class Predictor:
         self.temperature = float(loaded.meta.get("temperature", 1.0))
         self.backend = TorchBackend(self.model, self.tokenizer.pad_token_id, self.batch_size, self.device, self.precision)
 
-    def _load_onnx(self, folder: Path, backend: str) -> None:
+    def _load_onnx(self, folder: Path, backend: str, path: Path) -> None:
         from transformers import AutoTokenizer
 
         self.meta = json.loads((folder / EXPORT_META).read_text(encoding="utf-8"))
+        try:  # `bertfit evaluate` may calibrate after the export: the temperature is the model's, not the graph's
+            self.meta["temperature"] = json.loads((model_folder(path) / META_FILE).read_text(encoding="utf-8"))["temperature"]
+        except BertfitError:
+            pass  # an export folder on its own carries the temperature it was exported with
         model_file = choose_onnx_file(folder, self.meta, backend)
         self.device, self.model = torch.device("cpu"), None
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
