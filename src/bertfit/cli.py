@@ -45,31 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bertfit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="fine-tune a model into runs/NAME",
-                                description="Any config field can be given as a flag: --train.lr 3e-5, --data.train x.csv. "
-                                            "Run `bertfit config` to list them.")
-    train.add_argument("--config", type=Path, help="YAML config file (fields as in `bertfit config`)")
-    train.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its checkpoint")
-    train.add_argument("--init-from", metavar="RUN", help="start from RUN's weights; its labels keep their ids and "
-                                                          "new labels get new head rows (same as --model.init_from)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
-    train.add_argument("--quiet", action="store_true", help="log warnings only")
-    train.set_defaults(handler=_train)
-
-    search = commands.add_parser("search", help="hyperparameter search (Optuna): many trials of one config",
-                                 description="Field flags (--train.epochs 2) change the base config of every trial.")
-    search.add_argument("--config", type=Path, help="base YAML config of every trial")
-    search.add_argument("--space", required=True, help="search space YAML, or a preset: lr-grid, lr-range")
-    search.add_argument("--trials", type=int, default=10, help="trials to run in this process (default: 10)")
-    search.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///runs/search.db (default) or "
-                                          "postgresql://user@host/db to share a study between machines")
-    search.add_argument("--study-name", help="study to create or join (default: the config's name, else 'search')")
-    search.add_argument("--sampler", default="auto", choices=("auto", "tpe", "random", "grid"), help="auto (grid for all-choice spaces, else tpe), tpe, random, grid")
-    search.add_argument("--pruner", default="median", choices=("median", "asha", "none"), help="median, asha (successive halving) or none")
-    search.add_argument("--seed", type=int, help="sampler seed (default: unseeded, so several machines differ)")
-    search.add_argument("--quiet", action="store_true", help="log warnings only")
-    search.set_defaults(handler=_search)
-
+    _add_training_commands(commands)
     cli_evaluation.add_commands(commands)
 
     predict = commands.add_parser("predict", help="labels and probabilities for texts or a file")
@@ -100,6 +76,34 @@ def _parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list the named local datasets")
     presets.set_defaults(handler=_presets)
     return parser
+
+
+def _add_training_commands(commands: argparse._SubParsersAction) -> None:
+    """train and search: the commands that fine-tune models."""
+    train = commands.add_parser("train", help="fine-tune a model into runs/NAME",
+                                description="Any config field can be given as a flag: --train.lr 3e-5, --data.train x.csv. "
+                                            "Run `bertfit config` to list them.")
+    train.add_argument("--config", type=Path, help="YAML config file (fields as in `bertfit config`)")
+    train.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--init-from", metavar="RUN", help="start from RUN's weights; its labels keep their ids and "
+                                                          "new labels get new head rows (same as --model.init_from)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
+    train.add_argument("--quiet", action="store_true", help="log warnings only")
+    train.set_defaults(handler=_train)
+
+    search = commands.add_parser("search", help="hyperparameter search (Optuna): many trials of one config",
+                                 description="Field flags (--train.epochs 2) change the base config of every trial.")
+    search.add_argument("--config", type=Path, help="base YAML config of every trial")
+    search.add_argument("--space", required=True, help="search space YAML, or a preset: lr-grid, lr-range")
+    search.add_argument("--trials", type=int, default=10, help="trials to run in this process (default: 10)")
+    search.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///runs/search.db (default) or "
+                                          "postgresql://user@host/db to share a study between machines")
+    search.add_argument("--study-name", help="study to create or join (default: the config's name, else 'search')")
+    search.add_argument("--sampler", default="auto", choices=("auto", "tpe", "random", "grid"), help="auto (grid for all-choice spaces, else tpe), tpe, random, grid")
+    search.add_argument("--pruner", default="median", choices=("median", "asha", "none"), help="median, asha (successive halving) or none")
+    search.add_argument("--seed", type=int, help="sampler seed (default: unseeded, so several machines differ)")
+    search.add_argument("--quiet", action="store_true", help="log warnings only")
+    search.set_defaults(handler=_search)
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
