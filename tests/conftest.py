@@ -36,6 +36,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def no_dropout_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny BERT with its internal dropout off, for comparisons dropout masks would blur: different
+    batch splits across ranks, or a frozen encoder in train vs eval mode."""
+    from transformers import AutoTokenizer, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    BertModel.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
 def write_csv(path: Path, rows: list[tuple], header: tuple = ("text", "label")) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)

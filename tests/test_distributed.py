@@ -24,25 +24,6 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-@pytest.fixture(scope="module")
-def no_dropout_model_dir(tmp_path_factory) -> Path:
-    """The tiny BERT without dropout, so runs with different batch splits are comparable weight for weight."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from bertfit.model import resolve_model_name
-
-    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name("embedded"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture
 def flags(no_dropout_model_dir, tiny_overrides, ag_news_csv) -> list[str]:
     # 64 rows in batches of 7: the last global batch has 1 row, so one rank gets an empty share.

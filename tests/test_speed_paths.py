@@ -20,18 +20,6 @@ from bertfit.train import train
 TEXTS = ["the match ended in a draw", "shares fell sharply today", "a new chip was unveiled"]
 
 
-@pytest.fixture(scope="module")
-def no_dropout_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny BERT with its internal dropout off, so a frozen encoder gives the same vectors in train and eval mode."""
-    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
-    encoder = BertModel.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    encoder.save_pretrained(folder)
-    for name in os.listdir(tiny_model_dir):
-        if "token" in name or name.startswith("vocab") or name.startswith("special"):
-            (folder / name).write_bytes((tiny_model_dir / name).read_bytes())
-    return folder
-
-
 @pytest.fixture
 def frozen_config(tiny_overrides, ag_news_csv, no_dropout_model_dir):
     """Two epochs of 6 steps over 96 rows, frozen encoder, no dropout; evaluation every 4 steps."""
