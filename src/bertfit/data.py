@@ -88,8 +88,7 @@ def load_dataset(config: DataConfig, seed: int) -> TextDataset:
 def read_split(spec: str, split: str, config: DataConfig) -> RawSplit:
     """One split from a preset name, a file path or a hub dataset name."""
     if spec in PRESETS:
-        path = preset_path(spec, split)
-        columns = PRESETS[spec].reader(path, decode_file(path, PRESETS[spec].encoding))
+        path, columns = read_preset(spec, split)
         return _rows(columns, str(path), ("text",), "label", PRESETS[spec].label_names)
     path = Path(spec).expanduser()
     looks_like_file = path.suffix.lower() in FILE_FORMATS or ("/" not in spec and "." in spec)
@@ -99,6 +98,12 @@ def read_split(spec: str, split: str, config: DataConfig) -> RawSplit:
         return _rows(read_file(path, config), str(path), config.text_columns, config.label_column, config.label_names)
     columns, names = _read_hub(spec, split, config.hub_config)
     return _rows(columns, f"hub:{spec}[{split}]", config.text_columns, config.label_column, config.label_names or names)
+
+
+def read_preset(name: str, split: str) -> tuple[Path, Columns]:
+    """A preset split's file and its columns `text` and `label`."""
+    path = preset_path(name, split)
+    return path, PRESETS[name].reader(path, decode_file(path, PRESETS[name].encoding))
 
 
 def decode_file(path: Path, encoding: str = "utf-8") -> str:

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from bertfit.config import DataConfig
-from bertfit.data import decode_file, read_file, read_split
+from bertfit.data import read_file, read_preset, read_split
 from bertfit.errors import BertfitError
-from bertfit.presets import PRESETS, preset_path
+from bertfit.presets import PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ def near_key(text: str) -> str:
 def read_rows(spec: str, split: str, config: DataConfig) -> SplitRows:
     """Texts and labels (as strings) of one split, keeping empty texts so they can be counted."""
     if spec in PRESETS:
-        path = preset_path(spec, split)
-        columns = PRESETS[spec].reader(path, decode_file(path, PRESETS[spec].encoding))
+        path, columns = read_preset(spec, split)
         return SplitRows(split, str(path), [str(t) for t in columns["text"]], _label_names(columns["label"], PRESETS[spec].label_names))
     path = Path(spec).expanduser()
     if not path.is_file():
