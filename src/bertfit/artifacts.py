@@ -159,12 +159,17 @@ def model_folder(path: Path) -> Path:
                        "train one with `bertfit train` first")
 
 
+def read_model_meta(path: Path) -> dict[str, Any]:
+    """bertfit.json of a run directory's model or of a model folder."""
+    return json.loads((model_folder(path) / META_FILE).read_text(encoding="utf-8"))
+
+
 def load_model(path: Path) -> LoadedModel:
     """Rebuild the classifier from a run directory or model folder, without touching the network."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     folder = model_folder(path)
-    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    meta = read_model_meta(folder)
     if meta.get("adapter"):
         model = _load_lora_model(folder, meta)
     else:
@@ -198,9 +203,7 @@ def save_merged(path: Path, out: Path) -> Path:
 
 def update_model_meta(path: Path, **fields: Any) -> None:
     """Add fields (thresholds, temperature, ...) to a saved model's bertfit.json."""
-    meta_path = model_folder(path) / META_FILE
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    write_json_atomic(meta_path, {**meta, **fields})
+    write_json_atomic(model_folder(path) / META_FILE, {**read_model_meta(path), **fields})
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, training_state: dict[str, Any]) -> None:

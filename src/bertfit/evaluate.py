@@ -127,7 +127,7 @@ def _calibrate(run_dir: Path, predictor: Predictor, validation, test_logits: np.
     val_labels = np.asarray(validation.labels)
     val_logits = _logits(predictor, validation.texts, val_labels, batch_size)
     temperature = fit_temperature(val_logits, val_labels)
-    store_temperature(run_dir, temperature)
+    artifacts.update_model_meta(run_dir, temperature=temperature)  # where Predictor reads it
     summary: dict[str, Any] = {"temperature": temperature, "fitted_on": f"{validation.source} ({len(val_labels)} rows)"}
     for name, split_logits, split_labels in (("validation", val_logits, val_labels), ("test", test_logits, test_labels)):
         for when, t in (("before", 1.0), ("after", temperature)):
@@ -135,11 +135,6 @@ def _calibrate(run_dir: Path, predictor: Predictor, validation, test_logits: np.
             summary[f"{name}_loss_{when}"] = cross_entropy(split_logits / t, split_labels)
     log.info("temperature %.3f: test ECE %.4f -> %.4f", temperature, summary["test_ece_before"], summary["test_ece_after"])
     return summary
-
-
-def store_temperature(run_dir: Path, temperature: float) -> None:
-    """Write T into model/bertfit.json, where Predictor reads it."""
-    artifacts.update_model_meta(run_dir, temperature=temperature)
 
 
 def write_errors_csv(path: Path, texts: list[str], labels: np.ndarray, probabilities: np.ndarray,

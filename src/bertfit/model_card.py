@@ -29,7 +29,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
     config = artifacts.read_run_config(run_dir)
     evaluation = load_evaluation(run_dir, split)
     folder = artifacts.model_folder(run_dir)
-    meta = json.loads((folder / artifacts.META_FILE).read_text(encoding="utf-8"))
+    meta = artifacts.read_model_meta(folder)
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
     rows = results.get("rows", {})

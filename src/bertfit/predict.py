@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from bertfit.artifacts import META_FILE, load_model, model_folder
+from bertfit.artifacts import META_FILE, load_model, read_model_meta
 from bertfit.batching import PaddedBatches, TokenizedSplit, eval_batches, loader, tokenize
 from bertfit.data import LabelMap
 from bertfit.errors import BertfitError
@@ -169,7 +169,7 @@ class Predictor:
 
         self.meta = json.loads((folder / EXPORT_META).read_text(encoding="utf-8"))
         try:  # `bertfit evaluate` may calibrate after the export: the temperature is the model's, not the graph's
-            self.meta["temperature"] = json.loads((model_folder(path) / META_FILE).read_text(encoding="utf-8"))["temperature"]
+            self.meta["temperature"] = read_model_meta(path)["temperature"]
         except BertfitError:
             pass  # an export folder on its own carries the temperature it was exported with
         model_file = choose_onnx_file(folder, self.meta, backend)
@@ -212,7 +212,7 @@ class Predictor:
 def _export_is_current(path: Path, folder: Path) -> bool:
     """False when the model was retrained (or resumed) after the export: serving it would be stale."""
     try:
-        model_meta = json.loads((model_folder(path) / META_FILE).read_text(encoding="utf-8"))
+        model_meta = read_model_meta(path)
     except BertfitError:
         return True  # an export folder on its own: nothing to compare against
     export_step = json.loads((folder / EXPORT_META).read_text(encoding="utf-8")).get("model_step")

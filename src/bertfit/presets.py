@@ -108,3 +108,4 @@ def preset_path(name: str, split: str) -> Path:
     if split not in preset.files:
         raise BertfitError(f"preset {name!r} has no {split} split (it has: {', '.join(preset.files)})")
     return data_dir() / preset.files[split]
+
