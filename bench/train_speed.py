@@ -69,6 +69,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     else:
         result = run_trainer(model_path, train_split, test_split, len(names), args, dynamic=variant == "trainer-dynamic")
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    tokens = real_tokens(train_split.texts, args.max_length, model_path)
+    result["tokens_per_second"] = round(tokens * args.epochs / result["train_seconds"], 1)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if torch.cuda.is_available():
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -90,9 +92,7 @@ def run_bertfit(model_path: str, args: argparse.Namespace) -> dict:
             "--train.checkpoint_every_steps", "0", "--train.compile", str(args.compile).lower(),
             *(["--data.max_eval_rows", str(args.eval_rows)] if args.eval_rows else [])])
         result = train(config, overwrite=True)  # kept in bench/out for bench/infer_speed.py
-        tokens = real_tokens(args.rows, args.max_length, model_path)
     return {"train_seconds": round(result.train_seconds, 2), "samples_per_second": round(result.samples_per_second, 2),
-            "tokens_per_second": round(tokens * args.epochs / result.train_seconds, 1),
             "test_accuracy": round(result.test["accuracy"], 4)}
 
 
@@ -128,9 +128,8 @@ def run_trainer(model_path: str, train_split, test_split, num_labels: int, args:
             tokenizer.save_pretrained(str(OUT / "trainer-model"))
     accuracy = float((np.argmax(predictions.predictions, -1) == np.asarray(test_split.labels)).mean())
     seconds = metrics["train_runtime"]
-    tokens = real_tokens(args.rows, args.max_length, model_path)
     return {"train_seconds": round(seconds, 2), "samples_per_second": round(len(train_split) * args.epochs / seconds, 2),
-            "tokens_per_second": round(tokens * args.epochs / seconds, 1), "test_accuracy": round(accuracy, 4)}
+            "test_accuracy": round(accuracy, 4)}
 
 
 def load_data(rows: int, eval_rows: int | None = None):
@@ -142,13 +141,12 @@ def load_data(rows: int, eval_rows: int | None = None):
     return dataset.splits["train"], dataset.splits["test"], dataset.labels.names
 
 
-def real_tokens(rows: int, max_length: int, model_path: str) -> int:
+def real_tokens(texts: list[str], max_length: int, model_path: str) -> int:
     """Tokens in the training rows after truncation: the work both sides must do; padding is waste."""
     from transformers import AutoTokenizer
 
-    train_split, _, _ = load_data(rows)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    return sum(len(ids) for ids in tokenizer(train_split.texts, truncation=True, max_length=max_length)["input_ids"])
+    return sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
 
 
 def model_folder(name: str) -> str:
