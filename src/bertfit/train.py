@@ -148,9 +148,7 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
         writer.close()
     barrier(dist)  # rank 0's model/ folder is complete before anyone reads it
     if not dist.is_main:
-        best = next((r for r in state.history if r["step"] == state.best_step), {})
-        validation = {k.removeprefix("eval/"): v for k, v in best.items() if k.startswith("eval/")}
-        return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, 0.0,
+        return TrainResult(run_dir, state.step, state.best_step, _best_validation(state), None, state.train_seconds, 0.0,
                            state.interrupted)
     return _finish(run_dir, session, tokens, dataset.labels, config, state)
 
@@ -249,8 +247,7 @@ def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit | 
             config: RunConfig, state: LoopState) -> TrainResult:
     """Reload the best weights, evaluate them on the test split, write results.json."""
     rate = state.samples_seen / max(state.train_seconds, 1e-9)
-    best = next((r for r in state.history if r["step"] == state.best_step), {})
-    validation = {k.removeprefix("eval/"): v for k, v in best.items() if k.startswith("eval/")}
+    validation = _best_validation(state)
     if state.interrupted:
         log.warning("interrupted at step %d; continue with: bertfit train --resume %s", state.step, run_dir)
         return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, rate, True)
@@ -268,6 +265,12 @@ def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit | 
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
         "rows": {name: len(split) for name, split in tokens.items()}})
     return result
+
+
+def _best_validation(state: LoopState) -> dict[str, float]:
+    """The validation metrics of the best evaluation, without the eval/ prefix."""
+    best = next((r for r in state.history if r["step"] == state.best_step), {})
+    return {k.removeprefix("eval/"): v for k, v in best.items() if k.startswith("eval/")}
 
 
 def tune_label_thresholds(run_dir: Path, session: Session, validation: TokenizedSplit | FeatureSplit, labels: LabelMap,
