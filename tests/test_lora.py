@@ -110,3 +110,19 @@ def test_lora_run_resumes(tiny_overrides, ag_news_csv):
     result = train(resume=run_dir)
     assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
     assert result.steps == 4 and is_lora(load_model(run_dir).model)
+
+
+def test_saved_lora_weights_load_into_a_live_model(lora_run):
+    """The end of training returns to the best model in place: head and adapters both come back."""
+    from bertfit.artifacts import load_saved_weights
+
+    live = load_model(lora_run.run_dir).model
+    saved = {k: v.clone() for k, v in live.state_dict().items()}
+    with torch.no_grad():
+        for name, parameter in live.named_parameters():
+            if "lora_" in name or not name.startswith("encoder."):
+                parameter.add_(1.0)
+    load_saved_weights(lora_run.run_dir, live)
+    restored = live.state_dict()
+    assert saved.keys() == restored.keys()
+    assert all(torch.equal(saved[k], restored[k]) for k in saved)

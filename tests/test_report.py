@@ -106,10 +106,20 @@ def test_report_html_is_self_contained_and_model_card_written(run_dir):
     for heading in ("## Intended use", "## Data", "## Hyper-parameters", "## Metrics (test)", "## Limits"):
         assert heading in card
     assert "lr 0.001" in card
+    assert "only their start is read" in card  # the run cut long texts at the end (keep_head 1)
     metrics = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
     beaten_by = [n for n, b in metrics["baselines"].items() if b["accuracy"] >= metrics["accuracy"]]
     assert card.count("baseline does at least as well") == len(beaten_by)
     assert all(f"The {name} baseline" in card for name in beaten_by)
+
+
+def test_model_card_says_how_long_texts_are_cut():
+    from bertfit.config import ModelConfig
+    from bertfit.model_card import _truncation_line
+
+    assert "only their start" in _truncation_line(ModelConfig(max_length=256))
+    head_tail = _truncation_line(ModelConfig(max_length=256, keep_head=0.25))
+    assert "first 25%" in head_tail and "from their end" in head_tail
 
 
 def test_compare_highlights_differing_hyperparameters(run_dir, tmp_path):

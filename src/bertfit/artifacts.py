@@ -181,6 +181,25 @@ def load_model(path: Path) -> LoadedModel:
     return LoadedModel(model, tokenizer, LabelMap(tuple(meta["labels"])), meta)
 
 
+def load_saved_weights(path: Path, model: TextClassifier) -> None:
+    """Copy a saved model's weights into a live model of the same layout (LoRA adapters included).
+
+    The end of training uses this to return to the best checkpoint without rebuilding the model and
+    its tokenizer from disk (load_model does that for a fresh process).
+    """
+    folder = model_folder(path)
+    meta = read_model_meta(folder)
+    weights = load_file(folder / WEIGHTS_FILE)
+    if not meta.get("adapter"):
+        model.load_state_dict(weights)
+        return
+    from peft import set_peft_model_state_dict
+
+    model.load_state_dict(weights, strict=False)  # the head; the encoder's own weights never changed
+    adapter = load_file(folder / meta["adapter"] / "adapter_model.safetensors")
+    set_peft_model_state_dict(model.encoder, adapter)
+
+
 def _load_lora_model(folder: Path, meta: dict[str, Any]) -> TextClassifier:
     """Base encoder (from meta["base_model"]) + PEFT adapter + saved head."""
     from peft import PeftModel

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bertfit import artifacts
+from bertfit.config import ModelConfig, RunConfig
 from bertfit.report import HEADLINE, load_evaluation
 
 
@@ -59,6 +60,15 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         "## Limits", "",
         f"- Weakest class: {weakest[0]} (F1 {weakest[1]['f1']:.3f}, support {weakest[1]['support']}).",
     ]
+    lines += _limit_lines(evaluation, confused, config)
+    path = folder / "README.md"
+    artifacts.write_text_atomic(path, "\n".join(lines))
+    return path
+
+
+def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, config: RunConfig) -> list[str]:
+    """The card's remaining limits: confusions, baselines that match the model, overfitting, truncation."""
+    lines = []
     if confused:
         lines.append(f"- Most frequent confusion: {confused['true']} read as {confused['predicted']} "
                      f"({confused['count']} rows, {confused['fraction_of_true']:.1%} of {confused['true']}).")
@@ -68,9 +78,14 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
                          f"{evaluation['accuracy']:.3f}): this model is not worth its cost yet.")
     if evaluation.get("overfitting_warning"):
         lines.append(f"- Training: {evaluation['overfitting_warning']}.")
-    lines += [f"- Texts longer than {config.model.max_length} tokens are truncated; only their start is read.",
-              "- Labels outside the set above cannot be predicted; every input gets one of them.",
-              "- Confidence is calibrated on the validation split only; under a shift in data it may be over-confident.", ""]
-    path = folder / "README.md"
-    artifacts.write_text_atomic(path, "\n".join(lines))
-    return path
+    return lines + [f"- {_truncation_line(config.model)}",
+                    "- Labels outside the set above cannot be predicted; every input gets one of them.",
+                    "- Confidence is calibrated on the validation split only; under a shift in data it may be over-confident.", ""]
+
+
+def _truncation_line(model: ModelConfig) -> str:
+    """What the model reads of a text longer than max_length."""
+    if model.keep_head >= 1:
+        return f"Texts longer than {model.max_length} tokens are truncated; only their start is read."
+    return (f"Texts longer than {model.max_length} tokens keep their first {model.keep_head:.0%} of that budget "
+            "and fill the rest from their end; the middle is not read.")

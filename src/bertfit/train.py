@@ -251,8 +251,7 @@ def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit | 
     if state.interrupted:
         log.warning("interrupted at step %d; continue with: bertfit train --resume %s", state.step, run_dir)
         return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, rate, True)
-    best_model = artifacts.load_model(run_dir)
-    session.model.load_state_dict(best_model.model.state_dict())
+    artifacts.load_saved_weights(run_dir, session.model)
     thresholds = tune_label_thresholds(run_dir, session, tokens["validation"], labels, config) \
         if config.data.multi_label else None
     test = None
