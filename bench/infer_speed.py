@@ -3,7 +3,8 @@
     python bench/train_speed.py          # first: leaves bench/out/bertfit-run and bench/out/trainer-model
     python bench/infer_speed.py
 
-Variants: `bertfit` (length-sorted batches of 64, order restored, inference_mode),
+Variants: `bertfit` (length-sorted batches of 64, order restored, inference_mode), `bertfit-bf16`
+(the same under CPU bf16 autocast; not in the default list: it answers whether bf16 pays on this CPU),
 `pipeline-default` (pipeline("text-classification") as most users call it) and `pipeline-b64`
 (batch_size=64). Each runs in its own subprocess; results in bench/out/infer_speed.json.
 """
@@ -56,9 +57,9 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
 
     test = load_dataset(DataConfig(train="ag_news"), seed=42).splits["test"]
     texts, labels = test.texts[: args.rows], np.asarray(test.labels[: args.rows])
-    if variant == "bertfit":
+    if variant.startswith("bertfit"):
         from bertfit.predict import Predictor
-        predictor = Predictor(args.run, batch_size=64)
+        predictor = Predictor(args.run, batch_size=64, precision="bf16" if variant == "bertfit-bf16" else "auto")
         predictor.predict_proba(texts[:64])  # warm-up, as for the pipeline below
         started = time.perf_counter()
         predicted = predictor.predict_proba(texts).argmax(-1)
