@@ -134,3 +134,23 @@ def test_train_predict_evaluate_count_documents(tiny_model_dir, ag_news_rows, tm
     assert export["window_stride"] == 7 and export["check"]["rows"] == 20
     onnx = Predictor(result.run_dir, backend="onnx-fp32")
     np.testing.assert_allclose(onnx.logits(texts), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_frozen_encoder_features_keep_the_windows(tiny_model_dir, ag_news_rows, tmp_path):
+    """Cached features (model.freeze encoder) are one vector per window; evaluation still pools per text."""
+    from bertfit.predict import Predictor
+    from bertfit.train import train
+
+    config = load_config(None, [
+        "--model.name", str(tiny_model_dir), "--model.max_length", "16", "--model.window_stride", "7",
+        "--model.freeze", "encoder", "--output_dir", str(tmp_path / "runs"), "--cache_dir", str(tmp_path / "cache"),
+        "--train.progress", "false", "--train.tensorboard", "false", "--train.epochs", "1", "--name", "frozen",
+        "--data.train", str(write_csv(tmp_path / "train.csv", ag_news_rows[:60])),
+        "--data.test", str(write_csv(tmp_path / "test.csv", ag_news_rows[300:330]))])
+    result = train(config)
+    saved = json.loads((result.run_dir / "results.json").read_text())
+    assert saved["rows"]["test"] == 30 and saved["rows"]["validation"] == 6
+    # The same pooled scores as a Predictor reading the texts afresh (window by window, through the encoder).
+    predictions = Predictor(result.run_dir, backend="torch").predict([text for text, _ in ag_news_rows[300:330]])
+    accuracy = np.mean([p.label == label for p, (_, label) in zip(predictions, ag_news_rows[300:330])])
+    assert saved["test"]["accuracy"] == pytest.approx(accuracy)

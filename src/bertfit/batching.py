@@ -152,8 +152,7 @@ def _encode(texts: list[str], tokenizer, max_length: int, keep_head: float = 1.0
                             max_length=None if whole else max_length, verbose=False,
                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         if windows is not None:
-            cut, documents = encode_windows(encoded, max_length, windows, tokenizer.num_special_tokens_to_add(pair=False))
-            encoded = cut
+            encoded, documents = encode_windows(encoded, max_length, windows, tokenizer.num_special_tokens_to_add(pair=False))
             counts.append(np.diff(documents))
         pieces += [np.asarray(_head_tail(ids, max_length, keep_head) if head_tail else ids, dtype=np.int32)
                    for ids in encoded]
