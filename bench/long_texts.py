@@ -3,6 +3,7 @@
     python bench/long_texts.py                                       # defaults: 2,000 train / 2,000 test rows
     python bench/long_texts.py --train-rows 800 --eval-rows 500      # a small CPU run
     python bench/long_texts.py --eval-rows 25000 --train-each        # the full test set (a GPU machine)
+    python bench/long_texts.py --train-length 128 --train-rows 400 --eval-rows 200   # one model: a busy CPU
 
 Per max_length, by default ONE model is fine-tuned (head truncation, 1 epoch on a seeded slice of
 IMDb train) and the same weights are evaluated three ways on a seeded slice of the IMDb test set:
@@ -10,7 +11,8 @@ IMDb train) and the same weights are evaluated three ways on a seeded slice of t
 pooled per review). That isolates how a long text is read at inference. `--train-each` instead
 fine-tunes one model per strategy, cut the same way in training (windows: every window is an example,
 at most model.max_windows per review) - three times the training cost. Metrics count reviews, never
-windows. Writes bench/out/long_texts.json and prints a markdown table. Runs unchanged on CUDA
+windows. `--train-length N` fine-tunes a single model at N tokens and evaluates it at every length
+(the cheapest comparison of inference strategies). Writes bench/out/long_texts.json and prints a markdown table. Runs unchanged on CUDA
 (train.device auto; add --precision bf16 there).
 """
 
@@ -86,16 +88,19 @@ def run(args: argparse.Namespace) -> list[dict]:
     labels, names = np.asarray(test.labels), dataset.labels.names
     results = []
     with tempfile.TemporaryDirectory() as scratch:
+        shared = None
         for max_length in args.max_lengths:
-            shared = None
+            if args.train_length is None:
+                shared = None  # one model per length (or per strategy with --train-each)
             for strategy in args.strategies:
                 settings = strategy_settings(strategy, max_length, args.pooling)
                 if shared is None or args.train_each:
                     trained_as = settings if args.train_each else strategy_settings("head", max_length, args.pooling)
-                    run_dir, train_seconds = fine_tune(args, max_length, trained_as, Path(scratch))
+                    run_dir, train_seconds = fine_tune(args, args.train_length or max_length, trained_as, Path(scratch))
                     shared = (run_dir, train_seconds, trained_as)
                 run_dir, train_seconds, trained_as = shared
-                row = {"max_length": max_length, "strategy": strategy, "trained_as": _describe(trained_as),
+                row = {"max_length": max_length, "strategy": strategy,
+                       "trained_as": f"{_describe(trained_as)} @ {args.train_length or max_length}",
                        "train_seconds": round(train_seconds, 1),
                        **evaluate_strategy(run_dir, settings, test.texts, labels, names, args)}
                 print(json.dumps(row), flush=True)
@@ -128,6 +133,7 @@ def main() -> None:
     parser.add_argument("--validation-rows", type=int, default=100,
                         help="held-out train rows scored during training (1 epoch: it only logs)")
     parser.add_argument("--train-each", action="store_true", help="fine-tune one model per strategy, cut alike")
+    parser.add_argument("--train-length", type=int, help="fine-tune one model (head, at this many tokens) for all lengths")
     parser.add_argument("--pooling", default="mean", choices=["mean", "max"])
     parser.add_argument("--max-windows", type=int, default=8, help="windows per training review (--train-each)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -136,6 +142,8 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="auto: fp32 on CPU, bf16 on a GPU")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
+    if args.train_each and args.train_length:
+        parser.error("--train-each and --train-length exclude each other: pick one training plan")
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = run(args)
@@ -143,7 +151,8 @@ def main() -> None:
                "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
                            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-               "train_rows": args.train_rows, "eval_rows": args.eval_rows, "results": results}
+               "train_rows": args.train_rows, "eval_rows": args.eval_rows, "train_length": args.train_length,
+               "train_each": args.train_each, "results": results}
     (OUT / "long_texts.json").write_text(json.dumps(summary, indent=2))
     print(table(results))
 

@@ -154,3 +154,11 @@ def test_frozen_encoder_features_keep_the_windows(tiny_model_dir, ag_news_rows, 
     predictions = Predictor(result.run_dir, backend="torch").predict([text for text, _ in ag_news_rows[300:330]])
     accuracy = np.mean([p.label == label for p, (_, label) in zip(predictions, ag_news_rows[300:330])])
     assert saved["test"]["accuracy"] == pytest.approx(accuracy)
+
+
+def test_model_card_says_how_long_texts_are_read():
+    from bertfit.model_card import _long_text_limit
+
+    assert "windows (stride 63)" in _long_text_limit(load_config(None, ["--model.window_stride", "63"]).model)
+    assert "start and end" in _long_text_limit(load_config(None, ["--model.keep_head", "0.25"]).model)
+    assert "only their start" in _long_text_limit(load_config(None, []).model)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bertfit import artifacts
+from bertfit.config import ModelConfig
 from bertfit.report import HEADLINE, load_evaluation
 
 
@@ -68,9 +69,20 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
                          f"{evaluation['accuracy']:.3f}): this model is not worth its cost yet.")
     if evaluation.get("overfitting_warning"):
         lines.append(f"- Training: {evaluation['overfitting_warning']}.")
-    lines += [f"- Texts longer than {config.model.max_length} tokens are truncated; only their start is read.",
+    lines += [_long_text_limit(config.model),
               "- Labels outside the set above cannot be predicted; every input gets one of them.",
               "- Confidence is calibrated on the validation split only; under a shift in data it may be over-confident.", ""]
     path = folder / "README.md"
     artifacts.write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _long_text_limit(model: ModelConfig) -> str:
+    """How the model reads a text longer than max_length (truncation or sliding windows)."""
+    if model.window_stride > 0:
+        return (f"- Texts longer than {model.max_length} tokens are read in windows (stride {model.window_stride}) "
+                f"whose logits are {model.window_pooling}-pooled; cost grows with text length.")
+    if model.keep_head < 1:
+        return (f"- Texts longer than {model.max_length} tokens keep their start and end "
+                f"({model.keep_head:.0%} head); the middle is not read.")
+    return f"- Texts longer than {model.max_length} tokens are truncated; only their start is read."
