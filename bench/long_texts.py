@@ -64,14 +64,14 @@ def fine_tune(args: argparse.Namespace, max_length: int, settings: dict, out_dir
     return result.run_dir, result.train_seconds  # the training loop only: no data loading or evaluation
 
 
-def evaluate_strategy(run_dir: Path, settings: dict, texts: list[str], labels: np.ndarray, names: tuple[str, ...],
-                      args: argparse.Namespace) -> dict:
+def evaluate_strategy(run_dir: Path, max_length: int, settings: dict, texts: list[str], labels: np.ndarray,
+                      names: tuple[str, ...], args: argparse.Namespace) -> dict:
     """The run's weights, reading the texts as `settings` say (pooling windows per review)."""
     loaded = artifacts.load_model(run_dir)
     device = choose_device("auto")
     backend = TorchBackend(loaded.model, loaded.tokenizer.pad_token_id, args.eval_batch_size, device,
                            choose_precision(args.precision, device))
-    meta = {**loaded.meta, **settings}
+    meta = {**loaded.meta, "max_length": max_length, **settings}  # with --train-length the model was trained shorter
     started = time.perf_counter()
     split = tokenize_like_training(meta, loaded.tokenizer, texts, labels)
     logits = split.document_logits(backend.logits(split))
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 row = {"max_length": max_length, "strategy": strategy,
                        "trained_as": f"{_describe(trained_as)} @ {args.train_length or max_length}",
                        "train_seconds": round(train_seconds, 1),
-                       **evaluate_strategy(run_dir, settings, test.texts, labels, names, args)}
+                       **evaluate_strategy(run_dir, max_length, settings, test.texts, labels, names, args)}
                 print(json.dumps(row), flush=True)
                 results.append(row)
     return results

@@ -162,3 +162,10 @@ def test_model_card_says_how_long_texts_are_read():
     assert "windows (stride 63)" in _long_text_limit(load_config(None, ["--model.window_stride", "63"]).model)
     assert "start and end" in _long_text_limit(load_config(None, ["--model.keep_head", "0.25"]).model)
     assert "only their start" in _long_text_limit(load_config(None, []).model)
+
+
+def test_a_stride_that_would_skip_tokens_is_refused_when_tokenizing(tokenizer):
+    from bertfit.errors import BertfitError
+
+    with pytest.raises(BertfitError, match="window stride 20 must be in 1..14"):
+        tokenize(["a b c"], [0], tokenizer, 16, None, windows=WindowSettings(stride=20))

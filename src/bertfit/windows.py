@@ -77,6 +77,9 @@ def encode_windows(encoded_ids: list[list[int]], max_length: int, settings: Wind
     """Every text's windows, flat, and the offsets of each text's windows (len(texts) + 1)."""
     if num_special_tokens != 2:
         raise BertfitError("model.window_stride > 0 needs a tokenizer that wraps a text in exactly two special tokens")
+    if not 1 <= settings.stride <= max_length - 2:  # a larger stride would skip tokens between windows
+        raise BertfitError(f"window stride {settings.stride} must be in 1..{max_length - 2} (max_length {max_length} "
+                           "minus [CLS] and [SEP])")
     pieces: list[list[int]] = []
     counts = np.zeros(len(encoded_ids), dtype=np.int64)
     for index, ids in enumerate(encoded_ids):
