@@ -12,7 +12,7 @@ pooled per review). That isolates how a long text is read at inference. `--train
 fine-tunes one model per strategy, cut the same way in training (windows: every window is an example,
 at most model.max_windows per review) - three times the training cost. Metrics count reviews, never
 windows. `--train-length N` fine-tunes a single model at N tokens and evaluates it at every length
-(the cheapest comparison of inference strategies). Writes bench/out/long_texts.json and prints a markdown table. Runs unchanged on CUDA
+(the cheapest comparison of inference strategies). Writes bench/out/long_texts.json (or --out) and prints a markdown table. Runs unchanged on CUDA
 (train.device auto; add --precision bf16 there).
 """
 
@@ -141,10 +141,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--precision", default="auto", help="auto: fp32 on CPU, bf16 on a GPU")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=OUT / "long_texts.json", help="where the JSON summary goes")
     args = parser.parse_args()
     if args.train_each and args.train_length:
         parser.error("--train-each and --train-length exclude each other: pick one training plan")
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = run(args)
     summary = {"command": " ".join(["python", "bench/long_texts.py", *sys.argv[1:]]), "started": started,
@@ -153,7 +154,7 @@ def main() -> None:
                            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
                "train_rows": args.train_rows, "eval_rows": args.eval_rows, "train_length": args.train_length,
                "train_each": args.train_each, "results": results}
-    (OUT / "long_texts.json").write_text(json.dumps(summary, indent=2))
+    args.out.write_text(json.dumps(summary, indent=2))
     print(table(results))
 
 
