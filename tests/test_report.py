@@ -113,15 +113,6 @@ def test_report_html_is_self_contained_and_model_card_written(run_dir):
     assert all(f"The {name} baseline" in card for name in beaten_by)
 
 
-def test_model_card_says_how_long_texts_are_cut():
-    from bertfit.config import ModelConfig
-    from bertfit.model_card import _truncation_line
-
-    assert "only their start" in _truncation_line(ModelConfig(max_length=256))
-    head_tail = _truncation_line(ModelConfig(max_length=256, keep_head=0.25))
-    assert "first 25%" in head_tail and "from their end" in head_tail
-
-
 def test_compare_highlights_differing_hyperparameters(run_dir, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)

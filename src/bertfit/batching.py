@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from bertfit.errors import BertfitError
+from bertfit.windows import WindowSettings, encode_windows, pool_logits
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,11 @@ TOKENIZE_CHUNK = 4096
 class TokenizedSplit:
     ids: np.ndarray  # int32, all token ids end to end
     offsets: np.ndarray  # int64, len(texts) + 1: text i is ids[offsets[i]:offsets[i+1]]
-    labels: np.ndarray  # int64 label ids (or a float matrix for multi-label)
+    labels: np.ndarray  # int64 label ids (or a float matrix for multi-label), one per row
+    # With sliding windows (bertfit.windows) a row is a window: document d owns rows windows[d]:windows[d+1],
+    # every one carrying the document's label. None: one row per text.
+    windows: np.ndarray | None = None
+    pooling: str = "mean"  # how window logits become the document's logits
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -39,6 +44,14 @@ class TokenizedSplit:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    @property
+    def document_labels(self) -> np.ndarray:
+        return self.labels if self.windows is None else self.labels[self.windows[:-1]]
+
+    def document_logits(self, row_logits: np.ndarray) -> np.ndarray:
+        """Per-row logits pooled into one row per document (unchanged without windows)."""
+        return row_logits if self.windows is None else pool_logits(row_logits, self.windows, self.pooling)
 
 
 @dataclass(frozen=True)
@@ -51,9 +64,14 @@ class FeatureSplit:
     features: np.ndarray  # float32, (rows, hidden)
     labels: np.ndarray
     lengths: np.ndarray  # token count per text
+    windows: np.ndarray | None = None  # as in TokenizedSplit
+    pooling: str = "mean"
 
     def __len__(self) -> int:
         return len(self.features)
+
+    document_labels = TokenizedSplit.document_labels
+    document_logits = TokenizedSplit.document_logits
 
 
 def default_cache_dir() -> Path:
@@ -75,26 +93,38 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def tokenize(texts: list[str], labels, tokenizer, max_length: int, cache_dir: Path | None,
-             keep_head: float = 1.0) -> TokenizedSplit:
+             keep_head: float = 1.0, windows: WindowSettings | None = None) -> TokenizedSplit:
     """Token ids for `texts`, read from the cache when the same texts, tokenizer and length were seen.
 
     A text longer than max_length keeps its first `keep_head` share of the budget and fills the rest
-    from its end (head+tail truncation: the end of a review often carries the verdict).
+    from its end (head+tail truncation: the end of a review often carries the verdict), or with
+    `windows` becomes several overlapping windows (rows), each labelled with its text's label.
     """
     label_array = np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int64)
     if cache_dir is None:
-        ids, offsets = _encode(texts, tokenizer, max_length, keep_head)
-        return TokenizedSplit(ids, offsets, label_array)
-    key = _cache_key(texts, tokenizer, max_length if keep_head >= 1 else f"{max_length}:{keep_head}")
-    folder = Path(cache_dir) / "tokens" / key
+        ids, offsets, documents = _encode(texts, tokenizer, max_length, keep_head, windows)
+        return _split(ids, offsets, label_array, documents, windows)
+    shape = str(max_length) if keep_head >= 1 else f"{max_length}:{keep_head}"
+    if windows is not None:  # pooling is not part of the key: it does not change the tokens
+        shape += f":windows:{windows.stride}:{windows.max_windows}"
+    folder = Path(cache_dir) / "tokens" / _cache_key(texts, tokenizer, shape)
     if not (folder / "offsets.npy").is_file():
-        ids, offsets = _encode(texts, tokenizer, max_length, keep_head)
-        _write_cache(folder, ids, offsets)
+        ids, offsets, documents = _encode(texts, tokenizer, max_length, keep_head, windows)
+        _write_cache(folder, ids, offsets, documents)
     else:
         log.info("token cache hit: %s", folder)
     ids = np.load(folder / "ids.npy", mmap_mode="r")
     offsets = np.load(folder / "offsets.npy")
-    return TokenizedSplit(ids, offsets, label_array)
+    documents = np.load(folder / "windows.npy") if windows is not None else None
+    return _split(ids, offsets, label_array, documents, windows)
+
+
+def _split(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray, documents: np.ndarray | None,
+           windows: WindowSettings | None) -> TokenizedSplit:
+    if documents is None:
+        return TokenizedSplit(ids, offsets, labels)
+    # Every window repeats its document's label: windows are the training examples.
+    return TokenizedSplit(ids, offsets, np.repeat(labels, np.diff(documents), axis=0), documents, windows.pooling)
 
 
 def _cache_key(texts: list[str], tokenizer, max_length: int | str) -> str:
@@ -105,21 +135,32 @@ def _cache_key(texts: list[str], tokenizer, max_length: int | str) -> str:
     return digest.hexdigest()[:32]
 
 
-def _encode(texts: list[str], tokenizer, max_length: int, keep_head: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Batched fast-tokenizer calls; truncation keeps [CLS] ... [SEP] within max_length."""
+def _encode(texts: list[str], tokenizer, max_length: int, keep_head: float = 1.0,
+            windows: WindowSettings | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Batched fast-tokenizer calls; truncation keeps [CLS] ... [SEP] within max_length.
+
+    Returns ids, row offsets and, with windows, each text's window offsets (else None).
+    """
     head_tail = keep_head < 1
+    whole = head_tail or windows is not None  # cut by us, after tokenising the whole text
     if head_tail and tokenizer.num_special_tokens_to_add(pair=False) != 2:
         raise BertfitError("model.keep_head < 1 needs a tokenizer that wraps a text in exactly two special tokens")
     pieces: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
     for start in range(0, len(texts), TOKENIZE_CHUNK):
-        encoded = tokenizer(texts[start:start + TOKENIZE_CHUNK], truncation=not head_tail,
-                            max_length=None if head_tail else max_length, verbose=False,
-                            return_attention_mask=False, return_token_type_ids=False)
+        encoded = tokenizer(texts[start:start + TOKENIZE_CHUNK], truncation=not whole,
+                            max_length=None if whole else max_length, verbose=False,
+                            return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        if windows is not None:
+            encoded, documents = encode_windows(encoded, max_length, windows, tokenizer.num_special_tokens_to_add(pair=False))
+            counts.append(np.diff(documents))
         pieces += [np.asarray(_head_tail(ids, max_length, keep_head) if head_tail else ids, dtype=np.int32)
-                   for ids in encoded["input_ids"]]
+                   for ids in encoded]
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    return (np.concatenate(pieces) if pieces else np.zeros(0, np.int32)), offsets
+    documents = np.concatenate([[0], np.cumsum(np.concatenate(counts or [np.zeros(0, np.int64)]))]) \
+        if windows is not None else None
+    return (np.concatenate(pieces) if pieces else np.zeros(0, np.int32)), offsets, documents
 
 
 def _head_tail(ids: list[int], max_length: int, keep_head: float) -> list[int]:
@@ -132,11 +173,13 @@ def _head_tail(ids: list[int], max_length: int, keep_head: float) -> list[int]:
     return [ids[0], *body[:head], *body[len(body) - (budget - head):], ids[-1]]
 
 
-def _write_cache(folder: Path, ids: np.ndarray, offsets: np.ndarray) -> None:
+def _write_cache(folder: Path, ids: np.ndarray, offsets: np.ndarray, documents: np.ndarray | None = None) -> None:
     """Write beside the final folder and rename, so a crash never leaves a half-written cache."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     np.save(staging / "ids.npy", ids)
+    if documents is not None:
+        np.save(staging / "windows.npy", documents)
     np.save(staging / "offsets.npy", offsets)
     try:
         os.rename(staging, folder)

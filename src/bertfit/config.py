@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable, Literal
 
 import yaml
 
+from bertfit.config_values import coerce
 from bertfit.errors import BertfitError, ConfigError
 
 EMBEDDED_MODEL = "embedded"
@@ -55,6 +55,11 @@ class ModelConfig:
     max_length: int = _field(128, "tokens kept per text; longer texts are truncated", lambda v: 8 <= v <= 8192, "must be in 8..8192")
     keep_head: float = _field(1.0, "share of max_length kept from the start of a longer text, the rest from its end "
                                    "(1: cut the end; 0.25: head+tail truncation)", lambda v: 0 <= v <= 1, "must be in [0, 1]")
+    window_stride: int = _field(0, "sliding windows: 0 off; N > 0 cuts a longer text into windows of max_length tokens "
+                                    "starting every N tokens, and pools the windows' logits per text", lambda v: v >= 0, "must be >= 0")
+    window_pooling: Literal["mean", "max"] = _field("mean", "how the windows' logits become one text's logits")
+    max_windows: int = _field(8, "windows per training text, spread evenly over it (0: all); evaluation uses all",
+                              lambda v: v >= 0, "must be >= 0")
     pooling: Literal["cls", "mean"] = _field("mean", "how token vectors become one text vector")
     dropout: float = _field(0.1, "dropout before the classification head", lambda v: 0 <= v < 1, "must be in [0, 1)")
     freeze: str = _field("none", "none, embeddings, encoder, or N (embeddings and the first N layers)",
@@ -135,9 +140,24 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
     """Turn nested plain data into a validated RunConfig, or raise ConfigError listing every problem."""
     problems: list[str] = []
     config = _build(RunConfig, raw, "", problems)
+    if not problems:
+        problems += _combination_problems(config)
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _combination_problems(config: RunConfig) -> list[str]:
+    """Fields that are valid alone but not together."""
+    model, problems = config.model, []
+    if model.window_stride > 0 and model.keep_head < 1:
+        problems.append("model.window_stride: sliding windows read the whole text, so model.keep_head must stay 1 "
+                        f"(got {model.keep_head}); set one of them")
+    if model.window_stride > model.max_length - 2:
+        problems.append(f"model.window_stride: {model.window_stride} would skip tokens between windows of "
+                        f"{model.max_length - 2} text tokens (max_length minus [CLS] and [SEP]); "
+                        f"use at most {model.max_length - 2}, e.g. {(model.max_length - 2) // 2} for half overlap")
+    return problems
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -240,7 +260,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
             values[name] = _build(hints[name], raw[name], f"{where}.", problems)
             continue
         try:
-            value = _coerce(raw[name], hints[name])
+            value = coerce(raw[name], hints[name])
         except ValueError as error:
             problems.append(f"{where}: {error}")
             continue
@@ -250,45 +270,3 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
             continue
         values[name] = value
     return cls(**values)
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    """Convert a YAML/CLI value to the annotated type, or raise ValueError saying what was expected."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0])
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"must be one of {', '.join(map(str, args))}, got {value!r}")
-        return value
-    if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ValueError(f"expected a list, got {value!r}")
-        return tuple(_coerce(item, args[0]).strip() for item in items)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ValueError(f"expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).lstrip("-").isdigit():
-            raise ValueError(f"expected a whole number, got {value!r}")
-        return int(value)
-    if hint is float:
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r}") from None
-    if hint is str:
-        if isinstance(value, (dict, list)):
-            raise ValueError(f"expected text, got {value!r}")
-        return str(value)
-    raise TypeError(f"unsupported config type {hint}")

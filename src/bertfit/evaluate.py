@@ -21,13 +21,12 @@ from typing import Any
 import numpy as np
 
 from bertfit import artifacts, plots
-from bertfit.batching import tokenize
 from bertfit.calibration import fit_temperature
 from bertfit.data import load_dataset, map_labels, multi_hot, read_split
 from bertfit.errors import BertfitError
 from bertfit.metrics import (classification_metrics, cross_entropy, expected_calibration_error, full_report, overfitting_warning,
                              reliability_bins, softmax)
-from bertfit.predict import Predictor, batch_logits
+from bertfit.predict import Predictor, batch_logits, tokenize_like_training
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +114,10 @@ def _write_outputs(out: Path, texts: list[str], labels: np.ndarray, logits: np.n
 
 def _logits(predictor: Predictor, texts: list[str], labels: np.ndarray, batch_size: int) -> np.ndarray:
     """Raw logits (temperature not applied) for `texts`, in order."""
-    tokens = tokenize(texts, labels, predictor.tokenizer, predictor.meta["max_length"], cache_dir=None,
-                      keep_head=predictor.meta.get("keep_head", 1.0))
-    return batch_logits(predictor.model, tokens, predictor.tokenizer.pad_token_id, batch_size,
-                        predictor.device, predictor.precision).astype(np.float64)
+    tokens = tokenize_like_training(predictor.meta, predictor.tokenizer, texts, labels)
+    rows = batch_logits(predictor.model, tokens, predictor.tokenizer.pad_token_id, batch_size,
+                        predictor.device, predictor.precision)
+    return tokens.document_logits(rows).astype(np.float64)  # sliding windows: one pooled row per text
 
 
 def _calibrate(run_dir: Path, predictor: Predictor, validation, test_logits: np.ndarray, test_labels: np.ndarray,
@@ -171,11 +170,12 @@ def _baselines(predictor: Predictor, config, dataset, texts: list[str], labels: 
     from bertfit.baselines import run_baselines, untrained_logits
 
     train = dataset.splits["train"]
-    tokens = tokenize(texts, labels, predictor.tokenizer, predictor.meta["max_length"], cache_dir=None)
+    tokens = tokenize_like_training(predictor.meta, predictor.tokenizer, texts, labels)
 
     def untrained() -> np.ndarray:
-        return untrained_logits(predictor.meta, len(predictor.labels), config.train.seed, tokens,
-                                predictor.tokenizer.pad_token_id, batch_size, predictor.device, predictor.precision)
+        return tokens.document_logits(untrained_logits(predictor.meta, len(predictor.labels), config.train.seed, tokens,
+                                                       predictor.tokenizer.pad_token_id, batch_size, predictor.device,
+                                                       predictor.precision))
 
     return run_baselines(train.texts, np.asarray(train.labels), texts, labels, predictor.labels.names,
                          config.train.seed, untrained)

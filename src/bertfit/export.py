@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from bertfit import __version__, artifacts
-from bertfit.batching import tokenize
+
 from bertfit.data import LabelMap, map_labels, read_split
 from bertfit.errors import BertfitError
 from bertfit.metrics import softmax
 from bertfit.model import merge_lora
-from bertfit.predict import EXPORT_DIR, EXPORT_META, OnnxBackend, TorchBackend
+from bertfit.predict import EXPORT_DIR, EXPORT_META, OnnxBackend, TorchBackend, tokenize_like_training
 from bertfit.presets import PRESETS
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = No
         loaded.tokenizer.save_pretrained(staging)
         meta = {"bertfit_version": __version__, "labels": list(loaded.labels.names),
                 "temperature": float(loaded.meta.get("temperature", 1.0)), "max_length": loaded.meta["max_length"],
-                "keep_head": loaded.meta.get("keep_head", 1.0), "pad_token_id": loaded.tokenizer.pad_token_id, "base_model": loaded.meta.get("base_model"),
+                "keep_head": loaded.meta.get("keep_head", 1.0), "window_stride": loaded.meta.get("window_stride", 0),
+                "window_pooling": loaded.meta.get("window_pooling", "mean"), "pad_token_id": loaded.tokenizer.pad_token_id, "base_model": loaded.meta.get("base_model"),
                 "opset": OPSET, "model_step": loaded.meta.get("step"), "files": files, "export_seconds": round(time.perf_counter() - started, 2)}
         meta["check"] = self_check(run_dir, loaded, staging, files, max_rows, batch_size)
         artifacts.write_json_atomic(staging / EXPORT_META, meta)
@@ -117,17 +118,16 @@ def self_check(run_dir: Path, loaded: artifacts.LoadedModel, folder: Path, files
     split, texts, label_ids = check_texts(run_dir, loaded.labels.names, max_rows)
     if not texts:
         raise BertfitError(f"{run_dir}: no texts to check the export with; its {split} data is empty")
-    tokens = tokenize(texts, label_ids, loaded.tokenizer, loaded.meta["max_length"], cache_dir=None,
-                      keep_head=loaded.meta.get("keep_head", 1.0))
+    tokens = tokenize_like_training(loaded.meta, loaded.tokenizer, texts, label_ids)
     temperature = float(loaded.meta.get("temperature", 1.0))
     labels = np.asarray(label_ids)
     torch_backend = TorchBackend(loaded.model, loaded.tokenizer.pad_token_id, batch_size)
-    reference = softmax(torch_backend.logits(tokens) / temperature)
+    reference = softmax(tokens.document_logits(torch_backend.logits(tokens)) / temperature)
     torch_accuracy = float((reference.argmax(-1) == labels).mean())
     result: dict[str, Any] = {"split": split, "rows": len(texts), "torch_accuracy": torch_accuracy}
     for kind, name in files.items():
         backend = OnnxBackend(folder / name, loaded.tokenizer.pad_token_id, batch_size)
-        probabilities = softmax(backend.logits(tokens) / temperature)
+        probabilities = softmax(tokens.document_logits(backend.logits(tokens)) / temperature)
         accuracy = float((probabilities.argmax(-1) == labels).mean())
         result[kind] = {"max_probability_difference": float(np.abs(probabilities - reference).max()),
                         "accuracy": accuracy, "accuracy_change_points": round(100 * (accuracy - torch_accuracy), 3),

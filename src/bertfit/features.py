@@ -45,7 +45,7 @@ def encode_features(model: TextClassifier, split: TokenizedSplit, pad_id: int, b
         features = batch_outputs(model.encode, model.head.in_features, split, pad_id, batch_size, device, precision)
     finally:
         model.train(was_training)
-    return FeatureSplit(features, split.labels, split.lengths)
+    return FeatureSplit(features, split.labels, split.lengths, split.windows, split.pooling)
 
 
 def encode_splits(model: TextClassifier, splits: dict[str, TokenizedSplit], pad_id: int, batch_size: int,
@@ -63,7 +63,7 @@ def encode_splits(model: TextClassifier, splits: dict[str, TokenizedSplit], pad_
         path = None if cache_dir is None else Path(cache_dir) / "features" / f"{_split_key(split, model_key)}.npy"
         if path is not None and path.is_file():
             log.info("feature cache hit: %s", path)
-            encoded[name] = FeatureSplit(np.load(path), split.labels, split.lengths)
+            encoded[name] = FeatureSplit(np.load(path), split.labels, split.lengths, split.windows, split.pooling)
             continue
         encoded[name] = encode_features(model, split, pad_id, batch_size, device, precision)
         if path is not None:

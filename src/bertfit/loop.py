@@ -115,14 +115,16 @@ def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]], t
 def evaluate(session: Session, split: TokenizedSplit | FeatureSplit, names: tuple[str, ...], batch_size: int,
              thresholds: np.ndarray | None = None) -> dict[str, float]:
     logits = split_logits(session, split, batch_size)
-    return classification_metrics(logits, split.labels, names, thresholds)
+    return classification_metrics(logits, split.document_labels, names, thresholds)
 
 
 def split_logits(session: Session, split: TokenizedSplit | FeatureSplit, batch_size: int) -> np.ndarray:
-    """Logits in row order, from tokens or (frozen-encoder fast path) from cached features."""
+    """Logits in document order (windows pooled), from tokens or (frozen-encoder fast path) cached features."""
     if isinstance(split, FeatureSplit):
-        return feature_logits(session.model, split, batch_size, session.device, session.precision)
-    return batch_logits(session.model, split, session.pad_id, batch_size, session.device, session.precision)
+        rows = feature_logits(session.model, split, batch_size, session.device, session.precision)
+    else:
+        rows = batch_logits(session.model, split, session.pad_id, batch_size, session.device, session.precision)
+    return split.document_logits(rows)
 
 
 def steps_per_epoch(rows: int, config: TrainConfig) -> int:

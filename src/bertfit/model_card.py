@@ -78,14 +78,17 @@ def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, co
                          f"{evaluation['accuracy']:.3f}): this model is not worth its cost yet.")
     if evaluation.get("overfitting_warning"):
         lines.append(f"- Training: {evaluation['overfitting_warning']}.")
-    return lines + [f"- {_truncation_line(config.model)}",
+    return lines + [_long_text_limit(config.model),
                     "- Labels outside the set above cannot be predicted; every input gets one of them.",
                     "- Confidence is calibrated on the validation split only; under a shift in data it may be over-confident.", ""]
 
 
-def _truncation_line(model: ModelConfig) -> str:
-    """What the model reads of a text longer than max_length."""
-    if model.keep_head >= 1:
-        return f"Texts longer than {model.max_length} tokens are truncated; only their start is read."
-    return (f"Texts longer than {model.max_length} tokens keep their first {model.keep_head:.0%} of that budget "
-            "and fill the rest from their end; the middle is not read.")
+def _long_text_limit(model: ModelConfig) -> str:
+    """How the model reads a text longer than max_length (truncation, head+tail or sliding windows)."""
+    if model.window_stride > 0:
+        return (f"- Texts longer than {model.max_length} tokens are read in windows (stride {model.window_stride}) "
+                f"whose logits are {model.window_pooling}-pooled; cost grows with text length.")
+    if model.keep_head < 1:
+        return (f"- Texts longer than {model.max_length} tokens keep their start and end "
+                f"({model.keep_head:.0%} head); the middle is not read.")
+    return f"- Texts longer than {model.max_length} tokens are truncated; only their start is read."

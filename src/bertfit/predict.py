@@ -22,6 +22,7 @@ from bertfit.data import LabelMap
 from bertfit.errors import BertfitError
 from bertfit.metrics import sigmoid, softmax
 from bertfit.runtime import Precision, autocast, choose_device, choose_precision, set_cpu_threads
+from bertfit.windows import WindowSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,14 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float]
     labels: tuple[str, ...] | None = None  # multi-label models: every label at or above its threshold
+
+
+def tokenize_like_training(meta: dict[str, Any], tokenizer: Any, texts: list[str], labels=None) -> TokenizedSplit:
+    """Tokens cut as the model was trained: max_length, head+tail share and sliding windows from its
+    bertfit.json (or export.json); with windows, pass the rows' logits through split.document_logits."""
+    labels = np.zeros(len(texts), dtype=np.int64) if labels is None else labels
+    return tokenize(list(texts), labels, tokenizer, meta["max_length"], cache_dir=None,
+                    keep_head=meta.get("keep_head", 1.0), windows=WindowSettings.from_meta(meta))
 
 
 @torch.inference_mode()
@@ -184,9 +193,10 @@ class Predictor:
         return self.backend.name
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        split = tokenize(list(texts), np.zeros(len(texts)), self.tokenizer, self.meta["max_length"], cache_dir=None,
-                         keep_head=self.meta.get("keep_head", 1.0))
-        return self.backend.logits(split)
+        """One row per text; with sliding windows, the pooled logits of its windows (pooled here, outside
+        the network, so the PyTorch and ONNX backends pool alike)."""
+        split = tokenize_like_training(self.meta, self.tokenizer, texts)
+        return split.document_logits(self.backend.logits(split))
 
     @property
     def multi_label(self) -> bool:

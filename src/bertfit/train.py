@@ -25,6 +25,7 @@ from bertfit.optim import build_optimizer, build_scheduler
 from bertfit.runtime import (Distributed, barrier, broadcast_object, broadcast_parameters, choose_precision,
                              close_distributed, compile_model, environment, init_distributed, make_scaler, rng_state,
                              seed_everything, set_rng_state)
+from bertfit.windows import WindowSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class RunWriter:
 def model_meta(config: RunConfig, state: LoopState) -> dict[str, Any]:
     return {"base_model": config.model.name, "pooling": config.model.pooling, "dropout": config.model.dropout,
             "max_length": config.model.max_length, "keep_head": config.model.keep_head,
+            "window_stride": config.model.window_stride, "window_pooling": config.model.window_pooling,
             "problem_type": "multi_label_classification" if config.data.multi_label else "single_label_classification",
             "temperature": 1.0, "step": state.step,
             **({"lora": config_to_dict(config.lora)} if config.lora.r > 0 else {})}
@@ -136,7 +138,7 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     else:
         run_dir = Path(config.output_dir) / config.name
     trainable, total = count_parameters(model)
-    log.info("run %s: %d train / %d validation rows, %s of %s parameters train, %s %s%s", run_dir,
+    log.info("run %s: %d train / %d validation rows (windows), %s of %s parameters train, %s %s%s", run_dir,
              len(tokens["train"]), len(tokens["validation"]), f"{trainable:,}", f"{total:,}", device, precision.name,
              f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
     # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
@@ -193,7 +195,8 @@ class _SilentWriter:
 
 def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) -> dict[str, TokenizedSplit]:
     cache = _cache_dir(config)
-    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache, config.model.keep_head)
+    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache, config.model.keep_head,
+                           WindowSettings.for_split(config.model, name))
             for name, split in dataset.splits.items()}
 
 
@@ -262,7 +265,7 @@ def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit | 
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
         **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
-        "rows": {name: len(split) for name, split in tokens.items()}})
+        "rows": {name: len(split.document_labels) for name, split in tokens.items()}})
     return result
 
 
@@ -276,7 +279,7 @@ def tune_label_thresholds(run_dir: Path, session: Session, validation: Tokenized
                           config: RunConfig) -> np.ndarray:
     """Per-label probability cut-offs that maximise validation F1, stored in model/bertfit.json."""
     logits = split_logits(session, validation, config.train.eval_batch_size)
-    thresholds = tune_thresholds(sigmoid(logits), validation.labels)
+    thresholds = tune_thresholds(sigmoid(logits), validation.document_labels)
     artifacts.update_model_meta(run_dir, thresholds=dict(zip(labels.names, thresholds.tolist())))
     log.info("tuned thresholds: %s", ", ".join(f"{n}={t:.2f}" for n, t in zip(labels.names, thresholds)))
     return thresholds
