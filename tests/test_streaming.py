@@ -154,3 +154,22 @@ def test_missing_requirements_are_listed(tiny_overrides, stream_files):
         load_streamed(config, None)
     for field in ("data.label_names", "data.validation", "data.train", "train.class_weights"):
         assert field in str(error.value)
+
+
+def test_torchrun_two_ranks_match_one_process(flags_for_ranks):
+    from test_distributed import TORCHRUN, _assert_same_run, _run, _single
+
+    single = _single(flags_for_ranks, "single")
+    _run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "bertfit.cli", "train", *flags_for_ranks,
+          "--name", "ddp"])
+    _assert_same_run(single, single.parent / "ddp")
+
+
+@pytest.fixture
+def flags_for_ranks(no_dropout_model_dir, tiny_overrides, stream_files) -> list[str]:
+    # 64 rows in batches of 7 and windows of 21: the last global batch has 1 row, one rank's share is empty.
+    return tiny_overrides + ["--model.name", str(no_dropout_model_dir), "--model.dropout", "0",
+                             "--data.streaming", "true", "--data.train", str(stream_files["csv"]),
+                             "--data.validation", str(stream_files["validation"]), "--data.label_names", ",".join(NAMES),
+                             "--data.max_train_rows", "64", "--data.shuffle_buffer_rows", "20",
+                             "--train.batch_size", "7", "--train.eval_every_steps", "5"]

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from bertfit.batching import PaddedBatches, TokenizedSplit, _encode, train_batches
+from bertfit.batching import PaddedBatches, tokenize, train_batches
 from bertfit.config import DataConfig, RunConfig
 from bertfit.data import FILE_FORMATS, Split, TextDataset, check_rows, iter_delimited, read_split, shuffled
 from bertfit.errors import BertfitError, ConfigError
@@ -180,9 +180,8 @@ class StreamedSplit:
             if done + window_batches <= start_batch:  # already trained on: skip without tokenising
                 done += window_batches
                 continue
-            ids, offsets = _encode(texts, self.tokenizer, self.model.max_length, self.model.keep_head)
-            label_type = np.float32 if self.data.multi_label else np.int64
-            tokens = TokenizedSplit(ids, offsets, np.asarray(labels, dtype=label_type))
+            # No token cache: a cache of the whole stream is what does not fit.
+            tokens = tokenize(texts, labels, self.tokenizer, self.model.max_length, None, self.model.keep_head)
             padded = PaddedBatches(tokens, pad_id)
             for rows in train_batches(tokens.lengths, self.train.batch_size, self.train.bucket_batches,
                                       window_seed(self.train.seed, window), epoch):
