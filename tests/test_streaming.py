@@ -33,8 +33,13 @@ def _write_jsonl(path, rows):
 
 @pytest.fixture
 def stream_files(tmp_path, ag_news_rows):
-    """250 AG News training rows as CSV and JSONL, 50 validation rows as CSV."""
-    return {"csv": write_csv(tmp_path / "train.csv", ag_news_rows[:250]),
+    """250 AG News training rows as CSV, JSONL and Parquet (row groups of 100), 50 validation rows as CSV."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts, labels = zip(*ag_news_rows[:250])
+    pq.write_table(pa.table({"text": list(texts), "label": list(labels)}), tmp_path / "train.parquet", row_group_size=100)
+    return {"csv": write_csv(tmp_path / "train.csv", ag_news_rows[:250]), "parquet": tmp_path / "train.parquet",
             "jsonl": _write_jsonl(tmp_path / "train.jsonl", ag_news_rows[:250]),
             "validation": write_csv(tmp_path / "validation.csv", ag_news_rows[250:300])}
 
@@ -57,7 +62,7 @@ def _epoch_texts(stream: StreamedSplit, epoch: int, dist: Distributed, tokenizer
     return texts
 
 
-@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
 def test_every_row_once_per_epoch_across_windows_and_ranks(tiny_overrides, stream_files, ag_news_rows, kind):
     config = _config(tiny_overrides, stream_files[kind], stream_files["validation"])
     stream, tokenizer = _stream(config), load_tokenizer(config.model.name)
