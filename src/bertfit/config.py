@@ -45,6 +45,10 @@ class DataConfig:
     header: bool = _field(True, "CSV/TSV files have a header row; without one, columns are named 0, 1, 2, ...")
     hub_config: str | None = _field(None, "configuration name of a hub dataset (the second argument of load_dataset)")
     multi_label: bool = _field(False, "each row may carry several labels (a list, or names joined by label_separator)")
+    streaming: bool = _field(False, "read the training file lazily in chunks instead of whole (data too large for "
+                                    "memory); needs data.validation and data.label_names, see docs/scale.md")
+    shuffle_buffer_rows: int = _field(10000, "streaming: training rows held, shuffled and length-bucketed at a time",
+                                      lambda v: v >= 1, "must be >= 1")
     label_separator: str = _field("|", "separator between label names in a multi-label text column, e.g. 'a|b'",
                                   lambda v: len(v) >= 1, "must not be empty")
 

@@ -14,7 +14,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from bertfit.config import DataConfig
 from bertfit.errors import BertfitError
@@ -56,6 +56,7 @@ class RawSplit:
     texts: list[str]
     raw_labels: list[Any]
     label_names: tuple[str, ...] | None  # names the source itself declares (preset, hub ClassLabel)
+    first_row: int = 1  # number of the first row in its source (a streamed chunk starts further in)
 
 
 def load_dataset(config: DataConfig, seed: int) -> TextDataset:
@@ -89,15 +90,15 @@ def read_split(spec: str, split: str, config: DataConfig) -> RawSplit:
     """One split from a preset name, a file path or a hub dataset name."""
     if spec in PRESETS:
         path, columns = read_preset(spec, split)
-        return _rows(columns, str(path), ("text",), "label", PRESETS[spec].label_names)
+        return check_rows(columns, str(path), ("text",), "label", PRESETS[spec].label_names)
     path = Path(spec).expanduser()
     looks_like_file = path.suffix.lower() in FILE_FORMATS or ("/" not in spec and "." in spec)
     if path.exists() or looks_like_file:
         if not path.is_file():
             raise BertfitError(f"data.{split}: file {spec} not found (presets: {', '.join(PRESETS)})")
-        return _rows(read_file(path, config), str(path), config.text_columns, config.label_column, config.label_names)
+        return check_rows(read_file(path, config), str(path), config.text_columns, config.label_column, config.label_names)
     columns, names = _read_hub(spec, split, config.hub_config)
-    return _rows(columns, f"hub:{spec}[{split}]", config.text_columns, config.label_column, config.label_names or names)
+    return check_rows(columns, f"hub:{spec}[{split}]", config.text_columns, config.label_column, config.label_names or names)
 
 
 def read_preset(name: str, split: str) -> tuple[Path, Columns]:
@@ -136,20 +137,32 @@ def read_file(path: Path, config: DataConfig) -> Columns:
 
 
 def _read_delimited(path: Path, text: str, delimiter: str, header: bool) -> Columns:
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-    if not rows:
-        raise BertfitError(f"{path}: the file is empty")
-    names = rows.pop(0) if header else [str(i) for i in range(len(rows[0]))]
+    records = iter_delimited(path, io.StringIO(text, newline=""), delimiter, header)
+    names = next(records)
     columns: Columns = {name: [] for name in names}
-    for number, row in enumerate(rows, start=2 if header else 1):
-        if not row:
-            continue  # a blank line is not a row
-        if len(row) != len(names):
-            raise BertfitError(f"{path} line {number}: {len(row)} fields where the header has {len(names)}; "
-                               "check quoting, or set data.format / data.header")
+    for row in records:
         for name, value in zip(names, row):
             columns[name].append(value)
     return columns
+
+
+def iter_delimited(path: Path, lines: Iterable[str], delimiter: str, header: bool) -> Iterator[list[str]]:
+    """The column names first, then each row checked against them (shared by the streaming reader)."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    first = next(reader, None)
+    if first is None:
+        raise BertfitError(f"{path}: the file is empty")
+    names = first if header else [str(i) for i in range(len(first))]
+    yield names
+    if not header:
+        yield first
+    for row in reader:
+        if not row:
+            continue  # a blank line is not a row
+        if len(row) != len(names):
+            raise BertfitError(f"{path} line {reader.line_num}: {len(row)} fields where the header has {len(names)}; "
+                               "check quoting, or set data.format / data.header")
+        yield row
 
 
 def _read_json_records(path: Path, text: str, fmt: str) -> Columns:
@@ -188,8 +201,8 @@ def _read_hub(name: str, split: str, hub_config: str | None) -> tuple[Columns, t
     return part.to_dict(), names
 
 
-def _rows(columns: Columns, source: str, text_columns: tuple[str, ...], label_column: str,
-          label_names: tuple[str, ...] | None) -> RawSplit:
+def check_rows(columns: Columns, source: str, text_columns: tuple[str, ...], label_column: str,
+          label_names: tuple[str, ...] | None, first_row: int = 1) -> RawSplit:
     """Join text columns and check every row: no missing column, no empty text, no missing label."""
     for column in (*text_columns, label_column):
         if column not in columns:
@@ -198,14 +211,14 @@ def _rows(columns: Columns, source: str, text_columns: tuple[str, ...], label_co
             raise BertfitError(f"{source}: column {column!r} not found (columns: {known}); set {field}")
     parts = [columns[c] for c in text_columns]
     texts = [" ".join(str(v).strip() for v in values if v is not None) for values in zip(*parts)]
-    for row, (text, label) in enumerate(zip(texts, columns[label_column]), start=1):
+    for row, (text, label) in enumerate(zip(texts, columns[label_column]), start=first_row):
         if not text.strip():
             raise BertfitError(f"{source} row {row}: empty text in {', '.join(text_columns)}; fix or remove the row")
         if label is None or (isinstance(label, str) and not label.strip()):
             raise BertfitError(f"{source} row {row}: missing label in column {label_column!r}")
     if not texts:
         raise BertfitError(f"{source}: no rows")
-    return RawSplit(source, texts, list(columns[label_column]), label_names)
+    return RawSplit(source, texts, list(columns[label_column]), label_names, first_row)
 
 
 def random_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:

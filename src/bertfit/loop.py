@@ -26,6 +26,7 @@ from bertfit.features import feature_logits
 from bertfit.metrics import classification_metrics, is_improvement
 from bertfit.predict import batch_logits
 from bertfit.runtime import Distributed, Precision, all_reduce_sum, autocast, shard_rows, wait_for_device
+from bertfit.streaming import StreamedSplit, stream_loader
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def steps_per_epoch(rows: int, config: TrainConfig) -> int:
     return math.ceil(math.ceil(rows / config.batch_size) / config.grad_accum_steps)
 
 
-def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: TokenizedSplit | FeatureSplit,
+def fit(session: Session, train: TokenizedSplit | FeatureSplit | StreamedSplit, validation: TokenizedSplit | FeatureSplit,
         names: tuple[str, ...], config: TrainConfig, state: LoopState, hooks: RunHooks) -> LoopState:
     """Train from `state` to the end (or early stop, or Ctrl-C), evaluating and checkpointing on the way."""
     total_steps = steps_per_epoch(len(train), config) * config.epochs
@@ -141,13 +142,10 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
     session.model.train()
     with stop.installed():
         while state.epoch < config.epochs and not state.finished:
-            batches = train_batches(train.lengths, config.batch_size, config.bucket_batches, config.seed, state.epoch)
-            sizes = [len(rows) for rows in batches]  # global batch sizes; each rank loads only its shard
-            shards = [shard_rows(rows, session.dist) for rows in batches[state.batches_done:]]
-            data = iter(loader(train, shards, session.pad_id, config.num_workers, pin_memory=session.device.type == "cuda"))
+            sizes, data = epoch_batches(session, train, config, state.epoch, state.batches_done)
             last = time.perf_counter()
-            while state.batches_done < len(batches):
-                group = [next(data) for _ in range(min(config.grad_accum_steps, len(batches) - state.batches_done))]
+            while state.batches_done < len(sizes):
+                group = [next(data) for _ in range(min(config.grad_accum_steps, len(sizes) - state.batches_done))]
                 samples = sum(sizes[state.batches_done:state.batches_done + len(group)])
                 step_loss = train_step(session, group, samples, meters.correct)
                 meters.add(step_loss, sum(len(batch["labels"]) for batch in group))  # this rank's rows, as `correct`
@@ -155,7 +153,7 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
                 state.step, state.batches_done, state.samples_seen = (state.step + 1, state.batches_done + len(group),
                                                                       state.samples_seen + samples)
                 progress.update(1)
-                end_of_epoch = state.batches_done == len(batches)
+                end_of_epoch = state.batches_done == len(sizes)
                 if end_of_epoch:
                     state.epoch, state.batches_done = state.epoch + 1, 0
                 _after_step(session, validation, names, config, state, hooks, meters, progress,
@@ -170,6 +168,18 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit, validation: Toke
     state.finished = True
     progress.close()
     return state
+
+
+def epoch_batches(session: Session, train: TokenizedSplit | FeatureSplit | StreamedSplit, config: TrainConfig,
+                  epoch: int, start_batch: int) -> tuple[list[int], Iterator[dict[str, torch.Tensor]]]:
+    """The epoch's global batch sizes, and this rank's share of each batch from `start_batch` on."""
+    pin_memory = session.device.type == "cuda"
+    if isinstance(train, StreamedSplit):
+        stream = stream_loader(train, epoch, start_batch, session.dist, session.pad_id, config.num_workers, pin_memory)
+        return train.batch_sizes(epoch), iter(stream)
+    batches = train_batches(train.lengths, config.batch_size, config.bucket_batches, config.seed, epoch)
+    shards = [shard_rows(rows, session.dist) for rows in batches[start_batch:]]
+    return [len(rows) for rows in batches], iter(loader(train, shards, session.pad_id, config.num_workers, pin_memory))
 
 
 def _after_step(session: Session, validation: TokenizedSplit | FeatureSplit, names: tuple[str, ...],

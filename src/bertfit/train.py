@@ -25,6 +25,7 @@ from bertfit.optim import build_optimizer, build_scheduler
 from bertfit.runtime import (Distributed, barrier, broadcast_object, broadcast_parameters, choose_precision,
                              close_distributed, compile_model, environment, init_distributed, make_scaler, rng_state,
                              seed_everything, set_rng_state)
+from bertfit.streaming import load_streamed
 from bertfit.windows import WindowSettings
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,13 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
         _check_run_dir_free(config, overwrite, dist)
     seed_everything(config.train.seed + dist.rank)  # ranks draw different dropout masks, like one big batch
     precision = choose_precision(config.train.precision, device)
-    dataset = load_dataset(config.data, config.train.seed)
     tokenizer = load_tokenizer(config.model.name)
-    tokens = tokenize_dataset(dataset, tokenizer, config)
+    if config.data.streaming:  # the training split is read window by window during fit (bertfit.streaming)
+        dataset, stream = load_streamed(config, tokenizer)
+        tokens = {"train": stream, **tokenize_dataset(dataset, tokenizer, config)}
+    else:
+        dataset = load_dataset(config.data, config.train.seed)
+        tokens = tokenize_dataset(dataset, tokenizer, config)
     dataset, initial, label_rows = _initial_weights(config, dataset)
     model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
     model = model.to(device)
