@@ -1,4 +1,4 @@
-"""Distributed data-parallel training on CPU (gloo): torchrun with 2 processes, and a 2-node rendezvous.
+"""Distributed data-parallel training on CPU (gloo): torchrun and accelerate with 2 processes, a 2-node rendezvous.
 
 With dropout off, 2 ranks that each take half of every global batch must reach the same weights as
 one process taking the whole batch (the gradient is the same sum, reduced in a different order).
@@ -14,13 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from safetensors.numpy import load_file
 
-from bertfit.artifacts import read_metrics
+from bertfit import runtime
+from bertfit.artifacts import load_checkpoint, read_metrics, save_checkpoint
 from bertfit.runtime import Distributed, distributed_from_env, shard_rows
 
-TORCHRUN = Path(sys.executable).parent / "torchrun"
+TORCHRUN, ACCELERATE = Path(sys.executable).parent / "torchrun", Path(sys.executable).parent / "accelerate"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -32,8 +34,8 @@ def flags(no_dropout_model_dir, tiny_overrides, ag_news_csv) -> list[str]:
                              "--data.max_eval_rows", "24", "--train.batch_size", "7", "--train.eval_every_steps", "5"]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(extra or {})}
 
 
 def _free_port() -> int:
@@ -42,8 +44,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _run(command: list[str]) -> None:
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+def _run(command: list[str], extra_env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(command, env=_env(extra_env), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -102,3 +104,106 @@ def test_torchrun_and_two_nodes_match_one_process_and_resume(flags):
     _two_nodes(["--resume", str(parallel)])
     _assert_same_run(single, parallel)
     assert read_metrics(parallel)[-1]["epoch"] == 2
+
+
+def test_accelerate_launch_matches_one_process(flags, tmp_path):
+    """`accelerate launch --multi_gpu` on a machine without GPUs: its torchrun starts 2 gloo processes."""
+    single = _single(flags, "single")
+    port = str(_free_port())
+    # A private HF_HOME: a default accelerate config on the machine would otherwise override the flags.
+    _run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
+          "-m", "bertfit.cli", "train", *flags, "--name", "accelerate"], {"HF_HOME": str(tmp_path / "hf")})
+    _assert_same_run(single, single.parent / "accelerate")
+
+
+# torchrun runs this instead of `-m bertfit.cli`: every rank sends itself Ctrl-C after step STOP, so all
+# ranks stop at the same step, as the loop's stop request would on a single process.
+_INTERRUPTING_CLI = """
+import os, signal, sys
+from bertfit import loop
+from bertfit.cli import main
+real_step, done = loop.train_step, []
+def train_step(*args, **kwargs):
+    loss = real_step(*args, **kwargs)
+    done.append(1)
+    if len(done) == STOP:
+        os.kill(os.getpid(), signal.SIGINT)
+    return loss
+loop.train_step = train_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_process_resume_with_dropout_is_exact(tiny_model_dir, tiny_overrides, ag_news_csv, tmp_path):
+    """Dropout on: each rank's own RNG state comes back from the checkpoint, so masks repeat exactly."""
+    flags = tiny_overrides + ["--model.name", str(tiny_model_dir), "--data.train", str(ag_news_csv),
+                              "--data.max_train_rows", "48", "--data.max_eval_rows", "16", "--train.batch_size", "8",
+                              "--train.eval_every_steps", "3"]  # 6 steps; evaluations and checkpoints at 3 and 6
+    torchrun = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2"]
+    _run(torchrun + ["-m", "bertfit.cli", "train", *flags, "--name", "straight"])
+    driver = tmp_path / "interrupting_cli.py"
+    driver.write_text(_INTERRUPTING_CLI.replace("STOP", "4"))
+    stopped = subprocess.run(torchrun + [str(driver), "train", *flags, "--name", "stopped"], env=_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert "interrupted after step 4" in stopped.stdout, stopped.stderr[-3000:]
+    runs = tmp_path / "runs"
+    _run(torchrun + ["-m", "bertfit.cli", "train", "--resume", str(runs / "stopped")])
+
+    straight, resumed = (load_file(runs / name / "checkpoint" / "model.safetensors") for name in ("straight", "stopped"))
+    for key in straight:
+        np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert [r["step"] for r in read_metrics(runs / "stopped")] == [3, 6]
+    assert read_metrics(runs / "stopped")[-1]["eval/loss"] == pytest.approx(read_metrics(runs / "straight")[-1]["eval/loss"])
+
+
+_LAUNCHER_VARIABLES = [name for names in runtime._RANK_VARIABLES.values() for name in names] + \
+    ["ACCELERATE_USE_CPU", "MASTER_ADDR"]
+
+
+@pytest.mark.parametrize("variables, expected", [
+    ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, Distributed(3, 4, 1)),  # torchrun, accelerate --multi_gpu
+    ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}, Distributed(1, 2, 1)),
+    ({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "0"}, Distributed(1, 2, 0)),  # Intel MPI, MPICH
+    ({"RANK": "0", "WORLD_SIZE": "2", "PMI_RANK": "1", "PMI_SIZE": "2"}, Distributed(0, 2, 0)),  # RANK wins
+])
+def test_rank_read_from_torchrun_and_mpirun_variables(monkeypatch, variables, expected):
+    for name in _LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert distributed_from_env() == expected
+
+
+def test_accelerate_cpu_single_process_is_warned(monkeypatch, caplog):
+    """`accelerate launch --cpu --num_processes 2` (no mpirun) sets these two and starts one process."""
+    for name in _LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    dist, device = runtime.init_distributed("cpu")
+    assert not dist.enabled and device.type == "cpu"
+    assert "started a single process" in caplog.text
+
+
+def test_rng_restored_per_rank_or_reseeded_when_the_world_changed(caplog):
+    runtime.seed_everything(1)
+    saved = runtime.gather_rng_states(Distributed())
+    expected = torch.rand(3)
+    runtime.restore_rng_states(saved, Distributed(), seed=1, step=5)
+    assert torch.equal(torch.rand(3), expected)
+
+    draws = []
+    for rank in (0, 1, 0):  # saved by 1 process, resumed by 2: each rank its own fresh, repeatable stream
+        runtime.restore_rng_states(saved, Distributed(rank, 2), seed=1, step=5)
+        draws.append(torch.rand(3))
+    assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
+    assert "reseeding" in caplog.text
+
+
+def test_checkpoint_with_one_rng_state_still_loads(tmp_path):
+    """Checkpoints written before per-rank RNG states hold only "rng"."""
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path, model, {"rng": runtime.rng_state()})
+    saved = load_checkpoint(tmp_path, model)
+    assert len(saved["rng_ranks"]) == 1 and torch.equal(saved["rng_ranks"][0]["torch"], saved["rng"]["torch"])

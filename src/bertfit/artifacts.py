@@ -8,7 +8,7 @@
       results.json     best validation and final test metrics, timings
       model/           the best model: model.safetensors, config.json (id2label), bertfit.json, tokenizer;
                        with LoRA, model.safetensors holds the head only and adapter/ the PEFT adapter
-      checkpoint/      last resumable state: model, optimizer, scheduler, scaler, RNG, data position
+      checkpoint/      last resumable state: model, optimizer, scheduler, scaler, RNG of every rank, data position
       tensorboard/     scalars
 
 Folders are built beside their final place and renamed into it; files are written to a temporary
@@ -226,7 +226,7 @@ def update_model_meta(path: Path, **fields: Any) -> None:
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, training_state: dict[str, Any]) -> None:
-    """Model weights plus optimizer, scheduler, scaler, RNG and loop position, replaced atomically."""
+    """Model weights plus optimizer, scheduler, scaler, RNG (per rank) and loop position, replaced atomically."""
     with atomic_dir(run_dir / CHECKPOINT_DIR) as staging:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, staging / WEIGHTS_FILE)
@@ -240,4 +240,6 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
                            "the run stopped before its first checkpoint, so start it again with --overwrite")
     model.load_state_dict(load_file(folder / WEIGHTS_FILE))
     # Our own file: it holds RNG states (numpy tuples), which the weights-only loader refuses.
-    return torch.load(folder / TRAINING_STATE_FILE, weights_only=False)
+    saved = torch.load(folder / TRAINING_STATE_FILE, weights_only=False)
+    saved.setdefault("rng_ranks", [saved["rng"]])  # checkpoints before per-rank states: one process's
+    return saved

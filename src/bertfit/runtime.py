@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import platform
 import random
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from bertfit.errors import BertfitError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def gather_rng_states(dist: "Distributed") -> list[dict[str, Any]] | None:
+    """Every rank's rng_state() in rank order on rank 0, None elsewhere (a collective: every rank calls it).
+    Ranks draw different dropout masks, so an exact resume needs each rank's own generators back."""
+    if not dist.enabled:
+        return [rng_state()]
+    states: list[Any] | None = [None] * dist.world_size if dist.is_main else None
+    torch.distributed.gather_object(rng_state(), states, dst=0)
+    return states
+
+
+def restore_rng_states(states: list[dict[str, Any]], dist: "Distributed", seed: int, step: int) -> None:
+    """This rank's saved generators; when the world size changed, fresh ones per (seed, step, rank)."""
+    if len(states) == dist.world_size:
+        set_rng_state(states[dist.rank])
+        return
+    if dist.is_main:
+        log.warning("checkpoint has random states of %d process(es), this run %d: reseeding from (seed, step, rank); "
+                    "dropout will differ from an uninterrupted run", len(states), dist.world_size)
+    # SeedSequence mixes the three, so (step 5, rank 1) and (step 6, rank 0) do not share a seed.
+    seed_everything(int(np.random.SeedSequence([seed, step, dist.rank]).generate_state(1)[0]))
+
+
 def cpu_supports_bf16() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -188,13 +213,21 @@ class Distributed:
         return self.rank == 0
 
 
+# torchrun and `accelerate launch --multi_gpu` set RANK...; mpirun (`accelerate launch --cpu --mpirun_hostfile`)
+# only its own names. Unread, they would leave N processes each training alone into one run directory.
+_RANK_VARIABLES = {"rank": ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"),
+                   "world_size": ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"),
+                   "local_rank": ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")}
+
+
 def distributed_from_env() -> Distributed:
-    """RANK, WORLD_SIZE and LOCAL_RANK as torchrun and `accelerate launch` set them."""
+    """This process's rank, world size and local rank, from torchrun, `accelerate launch` or mpirun."""
+    found = {field: next(((name, os.environ[name]) for name in names if name in os.environ), None)
+             for field, names in _RANK_VARIABLES.items()}
     try:
-        return Distributed(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                           int(os.environ.get("LOCAL_RANK", 0)))
+        return Distributed(**{field: int(value[1]) for field, value in found.items() if value is not None})
     except ValueError:
-        raise BertfitError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers (as torchrun sets them)") from None
+        raise BertfitError(f"{', '.join(v[0] for v in found.values() if v)} must be whole numbers") from None
 
 
 def init_distributed(device_spec: str = "auto") -> tuple[Distributed, torch.device]:
@@ -204,6 +237,10 @@ def init_distributed(device_spec: str = "auto") -> tuple[Distributed, torch.devi
     """
     dist = distributed_from_env()
     if not dist.enabled:
+        if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ:
+            # `accelerate launch --cpu --num_processes N` without --mpirun_hostfile starts ONE process.
+            log.warning("accelerate launch --cpu started a single process; for N processes on CPU use "
+                        "`accelerate launch --multi_gpu --num_processes N` (gloo when no GPU) or torchrun")
         return dist, choose_device(device_spec)
     if device_spec in ("auto", "cuda") and torch.cuda.is_available():
         device = torch.device("cuda", dist.local_rank)
@@ -211,7 +248,9 @@ def init_distributed(device_spec: str = "auto") -> tuple[Distributed, torch.devi
     else:
         device = choose_device(device_spec)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Rank and world size given: env:// alone reads only RANK and WORLD_SIZE (not mpirun's names).
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=dist.rank,
+                                             world_size=dist.world_size)
         dist = dataclasses.replace(dist, owns_group=True)
     return dist, device
 

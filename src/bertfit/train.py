@@ -23,8 +23,8 @@ from bertfit.metrics import sigmoid, tune_thresholds
 from bertfit.model import build_classifier, count_parameters, load_tokenizer, merge_lora
 from bertfit.optim import build_optimizer, build_scheduler
 from bertfit.runtime import (Distributed, barrier, broadcast_object, broadcast_parameters, choose_precision,
-                             close_distributed, compile_model, environment, init_distributed, make_scaler, rng_state,
-                             seed_everything, set_rng_state)
+                             close_distributed, compile_model, environment, gather_rng_states, init_distributed,
+                             make_scaler, restore_rng_states, seed_everything)
 from bertfit.streaming import load_streamed
 from bertfit.windows import WindowSettings
 
@@ -72,10 +72,12 @@ class RunWriter:
             self.on_eval_callback(state, record)
 
     def on_checkpoint(self, state: LoopState) -> None:
-        session = self.session
+        session, rng_ranks = self.session, gather_rng_states(self.session.dist)
+        # "rng" (rank 0's) stays for bertfit versions that read only that key.
         artifacts.save_checkpoint(self.run_dir, session.model, {
             "loop": state_dict(state), "optimizer": session.optimizer.state_dict(),
-            "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(), "rng": rng_state()})
+            "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(),
+            "rng": rng_ranks[0], "rng_ranks": rng_ranks})
 
     def close(self) -> None:
         if self.scalars is not None:
@@ -137,7 +139,7 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     state = LoopState()
     if resume is not None:
         run_dir = Path(resume)
-        state = _restore(run_dir, session)
+        state = _restore(run_dir, session, config.train.seed)
     elif dist.is_main:
         run_dir = artifacts.create_run_dir(config, dataset.labels, environment(config.train.device, config.train.precision), overwrite)
     else:
@@ -148,7 +150,7 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
              f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
     # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
     writer = RunWriter(run_dir, session, tokenizer, dataset.labels, config, config.train.tensorboard, state.step or None,
-                       on_eval) if dist.is_main else _SilentWriter()
+                       on_eval) if dist.is_main else _SilentWriter(dist)
     try:
         state = fit(session, tokens["train"], tokens["validation"], dataset.labels.names, config.train, state, writer)
     finally:
@@ -190,10 +192,13 @@ def _check_run_dir_free(config: RunConfig, overwrite: bool, dist: Distributed) -
 
 
 class _SilentWriter:
-    """RunHooks for ranks other than 0: they keep no files."""
+    """RunHooks for ranks other than 0: they keep no files, but send rank 0 their RNG state at checkpoints."""
+
+    def __init__(self, dist: Distributed):
+        self.dist = dist
 
     def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None: ...
-    def on_checkpoint(self, state: LoopState) -> None: ...
+    def on_checkpoint(self, state: LoopState) -> None: gather_rng_states(self.dist)
     def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
     def close(self) -> None: ...
 
@@ -237,13 +242,13 @@ def loss_function(cfg: TrainConfig, labels: np.ndarray, num_labels: int, device:
     return multi_label_loss
 
 
-def _restore(run_dir: Path, session: Session) -> LoopState:
+def _restore(run_dir: Path, session: Session, seed: int) -> LoopState:
     saved = artifacts.load_checkpoint(run_dir, session.model)
     session.optimizer.load_state_dict(saved["optimizer"])
     session.scheduler.load_state_dict(saved["scheduler"])
     session.scaler.load_state_dict(saved["scaler"])
-    set_rng_state(saved["rng"])
     state = state_from_dict(saved["loop"])
+    restore_rng_states(saved["rng_ranks"], session.dist, seed, state.step)
     state.interrupted = False
     if session.dist.is_main:
         artifacts.truncate_metrics(run_dir, state.step)
