@@ -117,8 +117,9 @@ def test_accelerate_launch_matches_one_process(flags, tmp_path):
     _assert_same_run(single, single.parent / "accelerate")
 
 
-# torchrun runs this instead of `-m bertfit.cli`: every rank sends itself Ctrl-C after step STOP, so all
-# ranks stop at the same step, as the loop's stop request would on a single process.
+# torchrun runs this instead of `-m bertfit.cli`: rank 1 alone sends itself Ctrl-C during step STOP. The
+# ranks agree on stopping after each step, so both stop after that step (one stopping alone would hang
+# the other in its next all-reduce).
 _INTERRUPTING_CLI = """
 import os, signal, sys
 from bertfit import loop
@@ -127,7 +128,7 @@ real_step, done = loop.train_step, []
 def train_step(*args, **kwargs):
     loss = real_step(*args, **kwargs)
     done.append(1)
-    if len(done) == STOP:
+    if len(done) == STOP and os.environ["RANK"] == "1":
         os.kill(os.getpid(), signal.SIGINT)
     return loss
 loop.train_step = train_step

@@ -46,7 +46,7 @@ def test_resumed_run_records_the_same_train_loss(tiny_overrides, no_dropout_mode
         return original_step(*args, **kwargs)
 
     monkeypatch.setattr(loop, "train_step", counting_step)
-    monkeypatch.setattr(loop, "_StopRequest", _StopAfter)
+    monkeypatch.setattr(loop, "StopRequest", _StopAfter)
     first = train(load_config(None, [*overrides, "--name", "split"]))
     assert first.interrupted and first.steps == STOP_AT_STEP
     monkeypatch.undo()

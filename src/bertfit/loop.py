@@ -7,11 +7,8 @@ states, resumes to the same weights as a run that never stopped.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Protocol
@@ -23,9 +20,10 @@ from tqdm.auto import tqdm
 from bertfit.batching import FeatureSplit, TokenizedSplit, loader, train_batches
 from bertfit.config import TrainConfig
 from bertfit.features import feature_logits
+from bertfit.interrupt import StopRequest
 from bertfit.metrics import classification_metrics, is_improvement
 from bertfit.predict import batch_logits
-from bertfit.runtime import Distributed, Precision, all_reduce_sum, autocast, shard_rows, wait_for_device
+from bertfit.runtime import Distributed, Precision, all_reduce_sum, any_rank, autocast, shard_rows, wait_for_device
 from bertfit.streaming import StreamedSplit, stream_loader
 
 log = logging.getLogger(__name__)
@@ -138,7 +136,7 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit | StreamedSplit, 
     total_steps = steps_per_epoch(len(train), config) * config.epochs
     progress = tqdm(total=total_steps, initial=state.step, disable=not (config.progress and session.dist.is_main),
                     desc="train", unit="step", dynamic_ncols=True)
-    stop, meters = _StopRequest(), _Meters(session.device, state.since_eval)
+    stop, meters = StopRequest(), _Meters(session.device, state.since_eval)
     session.model.train()
     with stop.installed():
         while state.epoch < config.epochs and not state.finished:
@@ -156,9 +154,10 @@ def fit(session: Session, train: TokenizedSplit | FeatureSplit | StreamedSplit, 
                 end_of_epoch = state.batches_done == len(sizes)
                 if end_of_epoch:
                     state.epoch, state.batches_done = state.epoch + 1, 0
+                stopping = _stop_agreed(session, stop.requested, state.step)
                 _after_step(session, validation, names, config, state, hooks, meters, progress,
-                            end_of_epoch, state.step == total_steps, stop.requested)
-                if stop.requested:
+                            end_of_epoch, state.step == total_steps, stopping)
+                if stopping:
                     state.interrupted = True
                     progress.close()
                     return state
@@ -180,6 +179,17 @@ def epoch_batches(session: Session, train: TokenizedSplit | FeatureSplit | Strea
     batches = train_batches(train.lengths, config.batch_size, config.bucket_batches, config.seed, epoch)
     shards = [shard_rows(rows, session.dist) for rows in batches[start_batch:]]
     return [len(rows) for rows in batches], iter(loader(train, shards, session.pad_id, config.num_workers, pin_memory))
+
+
+def _stop_agreed(session: Session, requested: bool, step: int) -> bool:
+    """Whether to stop after this step. Under DDP all ranks stop together (one stopping alone would leave
+    the others waiting in the next all-reduce): they compare their Ctrl-C flags after every step on CPU,
+    and every LOG_EVERY_STEPS on GPU, where reading the flag back waits for the device (as logging does)."""
+    if not session.dist.enabled:
+        return requested
+    if session.device.type == "cuda" and step % LOG_EVERY_STEPS:
+        return False
+    return any_rank(requested, session.device)
 
 
 def _after_step(session: Session, validation: TokenizedSplit | FeatureSplit, names: tuple[str, ...],
@@ -258,30 +268,6 @@ def _evaluate_and_record(session: Session, validation: TokenizedSplit | FeatureS
     if config.early_stopping_patience and state.stale_evals >= config.early_stopping_patience:
         log.info("early stop: no improvement in %d evaluations", state.stale_evals)
         state.finished = True
-
-
-class _StopRequest:
-    """First Ctrl-C: finish the current step, checkpoint, return. Second Ctrl-C: stop at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signal handlers can only be set from the main thread
-            return
-        previous = signal.signal(signal.SIGINT, self._handle)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
 
 def state_dict(state: LoopState) -> dict[str, Any]:

@@ -274,6 +274,13 @@ def broadcast_object(value: Any, dist: Distributed) -> Any:
     return box[0]
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on at least one."""
+    value = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def shard_rows(rows: np.ndarray, dist: Distributed) -> np.ndarray:
     """This rank's share of one global batch: the ranks together take every row exactly once."""
     return rows[dist.rank::dist.world_size]
