@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from bertfit.config import ModelConfig
 from bertfit.errors import BertfitError
 
 Pooling = Literal["mean", "max"]
@@ -25,10 +26,10 @@ Pooling = Literal["mean", "max"]
 class WindowSettings:
     stride: int  # body tokens between window starts
     pooling: Pooling = "mean"
-    max_windows: int = 0  # windows kept per document (0: all); applied to training splits only
+    max_windows: int = 0  # windows kept per document (0: all); for_split sets it on the train split only
 
     @classmethod
-    def for_split(cls, model_config, split: str) -> "WindowSettings | None":
+    def for_split(cls, model_config: ModelConfig, split: str) -> "WindowSettings | None":
         """From a ModelConfig: the max_windows cap applies to the train split only (evaluation reads all)."""
         if model_config.window_stride <= 0:
             return None
