@@ -102,3 +102,19 @@ def test_cli_backend_choices_match_the_predictor():
     from bertfit import cli, predict
 
     assert cli.BACKENDS == predict.BACKENDS  # the CLI keeps its own copy to start without torch
+
+
+def test_export_traces_the_additive_mask_and_restores_attention(tiny_run):
+    """The exported graph has no SDPA mask kernels (IsNaN/Where), and the live model keeps its attention."""
+    import onnx
+
+    from bertfit.artifacts import load_model
+
+    ops = {node.op_type for node in onnx.load(str(tiny_run / "export" / "model.onnx")).graph.node}
+    assert "IsNaN" not in ops and "Softmax" in ops
+    loaded = load_model(tiny_run)
+    before = loaded.model.encoder.config._attn_implementation
+    from bertfit.export import export_onnx
+    export_onnx(loaded.model, tiny_run / "scratch.onnx")
+    assert loaded.model.encoder.config._attn_implementation == before
+    (tiny_run / "scratch.onnx").unlink()

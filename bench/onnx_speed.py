@@ -1,0 +1,100 @@
+"""Model-only speed of PyTorch vs ONNX fp32 vs ONNX int8, interleaved in one process.
+
+    python bench/onnx_speed.py runs/demo --batch-size 10 --rounds 5 --threads 1
+
+RUN must have an export (`bertfit export RUN --onnx --int8`). Each round times every backend's
+`Predictor.predict_proba` (tokenisation included, as in `bertfit serve`) on the same AG News test
+texts in batches of BATCH_SIZE (about what the serve micro-batcher merges with 20 clients), one
+backend after another, so machine load hits all backends alike; the ratios against PyTorch are taken
+per round and reported as median and range. Accuracy is the export's self-check (RUN/export/export.json).
+Writes bench/out/onnx_speed.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+BACKENDS = ("torch", "onnx-fp32", "onnx-int8")
+
+
+def ag_news_texts(limit: int) -> list[str]:
+    from bertfit.presets import data_dir
+
+    with open(data_dir() / "ag_news" / "test.csv", newline="", encoding="utf-8") as file:
+        return [f"{title} {body}" for _, title, body in csv.reader(file)][:limit]
+
+
+def time_round(predictor, texts: list[str], batch_size: int) -> float:
+    """Texts per second for one pass over `texts` in request-sized batches."""
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch_size):
+        predictor.predict_proba(texts[start:start + batch_size])
+    return len(texts) / (time.perf_counter() - started)
+
+
+def summarise(speeds: dict[str, list[float]], check: dict) -> dict[str, dict]:
+    """Median and range of texts/s and of the per-round ratio against PyTorch, plus self-check accuracy."""
+    results = {}
+    for backend, values in speeds.items():
+        ratios = [value / base for value, base in zip(values, speeds["torch"])]
+        kind = backend.removeprefix("onnx-")
+        accuracy = check.get(kind, {}).get("accuracy", check.get("torch_accuracy") if backend == "torch" else None)
+        results[backend] = {"texts_per_second_median": round(statistics.median(values), 1),
+                            "texts_per_second_range": [round(min(values), 1), round(max(values), 1)],
+                            "vs_torch_median": round(statistics.median(ratios), 2),
+                            "vs_torch_range": [round(min(ratios), 2), round(max(ratios), 2)],
+                            "self_check_accuracy": accuracy,
+                            "accuracy_change_points": check.get(kind, {}).get("accuracy_change_points", 0.0)}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--rows", type=int, default=300, help="AG News test texts per round")
+    parser.add_argument("--batch-size", type=int, default=10, help="texts per model call")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per model call (0: all)")
+    args = parser.parse_args()
+    from bertfit.predict import EXPORT_DIR, EXPORT_META, Predictor
+
+    texts = ag_news_texts(args.rows)
+    backends = ["torch", *[b for b in args.backends if b != "torch"]]  # ratios need PyTorch
+    predictors = {b: Predictor(args.run, backend=b, batch_size=args.batch_size, threads=args.threads or None)
+                  for b in backends}
+    for predictor in predictors.values():
+        time_round(predictor, texts[: 3 * args.batch_size], args.batch_size)  # warm-up
+    speeds: dict[str, list[float]] = {b: [] for b in backends}
+    load_before = os.getloadavg()
+    for _ in range(args.rounds):
+        for backend, predictor in predictors.items():
+            speeds[backend].append(time_round(predictor, texts, args.batch_size))
+    check = json.loads((args.run / EXPORT_DIR / EXPORT_META).read_text(encoding="utf-8")).get("check", {})
+    summary = {"command": " ".join(["python", "bench/onnx_speed.py", *sys.argv[1:]]),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
+               "load_average_after": [round(x, 2) for x in os.getloadavg()], "rows": len(texts),
+               "batch_size": args.batch_size, "rounds": args.rounds, "threads": args.threads,
+               "self_check_rows": check.get("rows"), "results": summarise(speeds, check)}
+    OUT.mkdir(exist_ok=True)
+    (OUT / "onnx_speed.json").write_text(json.dumps(summary, indent=2))
+    lines = ["| backend | texts/s median (range) | vs PyTorch median (range) | self-check accuracy |", "|---|---|---|---|"]
+    for backend, r in summary["results"].items():
+        lo, hi = r["vs_torch_range"]
+        lines.append(f"| {backend} | {r['texts_per_second_median']} ({r['texts_per_second_range'][0]}-"
+                     f"{r['texts_per_second_range'][1]}) | {r['vs_torch_median']}x ({lo}-{hi}) | {r['self_check_accuracy']} |")
+    print("\n".join(lines + ["", f"load average before/after: {summary['load_average_before']} / {summary['load_average_after']}"]))
+
+
+if __name__ == "__main__":
+    main()
