@@ -49,6 +49,11 @@ class TokenizedSplit:
     def document_labels(self) -> np.ndarray:
         return self.labels if self.windows is None else self.labels[self.windows[:-1]]
 
+    @property
+    def documents(self) -> int:
+        """Texts in the split (rows are windows when windows are on)."""
+        return len(self) if self.windows is None else len(self.windows) - 1
+
     def document_logits(self, row_logits: np.ndarray) -> np.ndarray:
         """Per-row logits pooled into one row per document (unchanged without windows)."""
         return row_logits if self.windows is None else pool_logits(row_logits, self.windows, self.pooling)
@@ -71,6 +76,7 @@ class FeatureSplit:
         return len(self.features)
 
     document_labels = TokenizedSplit.document_labels
+    documents = TokenizedSplit.documents
     document_logits = TokenizedSplit.document_logits
 
 

@@ -149,6 +149,10 @@ class StreamedSplit:
     def __len__(self) -> int:
         return self.rows
 
+    @property
+    def documents(self) -> int:
+        return self.rows  # sliding windows are refused with streaming: one row per text
+
     def windows(self) -> Iterator[tuple[list[str], list]]:
         """(texts, label ids) of each window in file order, every row checked; at most max_train_rows rows."""
         records = islice(read_records(self.path, self.data), self.data.max_train_rows)

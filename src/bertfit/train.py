@@ -275,7 +275,7 @@ def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit | 
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
         **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
-        "rows": {name: len(split.document_labels) for name, split in tokens.items()}})
+        "rows": {name: split.documents for name, split in tokens.items()}})
     return result
 
 
