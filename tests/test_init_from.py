@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 
 from bertfit.cli import main
@@ -36,3 +37,35 @@ def test_init_from_missing_run_is_a_clear_error(tiny_overrides, ag_news_csv, tmp
     code = main(["train", *tiny_overrides, "--data.train", str(ag_news_csv), "--init-from", str(tmp_path / "nope")])
     assert code == 2
     assert "no trained model found" in capsys.readouterr().err
+
+
+def test_grown_model_reports_what_the_earlier_labels_lost(tiny_overrides, tmp_path, ag_news_rows, capsys):
+    """The forgetting figure: the earlier model and the grown one, on the same test rows of the earlier labels."""
+    from bertfit.predict import Predictor
+
+    three = [row for row in ag_news_rows if row[1] != "Sci/Tech"][:60]
+    write_csv(tmp_path / "three.csv", three)
+    write_csv(tmp_path / "four.csv", ag_news_rows[:80])
+    test_rows = ag_news_rows[300:360]
+    write_csv(tmp_path / "test.csv", test_rows)
+    runs = tmp_path / "runs"
+    assert main(["train", *tiny_overrides, "--data.train", str(tmp_path / "three.csv"), "--name", "old"]) == 0
+    assert main(["train", *tiny_overrides, "--data.train", str(tmp_path / "four.csv"), "--data.test",
+                 str(tmp_path / "test.csv"), "--name", "new", "--init-from", str(runs / "old"),
+                 "--train.lr", "5e-3"]) == 0
+    assert "points forgotten" in capsys.readouterr().out
+    test = json.loads((runs / "new" / "results.json").read_text())["test"]
+
+    old_rows = [(text, label) for text, label in test_rows if label != "Sci/Tech"]
+    new_rows = [(text, label) for text, label in test_rows if label == "Sci/Tech"]
+    assert (test["old_labels_rows"], test["new_labels_rows"]) == (len(old_rows), len(new_rows)) and new_rows
+
+    def accuracy(run: str, rows: list[tuple[str, str]]) -> float:
+        predictions = Predictor(runs / run, device="cpu").predict([text for text, _ in rows])
+        return float(np.mean([p.label == label for p, (_, label) in zip(predictions, rows)]))
+
+    assert test["accuracy/old_labels_before"] == pytest.approx(accuracy("old", old_rows))
+    assert test["accuracy/old_labels"] == pytest.approx(accuracy("new", old_rows))
+    assert test["accuracy/new_labels"] == pytest.approx(accuracy("new", new_rows))
+    assert test["forgetting_points"] == pytest.approx(
+        100 * (test["accuracy/old_labels_before"] - test["accuracy/old_labels"]), abs=1e-3)

@@ -63,10 +63,10 @@ def _epoch_texts(stream: StreamedSplit, epoch: int, dist: Distributed, tokenizer
 
 
 @pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
-def test_every_row_once_per_epoch_across_windows_and_ranks(tiny_overrides, stream_files, ag_news_rows, kind):
+def test_every_row_once_per_epoch_across_chunks_and_ranks(tiny_overrides, stream_files, ag_news_rows, kind):
     config = _config(tiny_overrides, stream_files[kind], stream_files["validation"])
     stream, tokenizer = _stream(config), load_tokenizer(config.model.name)
-    assert len(stream) == 250 and stream.window_rows == 48  # 40 rounded up to whole batches of 16: 6 windows
+    assert len(stream) == 250 and stream.chunk_rows == 48  # 40 rounded up to whole batches of 16: 6 chunks
     expected = Counter(tokenizer.decode(tokenizer(text, truncation=True, max_length=64)["input_ids"],
                                         skip_special_tokens=True) for text, _ in ag_news_rows[:250])
     one_process = _epoch_texts(stream, 0, Distributed(), tokenizer)
@@ -92,11 +92,11 @@ def test_batches_are_bucketed_padded_and_sized_as_announced(tiny_overrides, stre
     assert all(width - PAD_MULTIPLE < lengths_of.max() <= width for width, lengths_of in zip(widths, lengths))
 
 
-def test_reader_holds_at_most_one_window(tiny_overrides, stream_files):
+def test_reader_holds_at_most_one_chunk(tiny_overrides, stream_files):
     stream = _stream(_config(tiny_overrides, stream_files["csv"], stream_files["validation"]))
     for _ in stream.batches(0, 0, Distributed(), 0):
         pass
-    assert 0 < stream.max_rows_held <= stream.window_rows < len(stream)
+    assert 0 < stream.max_rows_held <= stream.chunk_rows < len(stream)
 
 
 def test_streamed_training_makes_a_normal_run(tiny_overrides, stream_files):
@@ -128,7 +128,7 @@ def test_resumed_stream_matches_uninterrupted(tiny_overrides, stream_files, monk
     straight = train(_config(tiny_overrides, stream_files["csv"], stream_files["validation"], "--name", "straight", *extra))
     assert straight.steps == 8  # 8 batches of 16 per epoch, 2 per step, 2 epochs
     with monkeypatch.context() as patch:
-        _stop_at(patch, 2)  # after batch 4: inside the second window (3 batches) of the first epoch
+        _stop_at(patch, 2)  # after batch 4: inside the second chunk (3 batches) of the first epoch
         stopped = train(_config(tiny_overrides, stream_files["csv"], stream_files["validation"], "--name", "stopped", *extra))
     assert stopped.interrupted and stopped.steps == 2
     resumed = train(resume=stopped.run_dir)
@@ -146,7 +146,7 @@ def test_resumed_stream_matches_uninterrupted(tiny_overrides, stream_files, monk
 def test_bad_row_deep_in_the_stream_names_file_and_row(tiny_overrides, stream_files, ag_news_rows, tmp_path,
                                                        bad_row, message):
     rows = list(ag_news_rows[:250])
-    rows[99] = bad_row  # in the third window of 48 rows
+    rows[99] = bad_row  # in the third chunk of 48 rows
     path = write_csv(tmp_path / "bad.csv", rows)
     with pytest.raises(BertfitError, match=f"bad.csv {message}"):
         _stream(_config(tiny_overrides, path, stream_files["validation"]))
@@ -172,7 +172,7 @@ def test_torchrun_two_ranks_match_one_process(flags_for_ranks):
 
 @pytest.fixture
 def flags_for_ranks(no_dropout_model_dir, tiny_overrides, stream_files) -> list[str]:
-    # 64 rows in batches of 7 and windows of 21: the last global batch has 1 row, one rank's share is empty.
+    # 64 rows in batches of 7 and chunks of 21: the last global batch has 1 row, one rank's share is empty.
     return tiny_overrides + ["--model.name", str(no_dropout_model_dir), "--model.dropout", "0",
                              "--data.streaming", "true", "--data.train", str(stream_files["csv"]),
                              "--data.validation", str(stream_files["validation"]), "--data.label_names", ",".join(NAMES),

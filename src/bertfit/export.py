@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from bertfit import __version__, artifacts
-
 from bertfit.data import LabelMap, map_labels, read_split
 from bertfit.errors import BertfitError
 from bertfit.metrics import softmax

@@ -1,10 +1,10 @@
-"""Training data too large for memory: the training file read lazily, window by window (data.streaming).
+"""Training data too large for memory: the training file read lazily, chunk by chunk (data.streaming).
 
-The file is read in windows of `data.shuffle_buffer_rows` rows (rounded up to whole batches). Each
-window is checked row by row (the in-memory reader's checks), label-mapped, tokenised, then cut into
-length-bucketed batches exactly as an in-memory split (`batching.train_batches` on the window), so
-only one window of rows and tokens is held at a time. Windows come in file order; rows are shuffled
-within a window only, so a file sorted by label or length should be shuffled once beforehand.
+The file is read in chunks of `data.shuffle_buffer_rows` rows (rounded up to whole batches). Each
+chunk is checked row by row (the in-memory reader's checks), label-mapped, tokenised, then cut into
+length-bucketed batches exactly as an in-memory split (`batching.train_batches` on the chunk), so
+only one chunk of rows and tokens is held at a time. Chunks come in file order; rows are shuffled
+within a chunk only, so a file sorted by label or length should be shuffled once beforehand.
 
 What a lazy reader cannot know is found by one counting pass at start-up (rows are read and checked,
 not tokenised): the row count, which sets the number of steps for the learning-rate schedule, and
@@ -12,9 +12,9 @@ any bad row, which then fails before the first step rather than hours in. The la
 scanned for: `data.label_names` is required (a second full pass over a file too large for memory
 would only save typing the names). Validation and test splits are read into memory as usual.
 
-A batch's position in the epoch is a pure function of (seed, epoch, window), and every window holds
-a whole number of batches, so resuming at `LoopState.batches_done` skips whole windows unread-for-
-tokens and the first batches of one window: the resumed run sees the batches it would have seen.
+A batch's position in the epoch is a pure function of (seed, epoch, chunk), and every chunk holds
+a whole number of batches, so resuming at `LoopState.batches_done` skips whole chunks unread-for-
+tokens and the first batches of one chunk: the resumed run sees the batches it would have seen.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def check_streaming_config(config: RunConfig) -> None:
         problems.append("model.init_from: not supported with data.streaming")
     if use_cached_features(config):
         problems.append("train.cache_features: set none with data.streaming and model.freeze encoder")
-    if config.model.window_stride > 0:  # a window count per text is unknown until read: batch sizes need it up front
+    if config.model.window_stride > 0:  # windows per text are unknown until read: batch sizes need them up front
         problems.append("model.window_stride: sliding windows are not supported with data.streaming; "
                         "use model.keep_head (head+tail truncation) for long texts")
     if problems:
@@ -127,24 +127,24 @@ def _json_lines(path: Path, file: Any) -> Iterator[dict[str, Any]]:
         yield record
 
 
-def window_seed(seed: int, window: int) -> int:
-    """An independent shuffle seed per window (train_batches adds the epoch)."""
-    return int(np.random.SeedSequence([seed, window]).generate_state(1)[0])
+def chunk_seed(seed: int, chunk: int) -> int:
+    """An independent shuffle seed per chunk (train_batches adds the epoch)."""
+    return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
 
 
 class StreamedSplit:
-    """The training split as a stream of windows; holds one window at a time (`max_rows_held` says so)."""
+    """The training split as a stream of chunks; holds one chunk at a time (`max_rows_held` says so)."""
 
     def __init__(self, path: Path, config: RunConfig, labels: LabelMap, tokenizer: Any):
         self.path, self.data, self.train, self.model = path, config.data, config.train, config.model
         self.label_map, self.tokenizer = labels, tokenizer
         batch_size = config.train.batch_size
-        self.window_rows = math.ceil(config.data.shuffle_buffer_rows / batch_size) * batch_size
+        self.chunk_rows = math.ceil(config.data.shuffle_buffer_rows / batch_size) * batch_size
         self.max_rows_held = 0
         # What loss_function reads: no labels up front (class weights are refused for streams).
         self.labels = np.zeros((0, len(labels)) if config.data.multi_label else 0, dtype=np.int64)
-        self.rows = sum(len(texts) for texts, _ in self.windows())  # the counting (and checking) pass
-        log.info("streaming %s: %d rows in windows of %d", path, self.rows, self.window_rows)
+        self.rows = sum(len(texts) for texts, _ in self.chunks())  # the counting (and checking) pass
+        log.info("streaming %s: %d rows in chunks of %d", path, self.rows, self.chunk_rows)
 
     def __len__(self) -> int:
         return self.rows
@@ -153,11 +153,11 @@ class StreamedSplit:
     def documents(self) -> int:
         return self.rows  # sliding windows are refused with streaming: one row per text
 
-    def windows(self) -> Iterator[tuple[list[str], list]]:
-        """(texts, label ids) of each window in file order, every row checked; at most max_train_rows rows."""
+    def chunks(self) -> Iterator[tuple[list[str], list]]:
+        """(texts, label ids) of each chunk in file order, every row checked; at most max_train_rows rows."""
         records = islice(read_records(self.path, self.data), self.data.max_train_rows)
         first_row = 1
-        while chunk := list(islice(records, self.window_rows)):
+        while chunk := list(islice(records, self.chunk_rows)):
             self.max_rows_held = max(self.max_rows_held, len(chunk))
             columns = {key: [record.get(key) for record in chunk] for key in dict.fromkeys(k for r in chunk for k in r)}
             raw = check_rows(columns, str(self.path), self.data.text_columns, self.data.label_column,
@@ -169,29 +169,29 @@ class StreamedSplit:
             first_row += len(raw.texts)
 
     def batch_sizes(self, epoch: int) -> list[int]:
-        """Global batch sizes of an epoch, without reading the file: only the last window is not full."""
-        full_windows, last_rows = divmod(self.rows, self.window_rows)
-        sizes = [self.train.batch_size] * (full_windows * self.window_rows // self.train.batch_size)
-        if last_rows:  # sizes do not depend on lengths, so zeros stand in for the unread window
+        """Global batch sizes of an epoch, without reading the file: only the last chunk is not full."""
+        full_chunks, last_rows = divmod(self.rows, self.chunk_rows)
+        sizes = [self.train.batch_size] * (full_chunks * self.chunk_rows // self.train.batch_size)
+        if last_rows:  # sizes do not depend on lengths, so zeros stand in for the unread chunk
             batches = train_batches(np.zeros(last_rows, np.int64), self.train.batch_size, self.train.bucket_batches,
-                                    window_seed(self.train.seed, full_windows), epoch)
+                                    chunk_seed(self.train.seed, full_chunks), epoch)
             sizes += [len(rows) for rows in batches]
         return sizes
 
     def batches(self, epoch: int, start_batch: int, dist: Distributed, pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
         """This rank's share of each padded batch of the epoch, from batch `start_batch` on."""
         done, rows_read = 0, 0
-        for window, (texts, labels) in enumerate(self.windows()):
+        for chunk, (texts, labels) in enumerate(self.chunks()):
             rows_read += len(texts)
-            window_batches = math.ceil(len(texts) / self.train.batch_size)
-            if done + window_batches <= start_batch:  # already trained on: skip without tokenising
-                done += window_batches
+            chunk_batches = math.ceil(len(texts) / self.train.batch_size)
+            if done + chunk_batches <= start_batch:  # already trained on: skip without tokenising
+                done += chunk_batches
                 continue
             # No token cache: a cache of the whole stream is what does not fit.
             tokens = tokenize(texts, labels, self.tokenizer, self.model.max_length, None, self.model.keep_head)
             padded = PaddedBatches(tokens, pad_id)
             for rows in train_batches(tokens.lengths, self.train.batch_size, self.train.bucket_batches,
-                                      window_seed(self.train.seed, window), epoch):
+                                      chunk_seed(self.train.seed, chunk), epoch):
                 if done >= start_batch:
                     yield padded[shard_rows(rows, dist)]
                 done += 1

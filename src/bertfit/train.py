@@ -14,13 +14,14 @@ import torch
 from bertfit import artifacts
 from bertfit.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
 from bertfit.config import RunConfig, TrainConfig, config_to_dict, replace
-from bertfit.data import LabelMap, TextDataset, keep_label_ids, load_dataset
+from bertfit.data import LabelMap, TextDataset, load_dataset
 from bertfit.errors import BertfitError
 from bertfit.features import encode_splits, use_cached_features
-from bertfit.loop import (LoopState, Session, class_weights, evaluate, fit, split_logits, state_dict, state_from_dict,
+from bertfit.growth import forgetting, initial_weights
+from bertfit.loop import (LoopState, Session, class_weights, fit, split_logits, state_dict, state_from_dict,
                           steps_per_epoch)
-from bertfit.metrics import sigmoid, tune_thresholds
-from bertfit.model import build_classifier, count_parameters, load_tokenizer, merge_lora
+from bertfit.metrics import classification_metrics, sigmoid, tune_thresholds
+from bertfit.model import build_classifier, count_parameters, load_tokenizer
 from bertfit.optim import build_optimizer, build_scheduler
 from bertfit.runtime import (Distributed, barrier, broadcast_object, broadcast_parameters, choose_precision,
                              close_distributed, compile_model, environment, gather_rng_states, init_distributed,
@@ -120,13 +121,13 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     seed_everything(config.train.seed + dist.rank)  # ranks draw different dropout masks, like one big batch
     precision = choose_precision(config.train.precision, device)
     tokenizer = load_tokenizer(config.model.name)
-    if config.data.streaming:  # the training split is read window by window during fit (bertfit.streaming)
+    if config.data.streaming:  # the training split is read chunk by chunk during fit (bertfit.streaming)
         dataset, stream = load_streamed(config, tokenizer)
-        tokens = {"train": stream, **tokenize_dataset(dataset, tokenizer, config)}
     else:
-        dataset = load_dataset(config.data, config.train.seed)
-        tokens = tokenize_dataset(dataset, tokenizer, config)
-    dataset, initial, label_rows = _initial_weights(config, dataset)
+        dataset, stream = load_dataset(config.data, config.train.seed), None
+    # Before tokenising: with model.init_from the labels take the earlier run's ids.
+    dataset, initial, label_rows = initial_weights(config, dataset)
+    tokens = ({"train": stream} if stream is not None else {}) | tokenize_dataset(dataset, tokenizer, config)
     model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
     model = model.to(device)
     broadcast_parameters(model, dist)
@@ -160,22 +161,6 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
         return TrainResult(run_dir, state.step, state.best_step, _best_validation(state), None, state.train_seconds, 0.0,
                            state.interrupted)
     return _finish(run_dir, session, tokens, dataset.labels, config, state)
-
-
-def _initial_weights(config: RunConfig, dataset: TextDataset) -> tuple[TextDataset, dict | None, list[int] | None]:
-    """With model.init_from: the earlier run's weights, and its labels kept at their ids (new labels after)."""
-    if config.model.init_from is None:
-        return dataset, None, None
-    previous = artifacts.load_model(Path(config.model.init_from))
-    if previous.meta.get("problem_type", "single_label_classification") != model_meta(config, LoopState())["problem_type"]:
-        raise BertfitError(f"model.init_from: {config.model.init_from} is a {previous.meta['problem_type']} model; "
-                           "set data.multi_label to match it")
-    dataset = keep_label_ids(dataset, previous.labels.names)
-    added = [name for name in dataset.labels.names if name not in previous.labels.names]
-    log.info("init from %s: %d labels kept, %d new (%s)", config.model.init_from, len(previous.labels),
-             len(added), ", ".join(added) or "none")
-    rows = [previous.labels.label2id.get(name, -1) for name in dataset.labels.names]
-    return dataset, merge_lora(previous.model).state_dict(), rows
 
 
 def _check_run_dir_free(config: RunConfig, overwrite: bool, dist: Distributed) -> None:
@@ -269,7 +254,10 @@ def _finish(run_dir: Path, session: Session, tokens: dict[str, TokenizedSplit | 
         if config.data.multi_label else None
     test = None
     if "test" in tokens:
-        test = evaluate(session, tokens["test"], labels.names, config.train.eval_batch_size, thresholds)
+        logits = split_logits(session, tokens["test"], config.train.eval_batch_size)
+        test = classification_metrics(logits, tokens["test"].document_labels, labels.names, thresholds)
+        if config.model.init_from is not None:
+            test |= forgetting(config.model.init_from, session, tokens["test"], logits, config.train.eval_batch_size)
     result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False)
     artifacts.write_json_atomic(run_dir / "results.json", {
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
