@@ -149,8 +149,9 @@ def _encode(texts: list[str], tokenizer, max_length: int, keep_head: float = 1.0
     """
     head_tail = keep_head < 1
     whole = head_tail or windows is not None  # cut by us, after tokenising the whole text
-    if head_tail and tokenizer.num_special_tokens_to_add(pair=False) != 2:
-        raise BertfitError("model.keep_head < 1 needs a tokenizer that wraps a text in exactly two special tokens")
+    if whole and tokenizer.num_special_tokens_to_add(pair=False) != 2:  # both cut between [CLS] and [SEP]
+        field = "model.window_stride > 0" if windows is not None else "model.keep_head < 1"
+        raise BertfitError(f"{field} needs a tokenizer that wraps a text in exactly two special tokens")
     pieces: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     for start in range(0, len(texts), TOKENIZE_CHUNK):
@@ -158,8 +159,8 @@ def _encode(texts: list[str], tokenizer, max_length: int, keep_head: float = 1.0
                             max_length=None if whole else max_length, verbose=False,
                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         if windows is not None:
-            encoded, documents = encode_windows(encoded, max_length, windows, tokenizer.num_special_tokens_to_add(pair=False))
-            counts.append(np.diff(documents))
+            encoded, windows_per_text = encode_windows(encoded, max_length, windows)
+            counts.append(windows_per_text)
         pieces += [np.asarray(_head_tail(ids, max_length, keep_head) if head_tail else ids, dtype=np.int32)
                    for ids in encoded]
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))

@@ -59,10 +59,13 @@ def forgetting(init_from: str, session: Session, split: TokenizedSplit | Feature
     old_rows, new_rows = labels < old_count, labels >= old_count
     scores = {"old_labels_rows": int(old_rows.sum()), "new_labels_rows": int(new_rows.sum())}
     if old_rows.any():
-        before = float((earlier_logits[old_rows].argmax(-1) == labels[old_rows]).mean())
-        after = float((logits[old_rows].argmax(-1) == labels[old_rows]).mean())
+        before, after = _accuracy(earlier_logits, labels, old_rows), _accuracy(logits, labels, old_rows)
         scores |= {"accuracy/old_labels_before": before, "accuracy/old_labels": after,
                    "forgetting_points": round(100 * (before - after), 3)}
     if new_rows.any():
-        scores["accuracy/new_labels"] = float((logits[new_rows].argmax(-1) == labels[new_rows]).mean())
+        scores["accuracy/new_labels"] = _accuracy(logits, labels, new_rows)
     return scores
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> float:
+    return float((logits[rows].argmax(-1) == labels[rows]).mean())

@@ -155,8 +155,12 @@ def restore_rng_states(states: list[dict[str, Any]], dist: "Distributed", seed: 
     if dist.is_main:
         log.warning("checkpoint has random states of %d process(es), this run %d: reseeding from (seed, step, rank); "
                     "dropout will differ from an uninterrupted run", len(states), dist.world_size)
-    # SeedSequence mixes the three, so (step 5, rank 1) and (step 6, rank 0) do not share a seed.
-    seed_everything(int(np.random.SeedSequence([seed, step, dist.rank]).generate_state(1)[0]))
+    seed_everything(mixed_seed(seed, step, dist.rank))
+
+
+def mixed_seed(*parts: int) -> int:
+    """One seed from several numbers, mixed (SeedSequence) so (5, 1) and (6, 0) do not share a seed as a sum would."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def cpu_supports_bf16() -> bool:

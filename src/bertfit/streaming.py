@@ -12,7 +12,8 @@ any bad row, which then fails before the first step rather than hours in. The la
 scanned for: `data.label_names` is required (a second full pass over a file too large for memory
 would only save typing the names). Validation and test splits are read into memory as usual.
 
-A batch's position in the epoch is a pure function of (seed, epoch, chunk), and every chunk holds
+A batch's position in the epoch is a pure function of (seed, epoch, chunk) (each chunk shuffles with
+its own `mixed_seed(seed, chunk)`), and every chunk holds
 a whole number of batches, so resuming at `LoopState.batches_done` skips whole chunks unread-for-
 tokens and the first batches of one chunk: the resumed run sees the batches it would have seen.
 """
@@ -36,7 +37,7 @@ from bertfit.data import FILE_FORMATS, Split, TextDataset, check_rows, iter_deli
 from bertfit.errors import BertfitError, ConfigError
 from bertfit.features import use_cached_features
 from bertfit.labels import LabelMap, map_labels, multi_hot
-from bertfit.runtime import Distributed, shard_rows
+from bertfit.runtime import Distributed, mixed_seed, shard_rows
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,6 @@ def _json_lines(path: Path, file: Any) -> Iterator[dict[str, Any]]:
         yield record
 
 
-def chunk_seed(seed: int, chunk: int) -> int:
-    """An independent shuffle seed per chunk (train_batches adds the epoch)."""
-    return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
-
-
 class StreamedSplit:
     """The training split as a stream of chunks; holds one chunk at a time (`max_rows_held` says so)."""
 
@@ -174,7 +170,7 @@ class StreamedSplit:
         sizes = [self.train.batch_size] * (full_chunks * self.chunk_rows // self.train.batch_size)
         if last_rows:  # sizes do not depend on lengths, so zeros stand in for the unread chunk
             batches = train_batches(np.zeros(last_rows, np.int64), self.train.batch_size, self.train.bucket_batches,
-                                    chunk_seed(self.train.seed, full_chunks), epoch)
+                                    mixed_seed(self.train.seed, full_chunks), epoch)
             sizes += [len(rows) for rows in batches]
         return sizes
 
@@ -191,7 +187,7 @@ class StreamedSplit:
             tokens = tokenize(texts, labels, self.tokenizer, self.model.max_length, None, self.model.keep_head)
             padded = PaddedBatches(tokens, pad_id)
             for rows in train_batches(tokens.lengths, self.train.batch_size, self.train.bucket_batches,
-                                      chunk_seed(self.train.seed, chunk), epoch):
+                                      mixed_seed(self.train.seed, chunk), epoch):
                 if done >= start_batch:
                     yield padded[shard_rows(rows, dist)]
                 done += 1

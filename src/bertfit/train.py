@@ -146,8 +146,8 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     else:
         run_dir = Path(config.output_dir) / config.name
     trainable, total = count_parameters(model)
-    log.info("run %s: %d train / %d validation rows (windows), %s of %s parameters train, %s %s%s", run_dir,
-             len(tokens["train"]), len(tokens["validation"]), f"{trainable:,}", f"{total:,}", device, precision.name,
+    log.info("run %s: %d train / %d validation %s, %s of %s parameters train, %s %s%s", run_dir,
+             len(tokens["train"]), len(tokens["validation"]), "windows" if config.model.window_stride else "rows", f"{trainable:,}", f"{total:,}", device, precision.name,
              f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
     # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
     writer = RunWriter(run_dir, session, tokenizer, dataset.labels, config, config.train.tensorboard, state.step or None,

@@ -73,11 +73,12 @@ def spread_windows(count: int, max_windows: int) -> np.ndarray:
     return np.unique(np.linspace(0, count - 1, max_windows).round().astype(np.int64))
 
 
-def encode_windows(encoded_ids: list[list[int]], max_length: int, settings: WindowSettings,
-                   num_special_tokens: int) -> tuple[list[list[int]], np.ndarray]:
-    """Every text's windows, flat, and the offsets of each text's windows (len(texts) + 1)."""
-    if num_special_tokens != 2:
-        raise BertfitError("model.window_stride > 0 needs a tokenizer that wraps a text in exactly two special tokens")
+def encode_windows(encoded_ids: list[list[int]], max_length: int,
+                   settings: WindowSettings) -> tuple[list[list[int]], np.ndarray]:
+    """Every text's windows, flat, and how many windows each text kept.
+
+    `encoded_ids` are whole texts wrapped in exactly two special tokens ([CLS] ... [SEP]).
+    """
     if not 1 <= settings.stride <= max_length - 2:  # a larger stride would skip tokens between windows
         raise BertfitError(f"window stride {settings.stride} must be in 1..{max_length - 2} (max_length {max_length} "
                            "minus [CLS] and [SEP])")
@@ -88,7 +89,7 @@ def encode_windows(encoded_ids: list[list[int]], max_length: int, settings: Wind
         kept = [windows[i] for i in spread_windows(len(windows), settings.max_windows)]
         pieces += kept
         counts[index] = len(kept)
-    return pieces, np.concatenate([[0], np.cumsum(counts)])
+    return pieces, counts
 
 
 def pool_logits(logits: np.ndarray, windows: np.ndarray, pooling: Pooling) -> np.ndarray:
