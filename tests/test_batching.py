@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bertfit.batching import PaddedBatches, eval_batches, tokenize, train_batches
+from bertfit.batching import MAX_PADDING, PAD_MULTIPLE, PaddedBatches, eval_batches, tokenize, train_batches
 from bertfit.model import load_tokenizer
 
 
@@ -56,6 +56,19 @@ def test_padded_batch_rounds_to_multiple_of_8_and_masks(tokenizer):
 
 
 def test_eval_batches_sort_longest_first():
-    lengths = np.array([3, 9, 1, 7])
+    lengths = np.array([30, 90, 10, 95, 88])
     batches = eval_batches(lengths, 2)
-    assert [b.tolist() for b in batches] == [[1, 3], [0, 2]]
+    assert [b.tolist() for b in batches] == [[3, 1], [4], [0], [2]]
+
+
+def test_eval_batches_cut_where_padding_would_grow():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 128, size=500)
+    batches = eval_batches(lengths, 10)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))  # every row once
+    widths = -(-lengths // PAD_MULTIPLE) * PAD_MULTIPLE
+    for batch in batches:
+        assert len(batch) <= 10
+        assert widths[batch].min() >= (1 - MAX_PADDING) * widths[batch].max()
+    # rows of one width are never cut apart below batch_size
+    assert [len(b) for b in eval_batches(np.full(25, 40), 10)] == [10, 10, 5]

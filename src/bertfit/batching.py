@@ -25,6 +25,7 @@ from bertfit.windows import WindowSettings, encode_windows, pool_logits
 log = logging.getLogger(__name__)
 
 PAD_MULTIPLE = 8
+MAX_PADDING = 0.2  # eval batches: no row's padded width more than 20% below its batch's width
 TOKENIZE_CHUNK = 4096
 
 
@@ -214,9 +215,21 @@ def train_batches(lengths: np.ndarray, batch_size: int, bucket_batches: int, see
 
 
 def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Rows sorted longest first (memory peaks early, padding is minimal); callers restore order by index."""
+    """Rows sorted longest first (memory peaks early), cut so that padding stays small; callers restore order.
+
+    A batch ends at `batch_size` rows or at the first row whose padded width is more than MAX_PADDING
+    below the batch's own: ten mixed-length texts from a server's micro-batch then run as two or three
+    tight batches instead of one padded to the longest (measured 1.3x faster with PyTorch and 1.6x with
+    ONNX int8 on AG News; bench/RESULTS.md).
+    """
     order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    widths = -(-lengths[order] // PAD_MULTIPLE) * PAD_MULTIPLE
+    batches, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or end - start == batch_size or widths[end] < (1 - MAX_PADDING) * widths[start]:
+            batches.append(order[start:end])
+            start = end
+    return batches
 
 
 class PaddedBatches(torch.utils.data.Dataset):
