@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bertfit.batching import MAX_PADDING, PAD_MULTIPLE, PaddedBatches, eval_batches, tokenize, train_batches
+from bertfit.batching import MAX_PADDING, PaddedBatches, eval_batches, padded_width, tokenize, train_batches
 from bertfit.model import load_tokenizer
 
 
@@ -66,7 +66,7 @@ def test_eval_batches_cut_where_padding_would_grow():
     lengths = rng.integers(5, 128, size=500)
     batches = eval_batches(lengths, 10)
     assert sorted(np.concatenate(batches).tolist()) == list(range(500))  # every row once
-    widths = -(-lengths // PAD_MULTIPLE) * PAD_MULTIPLE
+    widths = padded_width(lengths)
     for batch in batches:
         assert len(batch) <= 10
         assert widths[batch].min() >= (1 - MAX_PADDING) * widths[batch].max()

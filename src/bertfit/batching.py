@@ -214,6 +214,11 @@ def train_batches(lengths: np.ndarray, batch_size: int, bucket_batches: int, see
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def padded_width(lengths: int | np.ndarray) -> int | np.ndarray:
+    """Token count(s) rounded up to the PAD_MULTIPLE a batch is padded to (an int or an array)."""
+    return -(-lengths // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
 def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Rows sorted longest first (memory peaks early), cut so that padding stays small; callers restore order.
 
@@ -223,7 +228,7 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     ONNX int8 on AG News; bench/RESULTS.md).
     """
     order = np.argsort(-lengths, kind="stable")
-    widths = -(-lengths[order] // PAD_MULTIPLE) * PAD_MULTIPLE
+    widths = padded_width(lengths[order])
     batches, start = [], 0
     for end in range(1, len(order) + 1):
         if end == len(order) or end - start == batch_size or widths[end] < (1 - MAX_PADDING) * widths[start]:
@@ -241,8 +246,7 @@ class PaddedBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         starts, ends = self.split.offsets[rows], self.split.offsets[rows + 1]
-        width = int((ends - starts).max(initial=0))  # 0 rows: a rank's empty share of a tiny batch
-        width = -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
+        width = padded_width(int((ends - starts).max(initial=0)))  # 0 rows: a rank's empty share of a tiny batch
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(rows), width), dtype=np.int64)
         for i, (start, end) in enumerate(zip(starts, ends)):
