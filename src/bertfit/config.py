@@ -52,6 +52,11 @@ class DataConfig:
     label_separator: str = _field("|", "separator between label names in a multi-label text column, e.g. 'a|b'",
                                   lambda v: len(v) >= 1, "must not be empty")
 
+    @property
+    def problem_type(self) -> str:
+        """The task as a run's model meta names it (Hugging Face's problem_type values)."""
+        return "multi_label_classification" if self.multi_label else "single_label_classification"
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -30,8 +30,7 @@ def initial_weights(config: RunConfig, dataset: TextDataset) -> tuple[TextDatase
     if config.model.init_from is None:
         return dataset, None, None
     previous = artifacts.load_model(Path(config.model.init_from))
-    problem_type = "multi_label_classification" if config.data.multi_label else "single_label_classification"
-    if previous.meta.get("problem_type", "single_label_classification") != problem_type:
+    if previous.meta.get("problem_type", "single_label_classification") != config.data.problem_type:
         raise BertfitError(f"model.init_from: {config.model.init_from} is a {previous.meta['problem_type']} model; "
                            "set data.multi_label to match it")
     dataset = keep_label_ids(dataset, previous.labels.names)

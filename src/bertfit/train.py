@@ -89,7 +89,7 @@ def model_meta(config: RunConfig, state: LoopState) -> dict[str, Any]:
     return {"base_model": config.model.name, "pooling": config.model.pooling, "dropout": config.model.dropout,
             "max_length": config.model.max_length, "keep_head": config.model.keep_head,
             "window_stride": config.model.window_stride, "window_pooling": config.model.window_pooling,
-            "problem_type": "multi_label_classification" if config.data.multi_label else "single_label_classification",
+            "problem_type": config.data.problem_type,
             "temperature": 1.0, "step": state.step,
             **({"lora": config_to_dict(config.lora)} if config.lora.r > 0 else {})}
 
