@@ -25,6 +25,7 @@ demo: setup
 test: setup
 	@if [ -n "$$CI" ] || [ "$$(id -u)" = 0 ]; then \
 		PYTHON=$(BIN)/python sh scripts/install-browser.sh >/dev/null || echo "chromium not installed: the page test will skip"; fi
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -37,12 +37,11 @@ def main() -> None:
 
     import torch
 
-    from bertfit.config import load_config
-    from bertfit.evaluate import evaluate_run
-    from bertfit.predict import Predictor
-    from bertfit.data import read_split
-    from bertfit.config import DataConfig
-    from bertfit.train import train
+    from bertfit.config import DataConfig, load_config
+    from bertfit.data.read import read_split
+    from bertfit.evaluate.run import evaluate_run
+    from bertfit.infer.predictor import Predictor
+    from bertfit.training.recipe import train
 
     work = Path(tempfile.mkdtemp(prefix="bertfit-bench-"))
     run = train(load_config(None, ["--data.train", "ag_news", "--data.max_train_rows", "64", "--data.max_eval_rows", "64",

@@ -53,12 +53,12 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     import numpy as np
 
     from bertfit.config import DataConfig
-    from bertfit.data import load_dataset
+    from bertfit.data.splits import load_dataset
 
     test = load_dataset(DataConfig(train="ag_news"), seed=42).splits["test"]
     texts, labels = test.texts[: args.rows], np.asarray(test.labels[: args.rows])
     if variant.startswith("bertfit"):
-        from bertfit.predict import Predictor
+        from bertfit.infer.predictor import Predictor
         predictor = Predictor(args.run, batch_size=64, precision="bf16" if variant == "bertfit-bf16" else "auto")
         predictor.predict_proba(texts[:64])  # warm-up, as for the pipeline below
         started = time.perf_counter()

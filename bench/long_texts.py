@@ -12,7 +12,8 @@ pooled per review). That isolates how a long text is read at inference. `--train
 fine-tunes one model per strategy, cut the same way in training (windows: every window is an example,
 at most model.max_windows per review) - three times the training cost. Metrics count reviews, never
 windows. `--train-length N` fine-tunes a single model at N tokens and evaluates it at every length
-(the cheapest comparison of inference strategies). Writes bench/out/long_texts.json (or --out) and prints a markdown table. Runs unchanged on CUDA
+(the cheapest comparison of inference strategies). Writes bench/out/long_texts.json (or --out) and prints
+a markdown table. Runs unchanged on CUDA
 (train.device auto; add --precision bf16 there).
 """
 
@@ -31,11 +32,11 @@ import torch
 
 from bertfit import artifacts
 from bertfit.config import DataConfig, load_config
-from bertfit.data import load_dataset
+from bertfit.data.splits import load_dataset
+from bertfit.infer.predictor import TorchBackend, tokenize_like_training
 from bertfit.metrics import classification_metrics
-from bertfit.predict import TorchBackend, tokenize_like_training
-from bertfit.runtime import choose_device, choose_precision
-from bertfit.train import train
+from bertfit.runtime.device import choose_device, choose_precision
+from bertfit.training.recipe import train
 
 OUT = Path(__file__).resolve().parent / "out"
 STRATEGIES = ("head", "head+tail", "windows")

@@ -27,7 +27,7 @@ BACKENDS = ("torch", "onnx-fp32", "onnx-int8")
 
 
 def ag_news_texts(limit: int) -> list[str]:
-    from bertfit.presets import data_dir
+    from bertfit.data.presets import data_dir
 
     with open(data_dir() / "ag_news" / "test.csv", newline="", encoding="utf-8") as file:
         return [f"{title} {body}" for _, title, body in csv.reader(file)][:limit]
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per model call (0: all)")
     args = parser.parse_args()
-    from bertfit.predict import EXPORT_DIR, EXPORT_META, Predictor
+    from bertfit.infer.predictor import EXPORT_DIR, EXPORT_META, Predictor
 
     texts = ag_news_texts(args.rows)
     backends = ["torch", *[b for b in args.backends if b != "torch"]]  # ratios need PyTorch
@@ -93,7 +93,8 @@ def main() -> None:
         lo, hi = r["vs_torch_range"]
         lines.append(f"| {backend} | {r['texts_per_second_median']} ({r['texts_per_second_range'][0]}-"
                      f"{r['texts_per_second_range'][1]}) | {r['vs_torch_median']}x ({lo}-{hi}) | {r['self_check_accuracy']} |")
-    print("\n".join(lines + ["", f"load average before/after: {summary['load_average_before']} / {summary['load_average_after']}"]))
+    print("\n".join(lines + ["", f"load average before/after: {summary['load_average_before']} / "
+                                 f"{summary['load_average_after']}"]))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ BAD_REQUESTS = {
 
 
 def ag_news_texts(limit: int = 2000) -> list[str]:
-    from bertfit.presets import data_dir
+    from bertfit.data.presets import data_dir
 
     with open(data_dir() / "ag_news" / "test.csv", newline="", encoding="utf-8") as file:
         return [f"{title} {body}" for _, title, body in csv.reader(file)][:limit]

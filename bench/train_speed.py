@@ -81,7 +81,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
 
 def run_bertfit(model_path: str, args: argparse.Namespace) -> dict:
     from bertfit.config import load_config
-    from bertfit.train import train
+    from bertfit.training.recipe import train
 
     with tempfile.TemporaryDirectory() as tmp:  # a fresh token cache: tokenising is part of the job
         config = load_config(None, [
@@ -100,8 +100,14 @@ def run_trainer(model_path: str, train_split, test_split, num_labels: int, args:
     import datasets
     import numpy as np
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, default_data_collator)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
 
@@ -135,7 +141,7 @@ def run_trainer(model_path: str, train_split, test_split, num_labels: int, args:
 def load_data(rows: int, eval_rows: int | None = None):
     """The same rows bertfit uses for `--data.train ag_news --data.max_train_rows N [--data.max_eval_rows M]` (seed 42)."""
     from bertfit.config import DataConfig
-    from bertfit.data import load_dataset
+    from bertfit.data.splits import load_dataset
 
     dataset = load_dataset(DataConfig(train="ag_news", max_train_rows=rows, max_eval_rows=eval_rows), seed=42)
     return dataset.splits["train"], dataset.splits["test"], dataset.labels.names

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bertfit.presets import data_dir  # noqa: E402
+from bertfit.data.presets import data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +85,8 @@ def tiny_exported_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
     """A tiny run (300 AG News rows, 1 epoch) exported to ONNX fp32 + int8, shared by the export and serve tests."""
     pytest.importorskip("onnxruntime")
     from bertfit.config import load_config
-    from bertfit.export import export_run
-    from bertfit.train import train
+    from bertfit.deploy.export import export_run
+    from bertfit.training.recipe import train
 
     root = tmp_path_factory.mktemp("exported")
     config = load_config(None, [

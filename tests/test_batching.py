@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bertfit.batching import MAX_PADDING, PaddedBatches, eval_batches, padded_width, tokenize, train_batches
+from bertfit.data.batching import MAX_PADDING, PaddedBatches, eval_batches, padded_width, tokenize, train_batches
 from bertfit.model import load_tokenizer
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertfit.calibration import fit_temperature
+from bertfit.evaluate.calibration import fit_temperature
 from bertfit.metrics import cross_entropy, expected_calibration_error, softmax
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bertfit.cli import main
+from bertfit.cli.main import main
 
 
 def _bertfit(*args: str, cwd: Path) -> subprocess.CompletedProcess:

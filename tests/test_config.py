@@ -55,3 +55,13 @@ def test_replace_validates():
     assert replace(config, train={"lr": 1e-3}).train.lr == 1e-3
     with pytest.raises(ConfigError):
         replace(config, train={"lr": 7})
+
+
+def test_combination_rules_fail_before_any_file_is_read(tmp_path):
+    """Cross-field rules live in the config: a wrong pair fails at load_config, even with missing data files."""
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["--data.train", str(tmp_path / "missing.csv"), "--model.freeze", "embeddings",
+                           "--lora.r", "8", "--data.streaming", "true"])
+    message = str(error.value)
+    assert "model.freeze: LoRA" in message and "data.label_names: required with data.streaming" in message
+    assert "not found" not in message

@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from bertfit.config import DataConfig
-from bertfit.data import load_dataset, natural_key
+from bertfit.data.labels import natural_key
+from bertfit.data.splits import load_dataset
 from bertfit.errors import BertfitError
-
 from conftest import write_csv
 
 ROWS = [(f"text number {i}", ["neg", "pos", "mid"][i % 3]) for i in range(30)]
@@ -20,11 +20,11 @@ def _config(path: Path, **fields) -> DataConfig:
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl", "parquet"])
 def test_every_file_format_reads_the_same_rows(tmp_path: Path, fmt: str):
-    records = [{"text": t, "label": l} for t, l in ROWS]
+    records = [{"text": t, "label": label} for t, label in ROWS]
     path = tmp_path / f"data.{fmt}"
     if fmt in ("csv", "tsv"):
         sep = "," if fmt == "csv" else "\t"
-        path.write_text("text" + sep + "label\n" + "".join(f"{t}{sep}{l}\n" for t, l in ROWS))
+        path.write_text("text" + sep + "label\n" + "".join(f"{t}{sep}{label}\n" for t, label in ROWS))
     elif fmt == "json":
         path.write_text(json.dumps(records))
     elif fmt == "jsonl":

@@ -18,9 +18,9 @@ import torch
 import yaml
 from safetensors.numpy import load_file
 
-from bertfit import runtime
 from bertfit.artifacts import load_checkpoint, read_metrics, save_checkpoint
-from bertfit.runtime import Distributed, distributed_from_env, shard_rows
+from bertfit.runtime import distributed, seed
+from bertfit.runtime.distributed import Distributed, distributed_from_env, shard_rows
 
 TORCHRUN, ACCELERATE = Path(sys.executable).parent / "torchrun", Path(sys.executable).parent / "accelerate"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -52,13 +52,14 @@ def _run(command: list[str], extra_env: dict[str, str] | None = None) -> None:
 def _single(flags: list[str], name: str) -> Path:
     """The reference: one process, whole batches (in-process: no second interpreter to start)."""
     from bertfit.config import load_config
-    from bertfit.train import train
+    from bertfit.training.recipe import train
 
     return train(load_config(None, flags + ["--name", name])).run_dir
 
 
 def _assert_same_run(single: Path, parallel: Path) -> None:
-    ours, theirs = load_file(single / "checkpoint" / "model.safetensors"), load_file(parallel / "checkpoint" / "model.safetensors")
+    ours = load_file(single / "checkpoint" / "model.safetensors")
+    theirs = load_file(parallel / "checkpoint" / "model.safetensors")
     assert ours.keys() == theirs.keys()
     for key in ours:
         np.testing.assert_allclose(theirs[key], ours[key], atol=2e-5, rtol=1e-4, err_msg=key)
@@ -87,7 +88,7 @@ def _two_nodes(args: list[str]) -> None:
 
 
 def test_torchrun_and_two_nodes_match_one_process_and_resume(flags):
-    from bertfit.train import train
+    from bertfit.training.recipe import train
 
     single = _single(flags, "single")
     _run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "bertfit.cli", "train", *flags, "--name", "ddp"])
@@ -122,8 +123,8 @@ def test_accelerate_launch_matches_one_process(flags, tmp_path):
 # the other in its next all-reduce).
 _INTERRUPTING_CLI = """
 import os, signal, sys
-from bertfit import loop
-from bertfit.cli import main
+from bertfit.training import loop
+from bertfit.cli.main import main
 real_step, done = loop.train_step, []
 def train_step(*args, **kwargs):
     loss = real_step(*args, **kwargs)
@@ -158,7 +159,7 @@ def test_two_process_resume_with_dropout_is_exact(tiny_model_dir, tiny_overrides
     assert read_metrics(runs / "stopped")[-1]["eval/loss"] == pytest.approx(read_metrics(runs / "straight")[-1]["eval/loss"])
 
 
-_LAUNCHER_VARIABLES = [name for names in runtime._RANK_VARIABLES.values() for name in names] + \
+_LAUNCHER_VARIABLES = [name for names in distributed._RANK_VARIABLES.values() for name in names] + \
     ["ACCELERATE_USE_CPU", "MASTER_ADDR"]
 
 
@@ -182,21 +183,21 @@ def test_accelerate_cpu_single_process_is_warned(monkeypatch, caplog):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    dist, device = runtime.init_distributed("cpu")
+    dist, device = distributed.init_distributed("cpu")
     assert not dist.enabled and device.type == "cpu"
     assert "started a single process" in caplog.text
 
 
 def test_rng_restored_per_rank_or_reseeded_when_the_world_changed(caplog):
-    runtime.seed_everything(1)
-    saved = runtime.gather_rng_states(Distributed())
+    seed.seed_everything(1)
+    saved = seed.gather_rng_states(Distributed())
     expected = torch.rand(3)
-    runtime.restore_rng_states(saved, Distributed(), seed=1, step=5)
+    seed.restore_rng_states(saved, Distributed(), seed=1, step=5)
     assert torch.equal(torch.rand(3), expected)
 
     draws = []
     for rank in (0, 1, 0):  # saved by 1 process, resumed by 2: each rank its own fresh, repeatable stream
-        runtime.restore_rng_states(saved, Distributed(rank, 2), seed=1, step=5)
+        seed.restore_rng_states(saved, Distributed(rank, 2), seed=1, step=5)
         draws.append(torch.rand(3))
     assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
     assert "reseeding" in caplog.text
@@ -205,6 +206,6 @@ def test_rng_restored_per_rank_or_reseeded_when_the_world_changed(caplog):
 def test_checkpoint_with_one_rng_state_still_loads(tmp_path):
     """Checkpoints written before per-rank RNG states hold only "rng"."""
     model = torch.nn.Linear(2, 2)
-    save_checkpoint(tmp_path, model, {"rng": runtime.rng_state()})
+    save_checkpoint(tmp_path, model, {"rng": seed.rng_state()})
     saved = load_checkpoint(tmp_path, model)
     assert len(saved["rng_ranks"]) == 1 and torch.equal(saved["rng_ranks"][0]["torch"], saved["rng"]["torch"])

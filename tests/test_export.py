@@ -28,7 +28,7 @@ def test_export_writes_files_and_self_check(tiny_run):
 
 
 def test_onnx_predictor_matches_torch_on_any_batch_and_length(tiny_run, ag_news_rows):
-    from bertfit.predict import Predictor
+    from bertfit.infer.predictor import Predictor
 
     # Mixed lengths (a 1-word text, long ones) and a batch size that leaves a ragged last batch:
     # exercises dynamic axes and the restore-order step.
@@ -46,7 +46,7 @@ def test_onnx_predictor_matches_torch_on_any_batch_and_length(tiny_run, ag_news_
 def test_export_folder_predicts_on_its_own(tiny_run, tmp_path):
     import shutil
 
-    from bertfit.predict import Predictor
+    from bertfit.infer.predictor import Predictor
 
     shutil.copytree(tiny_run / "export", tmp_path / "deploy")
     predictor = Predictor(tmp_path / "deploy", backend="onnx-fp32")
@@ -56,7 +56,7 @@ def test_export_folder_predicts_on_its_own(tiny_run, tmp_path):
 def test_stale_export_falls_back_to_torch(tiny_run, tmp_path):
     import shutil
 
-    from bertfit.predict import Predictor
+    from bertfit.infer.predictor import Predictor
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -71,7 +71,7 @@ def test_onnx_uses_the_temperature_calibrated_after_export(tiny_run, tmp_path):
     import shutil
 
     from bertfit.artifacts import update_model_meta
-    from bertfit.predict import Predictor
+    from bertfit.infer.predictor import Predictor
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -85,7 +85,7 @@ def test_onnx_uses_the_temperature_calibrated_after_export(tiny_run, tmp_path):
 def test_cli_export_and_predict_backends(tiny_run, tmp_path, capsys):
     import shutil
 
-    from bertfit.cli import main
+    from bertfit.cli.main import main
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
@@ -99,9 +99,10 @@ def test_cli_export_and_predict_backends(tiny_run, tmp_path, capsys):
 
 
 def test_cli_backend_choices_match_the_predictor():
-    from bertfit import cli, predict
+    from bertfit.cli import deploy
+    from bertfit.infer import BACKENDS
 
-    assert cli.BACKENDS == predict.BACKENDS  # the CLI keeps its own copy to start without torch
+    assert deploy.BACKENDS is BACKENDS  # one definition, importable without torch
 
 
 def test_export_traces_the_additive_mask_and_restores_attention(tiny_run):
@@ -114,7 +115,7 @@ def test_export_traces_the_additive_mask_and_restores_attention(tiny_run):
     assert "IsNaN" not in ops and "Softmax" in ops
     loaded = load_model(tiny_run)
     before = loaded.model.encoder.config._attn_implementation
-    from bertfit.export import export_onnx
+    from bertfit.deploy.export import export_onnx
     export_onnx(loaded.model, tiny_run / "scratch.onnx")
     assert loaded.model.encoder.config._attn_implementation == before
     (tiny_run / "scratch.onnx").unlink()

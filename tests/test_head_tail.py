@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from bertfit.batching import tokenize
+from bertfit.data.batching import tokenize
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from bertfit.cli import main
+from bertfit.cli.main import main
 from conftest import write_csv
 
 
@@ -41,7 +41,7 @@ def test_init_from_missing_run_is_a_clear_error(tiny_overrides, ag_news_csv, tmp
 
 def test_grown_model_reports_what_the_earlier_labels_lost(tiny_overrides, tmp_path, ag_news_rows, capsys):
     """The forgetting figure: the earlier model and the grown one, on the same test rows of the earlier labels."""
-    from bertfit.predict import Predictor
+    from bertfit.infer.predictor import Predictor
 
     three = [row for row in ag_news_rows if row[1] != "Sci/Tech"][:60]
     write_csv(tmp_path / "three.csv", three)

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_csv
 
-from bertfit.cli import main
+from bertfit.cli.main import main
 from bertfit.config import DataConfig
-from bertfit.inspection import drop_duplicates, inspect_data, near_key
+from bertfit.data.inspection import drop_duplicates, inspect_data, near_key
 from bertfit.model import load_tokenizer
+from conftest import write_csv
 
 LONG = " ".join(["word"] * 300)  # one token per word: well past max_length 64
 

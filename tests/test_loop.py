@@ -9,15 +9,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertfit import loop
 from bertfit.artifacts import read_metrics
-from bertfit.batching import PaddedBatches, tokenize
 from bertfit.config import load_config
-from bertfit.evaluate import evaluate_run
+from bertfit.data.batching import PaddedBatches, tokenize
+from bertfit.evaluate.run import evaluate_run
+from bertfit.infer.engine import InferenceContext
+from bertfit.infer.predictor import Predictor
 from bertfit.model import TextClassifier, load_encoder, load_tokenizer
-from bertfit.predict import Predictor
-from bertfit.runtime import choose_precision
-from bertfit.train import train
+from bertfit.runtime.device import choose_precision
+from bertfit.training import loop
+from bertfit.training.recipe import train
 
 TEXTS = ["the match ended in a draw", "shares fell sharply today", "a new chip was unveiled",
          "rebels seized the capital city after a long siege"]
@@ -27,9 +28,9 @@ def _sgd_session(model: torch.nn.Module) -> loop.Session:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     device = torch.device("cpu")
+    context = InferenceContext(device, choose_precision("fp32", device), pad_id=0, batch_size=64)
     return loop.Session(model, optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False),
-                        torch.nn.CrossEntropyLoss(reduction="sum"), device, choose_precision("fp32", device),
-                        max_grad_norm=0.0, pad_id=0)
+                        torch.nn.CrossEntropyLoss(reduction="sum"), context, max_grad_norm=0.0)
 
 
 def test_accumulating_4x1_equals_one_batch_of_4(tiny_model_dir):

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from bertfit.artifacts import load_model, save_merged
-from bertfit.cli import main
+from bertfit.cli.main import main
 from bertfit.config import load_config
 from bertfit.errors import BertfitError
+from bertfit.infer.predictor import Predictor
 from bertfit.model import is_lora
-from bertfit.predict import Predictor
-from bertfit.train import train
+from bertfit.training.recipe import train
 from conftest import write_csv
 
 LORA = ["--lora.r", "4", "--lora.alpha", "8", "--lora.dropout", "0.0", "--lora.target_modules", "query,value"]
@@ -88,12 +88,9 @@ def test_lora_build_freezes_encoder_not_head(tiny_model_dir):
     assert trainable - {"head.weight", "head.bias"} and all("lora_" in k for k in trainable - {"head.weight", "head.bias"})
 
 
-def test_lora_with_freeze_is_refused(tiny_model_dir):
-    from bertfit.config import LoraConfig, ModelConfig
-    from bertfit.model import build_classifier
-
-    with pytest.raises(BertfitError, match="model.freeze"):
-        build_classifier(ModelConfig(name=str(tiny_model_dir), freeze="embeddings"), 3, seed=0, lora=LoraConfig(r=4))
+def test_lora_with_freeze_is_refused_by_the_config(tiny_model_dir):
+    with pytest.raises(BertfitError, match="model.freeze: LoRA"):
+        load_config(None, ["--model.name", str(tiny_model_dir), "--model.freeze", "embeddings", "--lora.r", "4"])
 
 
 def test_lora_run_resumes(tiny_overrides, ag_news_csv):

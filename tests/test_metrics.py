@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from bertfit.metrics import (expected_calibration_error, full_report, most_confused_pairs, overfitting_warning,
-                             reliability_bins, softmax)
+from bertfit.metrics import (
+    expected_calibration_error,
+    full_report,
+    most_confused_pairs,
+    overfitting_warning,
+    reliability_bins,
+    softmax,
+)
 
 NAMES = ("a", "b", "c", "d")
 
@@ -64,7 +70,8 @@ def test_reliability_bins_put_full_confidence_in_the_last_bin():
 def test_most_confused_pairs_are_the_largest_off_diagonal_cells():
     counts = np.array([[50, 2, 9], [0, 40, 0], [4, 7, 30]])
     pairs = most_confused_pairs(counts, ("x", "y", "z"), top=10)
-    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("x", "z", 9), ("z", "y", 7), ("z", "x", 4), ("x", "y", 2)]
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("x", "z", 9), ("z", "y", 7),
+                                                                       ("z", "x", 4), ("x", "y", 2)]
     assert pairs[0]["fraction_of_true"] == pytest.approx(9 / 61)
 
 

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from bertfit.microbatch import MicroBatcher
+from bertfit.deploy.microbatch import MicroBatcher
 
 
 def run(coroutine):

@@ -4,7 +4,7 @@ import torch
 from bertfit.config import ModelConfig
 from bertfit.errors import BertfitError
 from bertfit.model import TextClassifier, build_classifier, count_parameters, load_encoder, pool
-from bertfit.runtime import choose_device, choose_precision
+from bertfit.runtime.device import choose_device, choose_precision
 
 
 def _trainable_names(model) -> set[str]:

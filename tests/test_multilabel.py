@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from bertfit.config import DataConfig, TrainConfig, load_config
-from bertfit.data import load_dataset
+from bertfit.data.splits import load_dataset
 from bertfit.errors import BertfitError
+from bertfit.infer.predictor import Predictor
 from bertfit.metrics import multi_label_metrics, tune_thresholds
-from bertfit.predict import Predictor
-from bertfit.train import loss_function, train
+from bertfit.training.losses import loss_function
+from bertfit.training.recipe import train
 from conftest import write_csv
 
 
@@ -77,7 +78,7 @@ def test_multi_label_run_stores_thresholds_and_predicts_sets(tiny_overrides, tmp
     assert meta["problem_type"] == "multi_label_classification"
     assert set(meta["thresholds"]) == {"Business", "Sci/Tech", "Sports", "World", "long"}
     assert {"f1_micro", "f1_macro"} <= set(result.test)
-    from bertfit.evaluate import evaluate_run
+    from bertfit.evaluate.run import evaluate_run
     evaluated = evaluate_run(result.run_dir, device="cpu")  # the run's test file again, at the stored thresholds
     assert evaluated["f1_micro"] == pytest.approx(result.test["f1_micro"], abs=1e-6)
     predictor = Predictor(result.run_dir, device="cpu")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bertfit.model import TextClassifier, load_encoder
-from bertfit.optim import build_scheduler, linear_warmup_decay, parameter_groups
+from bertfit.training.optim import build_scheduler, linear_warmup_decay, parameter_groups
 
 
 def test_schedule_warms_up_then_decays_to_zero():

@@ -40,8 +40,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page_server(tiny_exported_run):
-    from bertfit.predict import Predictor
-    from bertfit.serve import ServeSettings, create_app
+    from bertfit.deploy.serve import ServeSettings, create_app
+    from bertfit.infer.predictor import Predictor
 
     with LiveServer(create_app(Predictor(tiny_exported_run), ServeSettings(), tiny_exported_run)) as live:
         yield live

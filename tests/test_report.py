@@ -8,12 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import write_csv
 from sklearn.metrics import f1_score
 
 from bertfit.artifacts import read_metrics
-from bertfit.cli import main
-from bertfit.predict import Predictor
+from bertfit.cli.main import main
+from bertfit.infer.predictor import Predictor
+from conftest import write_csv
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +126,10 @@ def test_compare_highlights_differing_hyperparameters(run_dir, tmp_path):
 
 
 def test_explain_attributions_add_up_to_the_logit_difference(run_dir, tmp_path, capsys):
-    from bertfit.explain import integrated_gradients
+    from bertfit.artifacts import load_model
+    from bertfit.evaluate.explain import integrated_gradients
 
-    predictor = Predictor(run_dir, device="cpu")
-    attribution = integrated_gradients(predictor, "Oil prices fell as markets slid", steps=64)
+    attribution = integrated_gradients(load_model(run_dir), "Oil prices fell as markets slid", steps=64)
     assert len(attribution.tokens) == len(attribution.scores) > 5
     assert attribution.completeness_gap < 0.05 * max(1e-3, abs(sum(attribution.scores))) + 1e-3
     out = tmp_path / "explain.html"

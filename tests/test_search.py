@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bertfit.cli import main
+from bertfit.cli.main import main
 from bertfit.config import load_config
 from bertfit.errors import BertfitError
-from bertfit.search import load_space, run_search
+from bertfit.training.search import load_space, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,8 +60,8 @@ def test_crashing_trial_is_recorded_not_fatal(search_flags, tmp_path):
 
 def _fake_train(curves: list[list[float]]):
     """A stand-in for train(): trial i reports curve i, so the pruning decisions are known in advance."""
-    from bertfit.loop import LoopState
-    from bertfit.train import TrainResult
+    from bertfit.training.loop import LoopState
+    from bertfit.training.recipe import TrainResult
 
     calls = []
 
@@ -78,11 +78,11 @@ def _fake_train(curves: list[list[float]]):
 
 @pytest.mark.parametrize("pruner", ["median", "asha", "none"])
 def test_bad_trial_is_pruned_on_intermediate_metrics(monkeypatch, search_flags, pruner):
-    import bertfit.train
+    import bertfit.training.recipe
 
     good, bad = [0.5, 0.6, 0.7, 0.8], [0.1, 0.1, 0.1, 0.1]
     fake, calls = _fake_train([good, good, good, bad])
-    monkeypatch.setattr(bertfit.train, "train", fake)
+    monkeypatch.setattr(bertfit.training.recipe, "train", fake)
     config = load_config(None, search_flags)
     result = run_search(config, load_space("lr-grid"), trials=4, study_name=pruner, pruner=pruner, seed=0)
     states = [r["state"] for r in sorted(_rows(result.table), key=lambda r: int(r["trial"]))]

@@ -19,8 +19,8 @@ def tiny_run(tiny_exported_run):
 
 
 def make_server(run_dir, **settings) -> LiveServer:
-    from bertfit.predict import Predictor
-    from bertfit.serve import ServeSettings, create_app
+    from bertfit.deploy.serve import ServeSettings, create_app
+    from bertfit.infer.predictor import Predictor
 
     predictor = Predictor(run_dir, backend=settings.pop("backend", "auto"), batch_size=8)
     return LiveServer(create_app(predictor, ServeSettings(**settings), run_dir))
@@ -33,7 +33,7 @@ def server(tiny_run):
 
 
 def test_predict_one_text_and_a_list_match_the_predictor(server, tiny_run):
-    from bertfit.predict import Predictor
+    from bertfit.infer.predictor import Predictor
 
     texts = ["Stocks rallied on Friday", "The team won the cup", "New chip doubles battery life"]
     expected = Predictor(tiny_run).predict(texts)
@@ -116,10 +116,10 @@ def test_api_key_is_required_when_set(tiny_run):
 
 
 def test_settings_are_validated():
+    from bertfit.deploy.serve import ServeSettings
     from bertfit.errors import BertfitError
-    from bertfit.serve import ServeSettings
 
-    with pytest.raises(BertfitError, match="--max-batch must be > 0"):
+    with pytest.raises(BertfitError, match="max_batch: must be > 0"):
         ServeSettings(max_batch=0)
 
 

@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertModel
 
-from bertfit import loop
 from bertfit.artifacts import read_metrics
 from bertfit.config import load_config
-from bertfit.predict import Predictor
-from bertfit.runtime import compile_toolchain_problem
-from bertfit.train import train
+from bertfit.infer.predictor import Predictor
+from bertfit.runtime.device import compile_toolchain_problem
+from bertfit.training import loop
+from bertfit.training.recipe import train
 
 TEXTS = ["the match ended in a draw", "shares fell sharply today", "a new chip was unveiled"]
 

@@ -12,15 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertfit import loop
 from bertfit.artifacts import read_metrics
-from bertfit.batching import PAD_MULTIPLE
 from bertfit.config import load_config
+from bertfit.data.batching import PAD_MULTIPLE
+from bertfit.data.streaming import StreamedSplit, load_streamed
 from bertfit.errors import BertfitError, ConfigError
 from bertfit.model import load_tokenizer
-from bertfit.runtime import Distributed
-from bertfit.streaming import StreamedSplit, load_streamed
-from bertfit.train import train
+from bertfit.runtime.distributed import Distributed
+from bertfit.training import loop
+from bertfit.training.recipe import train
 from conftest import write_csv
 
 NAMES = ["Business", "Sci/Tech", "Sports", "World"]
@@ -152,11 +152,11 @@ def test_bad_row_deep_in_the_stream_names_file_and_row(tiny_overrides, stream_fi
         _stream(_config(tiny_overrides, path, stream_files["validation"]))
 
 
-def test_missing_requirements_are_listed(tiny_overrides, stream_files):
-    config = load_config(None, tiny_overrides + ["--data.streaming", "true", "--data.train", "ag_news",
-                                                 "--train.class_weights", "balanced", "--model.window_stride", "30"])
+def test_missing_requirements_are_listed_by_the_config(tiny_overrides):
+    """Every streaming conflict at once, from the config alone: no file is read, no tokenizer loaded."""
     with pytest.raises(ConfigError) as error:
-        load_streamed(config, None)
+        load_config(None, tiny_overrides + ["--data.streaming", "true", "--data.train", "ag_news",
+                                            "--train.class_weights", "balanced", "--model.window_stride", "30"])
     for field in ("data.label_names", "data.validation", "data.train", "train.class_weights", "model.window_stride"):
         assert field in str(error.value)
 

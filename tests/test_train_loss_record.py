@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from conftest import write_csv
 
-from bertfit import loop
 from bertfit.artifacts import read_metrics
 from bertfit.config import load_config
-from bertfit.train import train
+from bertfit.training import loop
+from bertfit.training.recipe import train
+from conftest import write_csv
 
 STOP_AT_STEP = 5  # between two evaluations (every 4 steps) and off a checkpoint boundary
 

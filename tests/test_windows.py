@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from bertfit.batching import tokenize
 from bertfit.config import load_config
+from bertfit.data.batching import tokenize
+from bertfit.data.windows import WindowSettings, cut_windows, pool_logits, spread_windows, window_starts
 from bertfit.errors import ConfigError
-from bertfit.windows import WindowSettings, cut_windows, pool_logits, spread_windows, window_starts
-
 from conftest import write_csv
 
 
@@ -96,10 +95,12 @@ def test_bad_window_settings_are_config_errors(flags, message):
 
 def test_train_predict_evaluate_count_documents(tiny_model_dir, ag_news_rows, tmp_path):
     """A tiny run with windows: every metric counts texts, and prediction cuts texts as training did."""
-    from bertfit.evaluate import evaluate_run
-    from bertfit.export import export_run
-    from bertfit.predict import Predictor, batch_logits
-    from bertfit.train import train
+    from bertfit.artifacts import load_model
+    from bertfit.deploy.export import export_run
+    from bertfit.evaluate.run import evaluate_run
+    from bertfit.infer.engine import InferenceContext, row_logits
+    from bertfit.infer.predictor import Predictor
+    from bertfit.training.recipe import train
 
     train_rows, test_rows = ag_news_rows[:120], ag_news_rows[300:340]
     config = load_config(None, [
@@ -116,11 +117,10 @@ def test_train_predict_evaluate_count_documents(tiny_model_dir, ag_news_rows, tm
     assert (meta["window_stride"], meta["window_pooling"]) == (7, "max")
 
     texts = [text for text, _ in test_rows]
-    predictor = Predictor(result.run_dir, backend="torch")
-    windows = tokenize(texts, np.zeros(len(texts)), predictor.tokenizer, 16, None, windows=WindowSettings(7, "max"))
+    predictor, loaded = Predictor(result.run_dir, backend="torch"), load_model(result.run_dir)
+    windows = tokenize(texts, np.zeros(len(texts)), loaded.tokenizer, 16, None, windows=WindowSettings(7, "max"))
     assert len(windows) > 2 * len(texts)  # AG News texts are several 16-token windows long
-    rows = batch_logits(predictor.model, windows, predictor.tokenizer.pad_token_id, 64, predictor.device,
-                        predictor.precision)
+    rows = row_logits(loaded.model, windows, InferenceContext.cpu(loaded.tokenizer.pad_token_id, 64))
     expected = pool_logits(rows, windows.windows, "max")
     np.testing.assert_allclose(predictor.logits(texts), expected, rtol=1e-5, atol=1e-5)
     assert len(predictor.predict(texts)) == len(texts)
@@ -131,15 +131,15 @@ def test_train_predict_evaluate_count_documents(tiny_model_dir, ag_news_rows, tm
 
     pytest.importorskip("onnxruntime")
     export = export_run(result.run_dir, int8=False, max_rows=20)
-    assert export["window_stride"] == 7 and export["check"]["rows"] == 20
+    assert export.model.window_stride == 7 and export.check["rows"] == 20
     onnx = Predictor(result.run_dir, backend="onnx-fp32")
     np.testing.assert_allclose(onnx.logits(texts), expected, rtol=1e-3, atol=1e-3)
 
 
 def test_frozen_encoder_features_keep_the_windows(tiny_model_dir, ag_news_rows, tmp_path):
     """Cached features (model.freeze encoder) are one vector per window; evaluation still pools per text."""
-    from bertfit.predict import Predictor
-    from bertfit.train import train
+    from bertfit.infer.predictor import Predictor
+    from bertfit.training.recipe import train
 
     config = load_config(None, [
         "--model.name", str(tiny_model_dir), "--model.max_length", "16", "--model.window_stride", "7",
@@ -157,7 +157,7 @@ def test_frozen_encoder_features_keep_the_windows(tiny_model_dir, ag_news_rows, 
 
 
 def test_model_card_says_how_long_texts_are_read():
-    from bertfit.model_card import _long_text_limit
+    from bertfit.evaluate.model_card import _long_text_limit
 
     assert "windows (stride 63)" in _long_text_limit(load_config(None, ["--model.window_stride", "63"]).model)
     assert "start and end" in _long_text_limit(load_config(None, ["--model.keep_head", "0.25"]).model)

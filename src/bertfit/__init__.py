@@ -10,11 +10,12 @@ __version__ = "0.1.0"
 _API = {
     "load_config": "bertfit.config", "RunConfig": "bertfit.config", "DataConfig": "bertfit.config",
     "ModelConfig": "bertfit.config", "TrainConfig": "bertfit.config",
-    "train": "bertfit.train", "TrainResult": "bertfit.train",
-    "evaluate_run": "bertfit.evaluate", "Predictor": "bertfit.predict", "Prediction": "bertfit.predict",
-    "load_dataset": "bertfit.data", "inspect_data": "bertfit.inspection", "fit_temperature": "bertfit.calibration",
-    "render_report": "bertfit.report", "render_compare": "bertfit.report", "render_model_card": "bertfit.model_card",
-    "integrated_gradients": "bertfit.explain", "BertfitError": "bertfit.errors", "ConfigError": "bertfit.errors",
+    "train": "bertfit.training.recipe", "TrainResult": "bertfit.training.recipe",
+    "evaluate_run": "bertfit.evaluate.run", "Predictor": "bertfit.infer.predictor", "Prediction": "bertfit.infer.predictor",
+    "load_dataset": "bertfit.data.splits", "inspect_data": "bertfit.data.inspection",
+    "fit_temperature": "bertfit.evaluate.calibration", "render_report": "bertfit.evaluate.report",
+    "render_compare": "bertfit.evaluate.report", "render_model_card": "bertfit.evaluate.model_card",
+    "integrated_gradients": "bertfit.evaluate.explain", "BertfitError": "bertfit.errors", "ConfigError": "bertfit.errors",
 }
 
 __all__ = ["__version__", *_API]

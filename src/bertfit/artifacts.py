@@ -6,82 +6,49 @@
       env.json         versions, device, precision
       metrics.jsonl    one line per evaluation (step, epoch, train/*, eval/*)
       results.json     best validation and final test metrics, timings
-      model/           the best model: model.safetensors, config.json (id2label), bertfit.json, tokenizer;
-                       with LoRA, model.safetensors holds the head only and adapter/ the PEFT adapter
+      model/           the best model: model.safetensors, config.json (id2label), bertfit.json (ModelMeta),
+                       tokenizer; with LoRA, model.safetensors holds the head only and adapter/ the PEFT adapter
       checkpoint/      last resumable state: model, optimizer, scheduler, scaler, RNG of every rank, data position
+      export/          ONNX graphs, tokenizer and export.json (ExportMeta), written by `bertfit export`
       tensorboard/     scalars
 
-Folders are built beside their final place and renamed into it; files are written to a temporary
-name and renamed. A crash leaves either the old copy or the new one, never half of one.
+`ModelMeta` and `ExportMeta` (bertfit.meta) are the typed records of bertfit.json and export.json:
+they are read and written here and nowhere else. Writes go through bertfit.atomic: a crash leaves the old copy or the new.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from bertfit import __version__
+from bertfit.atomic import atomic_dir, write_json_atomic, write_text_atomic
 from bertfit.config import RunConfig, build_config, save_config
-from bertfit.data import LabelMap
+from bertfit.data.labels import LabelMap
 from bertfit.errors import BertfitError
+from bertfit.meta import ExportMeta, ModelMeta, read_json
 from bertfit.model import TextClassifier, head_state, is_lora, load_encoder, merge_lora
 
-MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR = "model", "checkpoint", "adapter"
-WEIGHTS_FILE, META_FILE, TRAINING_STATE_FILE = "model.safetensors", "bertfit.json", "training.pt"
+MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR, EXPORT_DIR = "model", "checkpoint", "adapter", "export"
+WEIGHTS_FILE, META_FILE, TRAINING_STATE_FILE, EXPORT_META = "model.safetensors", "bertfit.json", "training.pt", "export.json"
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     model: TextClassifier
     tokenizer: Any
-    labels: LabelMap
-    meta: dict[str, Any]  # bertfit.json: pooling, max_length, base model, temperature, ...
+    meta: ModelMeta
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8") as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o666 & ~_umask())  # temp files are private by default; results are not
-    os.replace(tmp.name, path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-@contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty staging folder; on success it replaces `final` in two renames."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    os.chmod(staging, 0o777 & ~_umask())
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.rename(final, old)
-    os.rename(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
+    @property
+    def labels(self) -> LabelMap:
+        return self.meta.label_map
 
 
 def check_run_dir_free(config: RunConfig, overwrite: bool) -> Path:
@@ -132,21 +99,21 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
     write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def save_model(folder: Path, model: TextClassifier, tokenizer: Any, labels: LabelMap, meta: dict[str, Any]) -> None:
+def save_model(folder: Path, model: TextClassifier, tokenizer: Any, meta: ModelMeta) -> None:
     """Weights, encoder config with id2label/label2id, bertfit.json and tokenizer, in one atomic folder."""
     encoder_config = model.encoder.config
-    encoder_config.id2label = labels.id2label
-    encoder_config.label2id = labels.label2id
+    encoder_config.id2label = meta.label_map.id2label
+    encoder_config.label2id = meta.label_map.label2id
     with atomic_dir(folder) as staging:
         state = head_state(model) if is_lora(model) else model.state_dict()
         state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
         save_file(state, staging / WEIGHTS_FILE, metadata={"format": "pt"})
-        if is_lora(model):  # adapters only: the base encoder is rebuilt from meta["base_model"] on load
+        if is_lora(model):  # adapters only: the base encoder is rebuilt from meta.base_model on load
             model.encoder.save_pretrained(staging / ADAPTER_DIR)
-            meta = {**meta, "adapter": ADAPTER_DIR}
+            meta = dataclasses.replace(meta, adapter=ADAPTER_DIR)
         encoder_config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        write_json_atomic(staging / META_FILE, {"bertfit_version": __version__, "labels": list(labels.names), **meta})
+        write_json_atomic(staging / META_FILE, meta.to_dict())
 
 
 def model_folder(path: Path) -> Path:
@@ -159,9 +126,17 @@ def model_folder(path: Path) -> Path:
                        "train one with `bertfit train` first")
 
 
-def read_model_meta(path: Path) -> dict[str, Any]:
+def read_model_meta(path: Path) -> ModelMeta:
     """bertfit.json of a run directory's model or of a model folder."""
-    return json.loads((model_folder(path) / META_FILE).read_text(encoding="utf-8"))
+    file = model_folder(path) / META_FILE
+    return ModelMeta.from_dict(read_json(file), file)
+
+
+def update_model_meta(path: Path, **fields: Any) -> ModelMeta:
+    """Change fields (thresholds, temperature, ...) of a saved model's bertfit.json; returns the new meta."""
+    meta = dataclasses.replace(read_model_meta(path), **fields)
+    write_json_atomic(model_folder(path) / META_FILE, meta.to_dict())
+    return meta
 
 
 def load_model(path: Path) -> LoadedModel:
@@ -170,15 +145,15 @@ def load_model(path: Path) -> LoadedModel:
 
     folder = model_folder(path)
     meta = read_model_meta(folder)
-    if meta.get("adapter"):
+    if meta.adapter:
         model = _load_lora_model(folder, meta)
     else:
         encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder))
-        model = TextClassifier(encoder, len(meta["labels"]), meta["pooling"], meta["dropout"])
+        model = TextClassifier(encoder, len(meta.labels), meta.pooling, meta.dropout)
         model.load_state_dict(load_file(folder / WEIGHTS_FILE))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return LoadedModel(model, tokenizer, LabelMap(tuple(meta["labels"])), meta)
+    return LoadedModel(model, tokenizer, meta)
 
 
 def load_saved_weights(path: Path, model: TextClassifier) -> None:
@@ -190,22 +165,22 @@ def load_saved_weights(path: Path, model: TextClassifier) -> None:
     folder = model_folder(path)
     meta = read_model_meta(folder)
     weights = load_file(folder / WEIGHTS_FILE)
-    if not meta.get("adapter"):
+    if not meta.adapter:
         model.load_state_dict(weights)
         return
     from peft import set_peft_model_state_dict
 
     model.load_state_dict(weights, strict=False)  # the head; the encoder's own weights never changed
-    adapter = load_file(folder / meta["adapter"] / "adapter_model.safetensors")
+    adapter = load_file(folder / meta.adapter / "adapter_model.safetensors")
     set_peft_model_state_dict(model.encoder, adapter)
 
 
-def _load_lora_model(folder: Path, meta: dict[str, Any]) -> TextClassifier:
-    """Base encoder (from meta["base_model"]) + PEFT adapter + saved head."""
+def _load_lora_model(folder: Path, meta: ModelMeta) -> TextClassifier:
+    """Base encoder (from meta.base_model) + PEFT adapter + saved head."""
     from peft import PeftModel
 
-    model = TextClassifier(load_encoder(meta["base_model"]), len(meta["labels"]), meta["pooling"], meta["dropout"])
-    model.encoder = PeftModel.from_pretrained(model.encoder, folder / meta["adapter"])
+    model = TextClassifier(load_encoder(meta.base_model), len(meta.labels), meta.pooling, meta.dropout)
+    model.encoder = PeftModel.from_pretrained(model.encoder, folder / meta.adapter)
     unexpected = model.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=False).unexpected_keys
     if unexpected:
         raise BertfitError(f"{folder / WEIGHTS_FILE}: unexpected weights {unexpected[:3]}; the folder is damaged")
@@ -215,14 +190,27 @@ def _load_lora_model(folder: Path, meta: dict[str, Any]) -> TextClassifier:
 def save_merged(path: Path, out: Path) -> Path:
     """Write a standalone copy of a (LoRA) model folder with the adapters merged into the encoder."""
     loaded = load_model(path)
-    meta = {k: v for k, v in loaded.meta.items() if k not in ("adapter", "lora", "bertfit_version", "labels")}
-    save_model(Path(out), merge_lora(loaded.model), loaded.tokenizer, loaded.labels, {**meta, "merged_from": str(path)})
+    meta = dataclasses.replace(loaded.meta, adapter=None, lora=None, bertfit_version=__version__, merged_from=str(path))
+    save_model(Path(out), merge_lora(loaded.model), loaded.tokenizer, meta)
     return Path(out)
 
 
-def update_model_meta(path: Path, **fields: Any) -> None:
-    """Add fields (thresholds, temperature, ...) to a saved model's bertfit.json."""
-    write_json_atomic(model_folder(path) / META_FILE, {**read_model_meta(path), **fields})
+def export_folder(path: Path) -> Path | None:
+    """The export folder of a run directory or model folder, or `path` itself when it is one."""
+    path = Path(path)
+    candidates = [path, path / EXPORT_DIR]
+    if (path / META_FILE).is_file():  # a run's model/ folder: its export sits beside it
+        candidates.append(path.parent / EXPORT_DIR)
+    return next((c for c in candidates if (c / EXPORT_META).is_file()), None)
+
+
+def read_export_meta(folder: Path) -> ExportMeta:
+    file = Path(folder) / EXPORT_META
+    return ExportMeta.from_dict(read_json(file), file)
+
+
+def write_export_meta(folder: Path, meta: ExportMeta) -> None:
+    write_json_atomic(Path(folder) / EXPORT_META, meta.to_dict())
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, training_state: dict[str, Any]) -> None:

@@ -16,10 +16,12 @@ from typing import Any, Callable, Literal
 
 import yaml
 
-from bertfit.config_values import coerce
-from bertfit.errors import BertfitError, ConfigError
+from bertfit.config_values import coerce, parse_overrides, read_yaml, set_dotted
+from bertfit.errors import ConfigError
 
 EMBEDDED_MODEL = "embedded"
+FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+STREAMABLE_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 
 
 def _field(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
@@ -57,15 +59,21 @@ class DataConfig:
         """The task as a run's model meta names it (Hugging Face's problem_type values)."""
         return "multi_label_classification" if self.multi_label else "single_label_classification"
 
+    def file_format(self, path: Path) -> str | None:
+        """csv, tsv, json, jsonl or parquet: data.format, else from the file's extension (None: unknown)."""
+        return self.format if self.format != "auto" else FILE_FORMATS.get(Path(path).suffix.lower())
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = _field(EMBEDDED_MODEL, "checkpoint folder, hub name, or 'embedded' for the packaged all-MiniLM-L6-v2")
-    max_length: int = _field(128, "tokens kept per text; longer texts are truncated", lambda v: 8 <= v <= 8192, "must be in 8..8192")
+    max_length: int = _field(128, "tokens kept per text; longer texts are truncated",
+                             lambda v: 8 <= v <= 8192, "must be in 8..8192")
     keep_head: float = _field(1.0, "share of max_length kept from the start of a longer text, the rest from its end "
                                    "(1: cut the end; 0.25: head+tail truncation)", lambda v: 0 <= v <= 1, "must be in [0, 1]")
     window_stride: int = _field(0, "sliding windows: 0 off; N > 0 cuts a longer text into windows of max_length tokens "
-                                    "starting every N tokens, and pools the windows' logits per text", lambda v: v >= 0, "must be >= 0")
+                                    "starting every N tokens, and pools the windows' logits per text",
+                                lambda v: v >= 0, "must be >= 0")
     window_pooling: Literal["mean", "max"] = _field("mean", "how the windows' logits become one text's logits")
     max_windows: int = _field(8, "windows per training text, spread evenly over it (0: all); evaluation uses all",
                               lambda v: v >= 0, "must be >= 0")
@@ -94,23 +102,29 @@ class TrainConfig:
     batch_size: int = _field(32, "samples per optimizer step and device, before accumulation", lambda v: v >= 1, "must be >= 1")
     eval_batch_size: int = _field(128, "samples per batch when evaluating", lambda v: v >= 1, "must be >= 1")
     lr: float = _field(5e-5, "peak learning rate", lambda v: 0 < v < 1, "must be between 0 and 1")
-    weight_decay: float = _field(0.01, "decoupled weight decay (not applied to biases and LayerNorm)", lambda v: v >= 0, "must be >= 0")
+    weight_decay: float = _field(0.01, "decoupled weight decay (not applied to biases and LayerNorm)",
+                                 lambda v: v >= 0, "must be >= 0")
     warmup_ratio: float = _field(0.06, "fraction of steps with a linear warmup", lambda v: 0 <= v < 1, "must be in [0, 1)")
     grad_accum_steps: int = _field(1, "micro-batches accumulated per optimizer step", lambda v: v >= 1, "must be >= 1")
     max_grad_norm: float = _field(1.0, "gradient clipping norm; 0 disables clipping", lambda v: v >= 0, "must be >= 0")
-    label_smoothing: float = _field(0.0, "label smoothing of the loss (multi-label: targets move eps/2 towards 0.5)", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    label_smoothing: float = _field(0.0, "label smoothing of the loss (multi-label: targets move eps/2 towards 0.5)",
+                                    lambda v: 0 <= v < 1, "must be in [0, 1)")
     class_weights: Literal["none", "balanced"] = _field(
         "none", "balanced weighs each class by n_samples / (n_classes * count); multi-label: positives by negatives / positives")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _field("auto", "auto: bf16 (or fp16) on GPU, fp32 on CPU")
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
     seed: int = _field(42, "seed for splits, shuffling, dropout and head initialisation")
-    eval_every_steps: int = _field(0, "evaluate every N optimizer steps; 0 evaluates once per epoch", lambda v: v >= 0, "must be >= 0")
-    checkpoint_every_steps: int = _field(200, "save a resumable checkpoint every N steps (and at each evaluation); 0: evaluations only",
+    eval_every_steps: int = _field(0, "evaluate every N optimizer steps; 0 evaluates once per epoch",
+                                   lambda v: v >= 0, "must be >= 0")
+    checkpoint_every_steps: int = _field(200, "save a resumable checkpoint every N steps (and at each evaluation); "
+                                              "0: evaluations only",
                                          lambda v: v >= 0, "must be >= 0")
     metric: Literal["accuracy", "f1_macro", "f1_micro", "loss"] = _field(
         "f1_macro", "validation metric that picks the best checkpoint (multi-label accuracy is exact match)")
-    early_stopping_patience: int = _field(0, "stop after N evaluations without improvement; 0 never stops early", lambda v: v >= 0, "must be >= 0")
-    bucket_batches: int = _field(50, "batches per length-sorted mega-batch (1 disables length bucketing)", lambda v: v >= 1, "must be >= 1")
+    early_stopping_patience: int = _field(0, "stop after N evaluations without improvement; 0 never stops early",
+                                          lambda v: v >= 0, "must be >= 0")
+    bucket_batches: int = _field(50, "batches per length-sorted mega-batch (1 disables length bucketing)",
+                                 lambda v: v >= 1, "must be >= 1")
     # 0 by default: padding a batch is ~40 us of numpy (32 texts, 128 tokens), far below a step's time, and on a
     # CPU machine worker processes would compete with torch's own threads for the same few cores.
     num_workers: int = _field(0, "data-loader worker processes (0 builds batches in the training process)",
@@ -134,14 +148,19 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
+    @property
+    def uses_cached_features(self) -> bool:
+        """The head trains on encoder outputs computed once (frozen encoder, no LoRA; see training.features)."""
+        return self.model.freeze == "encoder" and self.lora.r == 0 and self.train.cache_features != "none"
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML file (optional), apply `--section.field value` overrides, validate everything."""
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_yaml(Path(path))
+        raw = read_yaml(Path(path))
     for dotted, value in parse_overrides(overrides or []):
-        _set_dotted(raw, dotted, value)
+        set_dotted(raw, dotted, value)
     return build_config(raw)
 
 
@@ -157,7 +176,7 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
 
 
 def _combination_problems(config: RunConfig) -> list[str]:
-    """Fields that are valid alone but not together."""
+    """Fields that are valid alone but not together: every such rule of bertfit, checked before any file is read."""
     model, problems = config.model, []
     if model.window_stride > 0 and model.keep_head < 1:
         problems.append("model.window_stride: sliding windows read the whole text, so model.keep_head must stay 1 "
@@ -166,6 +185,34 @@ def _combination_problems(config: RunConfig) -> list[str]:
         problems.append(f"model.window_stride: {model.window_stride} would skip tokens between windows of "
                         f"{model.max_length - 2} text tokens (max_length minus [CLS] and [SEP]); "
                         f"use at most {model.max_length - 2}, e.g. {(model.max_length - 2) // 2} for half overlap")
+    if config.lora.r > 0 and model.freeze != "none":
+        problems.append("model.freeze: LoRA (lora.r > 0) already freezes the encoder; set model.freeze none")
+    if config.data.streaming:
+        problems += _streaming_problems(config)
+    return problems
+
+
+def _streaming_problems(config: RunConfig) -> list[str]:
+    """Everything data.streaming cannot do (see data.streaming)."""
+    data, problems = config.data, []
+    if not data.label_names:
+        problems.append("data.label_names: required with data.streaming (the label set is not scanned for); "
+                        "list the names in id order, e.g. --data.label_names World,Sports")
+    if data.validation is None:
+        problems.append("data.validation: required with data.streaming (a stream cannot hold out a seeded "
+                        "validation split); give a separate validation file")
+    if data.file_format(Path(data.train).expanduser()) not in STREAMABLE_FORMATS:
+        problems.append(f"data.train: {data.train} is not a CSV, TSV, JSONL or Parquet file; data.streaming reads "
+                        "only those (convert JSON to JSONL: one object per line)")
+    if config.train.class_weights == "balanced":
+        problems.append("train.class_weights: balanced needs every label up front; use none with data.streaming")
+    if config.model.init_from is not None:
+        problems.append("model.init_from: not supported with data.streaming")
+    if config.uses_cached_features:
+        problems.append("train.cache_features: set none with data.streaming and model.freeze encoder")
+    if config.model.window_stride > 0:  # windows per text are unknown until read: batch sizes need them up front
+        problems.append("model.window_stride: sliding windows are not supported with data.streaming; "
+                        "use model.keep_head (head+tail truncation) for long texts")
     return problems
 
 
@@ -195,23 +242,13 @@ def replace(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
     return build_config(raw)
 
 
-def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
-    """`["--train.lr", "3e-5", "--data.train=x.csv"]` -> [("train.lr", "3e-5"), ("data.train", "x.csv")]."""
-    pairs: list[tuple[str, Any]] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise ConfigError([f"unexpected argument {arg!r}: overrides look like --train.lr 3e-5"])
-        key, has_value, value = arg[2:].partition("=")
-        if not has_value:
-            if i + 1 >= len(args) or args[i + 1].startswith("--"):
-                raise ConfigError([f"{key}: missing value (write --{key} VALUE)"])
-            i += 1
-            value = args[i]
-        pairs.append((key, yaml.safe_load(value) if value.strip() else value))
-        i += 1
-    return pairs
+def override(config: RunConfig, dotted: dict[str, Any], **top: Any) -> RunConfig:
+    """A copy of `config` with dotted fields (and top-level ones such as name) set, validated:
+    override(cfg, {"train.lr": 1e-4}, name="trial-1")."""
+    raw = {**config_to_dict(config), **top}
+    for key, value in dotted.items():
+        set_dotted(raw, key, value)
+    return build_config(raw)
 
 
 def field_help() -> list[tuple[str, str, Any]]:
@@ -224,28 +261,6 @@ def field_help() -> list[tuple[str, str, Any]]:
         else:
             rows.append((f.name, f.metadata["help"], f.default))
     return rows
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise BertfitError(f"config file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise BertfitError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise BertfitError(f"{path}: expected a mapping of sections (data, model, train), got {type(raw).__name__}")
-    return raw
-
-
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = raw
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError([f"{dotted}: {part} is not a section"])
-    node[leaf] = value
 
 
 def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:

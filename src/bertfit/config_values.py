@@ -1,10 +1,15 @@
-"""Turning YAML and command-line values into the types a config field is annotated with."""
+"""Turning YAML files and command-line flags into plain values, and values into the types config fields declare."""
 
 from __future__ import annotations
 
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
+
+import yaml
+
+from bertfit.errors import BertfitError, ConfigError
 
 
 def coerce(value: Any, hint: Any) -> Any:
@@ -47,3 +52,44 @@ def coerce(value: Any, hint: Any) -> Any:
             raise ValueError(f"expected text, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {hint}")
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """`["--train.lr", "3e-5", "--data.train=x.csv"]` -> [("train.lr", "3e-5"), ("data.train", "x.csv")]."""
+    pairs: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError([f"unexpected argument {arg!r}: overrides look like --train.lr 3e-5"])
+        key, has_value, value = arg[2:].partition("=")
+        if not has_value:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError([f"{key}: missing value (write --{key} VALUE)"])
+            i += 1
+            value = args[i]
+        pairs.append((key, yaml.safe_load(value) if value.strip() else value))
+        i += 1
+    return pairs
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BertfitError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise BertfitError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise BertfitError(f"{path}: expected a mapping of sections (data, model, train), got {type(raw).__name__}")
+    return raw
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError([f"{dotted}: {part} is not a section"])
+    node[leaf] = value

@@ -63,11 +63,15 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[
     return metrics
 
 
-def is_improvement(metric: str, score: float, best: float | None) -> bool:
+def greater_is_better(metric: str) -> bool:
     """Loss improves downwards, every other metric upwards."""
+    return metric != "loss"
+
+
+def is_improvement(metric: str, score: float, best: float | None) -> bool:
     if best is None:
         return True
-    return score < best if metric == "loss" else score > best
+    return score > best if greater_is_better(metric) else score < best
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

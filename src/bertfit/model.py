@@ -99,9 +99,7 @@ def build_classifier(config: ModelConfig, num_labels: int, seed: int, lora: Lora
         model = TextClassifier(encoder, num_labels, config.pooling, config.dropout)
         if initial is not None:
             load_initial_weights(model, initial, label_rows or [])
-        if lora is not None and lora.r > 0:
-            if config.freeze != "none":
-                raise BertfitError("model.freeze: LoRA (lora.r > 0) already freezes the encoder; set model.freeze none")
+        if lora is not None and lora.r > 0:  # the config refuses LoRA with model.freeze
             apply_lora(model, lora)
     apply_freeze(model, config.freeze)
     return model

@@ -1,0 +1,77 @@
+"""Atomic writes: a file or folder is built beside its final place and renamed into it.
+
+A crash leaves either the old copy or the new one, never half of one. Everything bertfit writes to
+disk (run directories, token and feature caches, exports) goes through these helpers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """An open temporary file beside `path`; on success it replaces `path` (text modes write UTF-8)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}  # newline "": csv writes its own line ends
+    tmp = tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", delete=False, **text)
+    try:
+        with tmp:
+            yield tmp
+        os.chmod(tmp.name, 0o666 & ~_umask())  # temp files are private by default; results are not
+        os.replace(tmp.name, path)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as file:
+        file.write(text)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it replaces `final` in two renames.
+
+    keep_existing: when `final` already exists at the end (another process wrote the same cache key
+    first; its copy is identical), keep it and drop the staging folder instead.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if keep_existing:
+        try:
+            os.rename(staging, final)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+        return
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(staging, final)
+    shutil.rmtree(old, ignore_errors=True)

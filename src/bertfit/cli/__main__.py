@@ -1,0 +1,5 @@
+import sys
+
+from bertfit.cli.main import main
+
+sys.exit(main())

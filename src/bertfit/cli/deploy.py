@@ -1,0 +1,113 @@
+"""`bertfit predict | merge | export | serve`: the commands that use and ship a trained run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bertfit.errors import BertfitError
+from bertfit.infer import BACKENDS
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser("predict", help="labels and probabilities for texts or a file")
+    predict.add_argument("run", type=Path)
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("--file", type=Path, help="CSV/TSV/JSONL/Parquet file of texts")
+    predict.add_argument("--text-column", default="text")
+    predict.add_argument("--out", type=Path, help="write predictions as CSV here (default: print)")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--backend", default="auto", choices=BACKENDS,
+                         help="auto: ONNX Runtime when RUN/export exists and the device is the CPU, else PyTorch")
+    predict.set_defaults(handler=_predict)
+
+    merge = commands.add_parser("merge", help="write a standalone model folder with LoRA adapters merged in")
+    merge.add_argument("run", type=Path, help="run directory or model folder")
+    merge.add_argument("out", type=Path, help="folder to write the merged model to")
+    merge.set_defaults(handler=_merge)
+    _add_export(commands)
+    _add_serve(commands)
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser("export", help="export a run for deployment (ONNX, optionally int8) and check it")
+    export.add_argument("run", type=Path)
+    export.add_argument("--onnx", action="store_true", help="write RUN/export/model.onnx (the only format so far)")
+    export.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantisation)")
+    export.add_argument("--max-rows", type=int, help="check the export on at most N test rows (default: all)")
+    export.add_argument("--batch-size", type=int, default=64)
+    export.set_defaults(handler=_export)
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="HTTP service (FastAPI): POST /predict, GET /health, /metadata, / (a page)")
+    serve.add_argument("run", type=Path)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--backend", default="auto", choices=BACKENDS)
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--threads", type=int, help="CPU threads per model call (default: all cores)")
+    serve.add_argument("--max-batch", type=int, default=32, help="texts per model call when batching requests")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join")
+    serve.add_argument("--max-texts", type=int, default=256, help="texts per request")
+    serve.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text")
+    serve.add_argument("--max-body-bytes", type=int, default=2_000_000, help="request body size")
+    serve.add_argument("--api-key-env", default="BERTFIT_API_KEY",
+                       help="environment variable holding the API key; when set, requests need header X-API-Key")
+    serve.set_defaults(handler=_serve)
+
+
+def _export(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.deploy.export import export_run
+
+    if not args.onnx:
+        raise BertfitError("choose an export format: --onnx (add --int8 for a quantised copy)")
+    meta = export_run(args.run, int8=args.int8, max_rows=args.max_rows, batch_size=args.batch_size)
+    check = meta.check
+    print(f"exported to {args.run / 'export'} ({', '.join(meta.files.values())})")
+    print(f"check on {check['rows']} {check['split']} rows: torch accuracy {check['torch_accuracy']:.4f}")
+    for kind in meta.files:
+        c = check[kind]
+        print(f"  {kind}: accuracy {c['accuracy']:.4f} ({c['accuracy_change_points']:+.2f} points), "
+              f"max probability difference {c['max_probability_difference']:.2e}")
+    return 0
+
+
+def _serve(args: argparse.Namespace, _: list[str]) -> int:
+    import os
+
+    from bertfit.deploy.serve import ServeSettings, serve
+
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
+                             max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
+                             api_key=os.environ.get(args.api_key_env) or None)
+    print(f"serving {args.run} on http://{args.host}:{args.port} (docs: /docs); Ctrl-C stops after in-flight requests")
+    serve(args.run, settings, host=args.host, port=args.port, backend=args.backend, device=args.device,
+          threads=args.threads)
+    return 0
+
+
+def _predict(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.infer.files import read_texts, write_predictions
+    from bertfit.infer.predictor import Predictor
+
+    texts = list(args.texts) + (read_texts(args.file, args.text_column) if args.file is not None else [])
+    if not texts:
+        raise BertfitError("nothing to predict: give texts as arguments or --file FILE")
+    predictions = Predictor(args.run, device=args.device, batch_size=args.batch_size, backend=args.backend).predict(texts)
+    if args.out is not None:
+        write_predictions(args.out, predictions)
+        print(f"{len(predictions)} predictions written to {args.out}")
+        return 0
+    for p in predictions:
+        probabilities = ", ".join(f"{k}={v:.3f}" for k, v in p.probabilities.items())
+        print(f"{p.label}\t{p.confidence:.3f}\t{probabilities}\t{p.text[:80]}")
+    return 0
+
+
+def _merge(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.artifacts import save_merged
+
+    print(f"merged model written to {save_merged(args.run, args.out)}")
+    return 0

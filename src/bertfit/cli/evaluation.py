@@ -1,0 +1,127 @@
+"""`bertfit evaluate | inspect | report | compare | explain`: parsers and handlers (see cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """evaluate, inspect, report, compare, explain: the commands that look at data and results."""
+    evaluate = commands.add_parser("evaluate", help="metrics of a trained run on labelled data")
+    evaluate.add_argument("run", type=Path)
+    evaluate.add_argument("--data", help="file, preset or hub name (default: the run's test data)")
+    evaluate.add_argument("--split", default="test", help="split of a preset or hub dataset (default: test)")
+    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--max-rows", type=int, help="evaluate only the first N rows")
+    evaluate.add_argument("--no-calibrate", action="store_true", help="keep the stored temperature instead of fitting one")
+    evaluate.add_argument("--no-baselines", action="store_true", help="skip majority / TF-IDF / untrained-model baselines")
+    evaluate.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    evaluate.set_defaults(handler=_evaluate)
+
+    inspect = commands.add_parser("inspect", help="sizes, class balance, token lengths and duplicates of a dataset")
+    inspect.add_argument("--data", required=True, help="train data: file or preset (validation/test as in train)")
+    inspect.add_argument("--validation", help="validation data (default: the preset's, if any)")
+    inspect.add_argument("--test", help="test data (default: the preset's, if any)")
+    inspect.add_argument("--text-column", default="text", help="text column(s), comma-separated")
+    inspect.add_argument("--label-column", default="label")
+    inspect.add_argument("--model", default="embedded", help="tokenizer to count tokens with (default: embedded)")
+    inspect.add_argument("--max-length", type=int, default=128, help="current max_length, to report truncation")
+    inspect.add_argument("--out", type=Path, help="also write the full report as JSON here")
+    inspect.add_argument("--drop-duplicates", type=Path, metavar="DIR",
+                         help="write each split to DIR/<split>.csv without near-duplicates, empty texts "
+                              "and train rows seen in test")
+    inspect.set_defaults(handler=_inspect)
+
+    report = commands.add_parser("report", help="one self-contained HTML page and the model card of an evaluated run")
+    report.add_argument("run", type=Path)
+    report.add_argument("--split", default="test")
+    report.add_argument("--explain-errors", type=int, default=5, help="token attributions for the top N errors (0: none)")
+    report.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html)")
+    report.set_defaults(handler=_report)
+
+    compare = commands.add_parser("compare", help="evaluated runs side by side in one HTML page")
+    compare.add_argument("runs", type=Path, nargs="+")
+    compare.add_argument("--split", default="test")
+    compare.add_argument("--out", type=Path, default=Path("compare.html"))
+    compare.set_defaults(handler=_compare)
+
+    explain = commands.add_parser("explain", help="token attributions (integrated gradients) for a text, as HTML")
+    explain.add_argument("run", type=Path)
+    explain.add_argument("text")
+    explain.add_argument("--label", help="class to explain (default: the predicted one)")
+    explain.add_argument("--steps", type=int, default=32, help="integration steps")
+    explain.add_argument("--out", type=Path, default=Path("explain.html"))
+    explain.add_argument("--device", default="auto")
+    explain.set_defaults(handler=_explain)
+
+
+def _evaluate(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.evaluate.run import evaluate_run
+
+    metrics = evaluate_run(args.run, args.data, args.split, batch_size=args.batch_size, device=args.device,
+                           max_rows=args.max_rows, calibrate=not args.no_calibrate, baselines=not args.no_baselines,
+                           figures=not args.no_figures)
+    print(f"{metrics['data']} ({metrics['rows']} rows): " + summary(metrics) + f", ece {metrics['ece']:.4f}")
+    if "calibration" in metrics:
+        c = metrics["calibration"]
+        print(f"temperature {c['temperature']:.3f}: test ECE {c['test_ece_before']:.4f} -> {c['test_ece_after']:.4f}")
+    for name, scores in metrics.get("baselines", {}).items():
+        print(f"baseline {name}: " + (f"skipped ({scores['skipped']})" if "skipped" in scores else summary(scores)))
+    if metrics.get("overfitting_warning"):
+        print(f"warning: {metrics['overfitting_warning']}")
+    print(f"written: {args.run / 'eval' / args.split}/ (metrics.json, errors.csv, figures)")
+    return 0
+
+
+def _inspect(args: argparse.Namespace, _: list[str]) -> int:
+    import json
+
+    from bertfit.config import DataConfig
+    from bertfit.data.inspection import drop_duplicates, inspect_data, summary_lines
+    from bertfit.model import load_tokenizer
+
+    config = DataConfig(train=args.data, validation=args.validation, test=args.test, label_column=args.label_column,
+                        text_columns=tuple(c.strip() for c in args.text_column.split(",")))
+    report = inspect_data(config, load_tokenizer(args.model), args.max_length)
+    print("\n".join(summary_lines(report)))
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"written: {args.out}")
+    if args.drop_duplicates is not None:
+        for name, counts in drop_duplicates(config, args.drop_duplicates).items():
+            print(f"{name}: kept {counts['kept']} of {counts['rows']} rows -> {args.drop_duplicates / (name + '.csv')}")
+    return 0
+
+
+def _report(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.evaluate.model_card import render_model_card
+    from bertfit.evaluate.report import render_report
+
+    print(f"report: {render_report(args.run, args.split, args.explain_errors, args.out)}")
+    print(f"model card: {render_model_card(args.run, args.split)}")
+    return 0
+
+
+def _compare(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.evaluate.report import render_compare
+
+    print(f"comparison: {render_compare(args.runs, args.out, args.split)}")
+    return 0
+
+
+def _explain(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.evaluate.explain import explain_page, explain_text, top_tokens
+
+    attribution, special = explain_text(args.run, args.text, args.label, args.steps, args.device)
+    args.out.write_text(explain_page(attribution, special), encoding="utf-8")
+    words = ", ".join(f"{w} {s:+.3f}" for w, s in top_tokens(attribution, special))
+    print(f"{attribution.label} ({attribution.confidence:.3f}); strongest words: {words}")
+    print(f"written: {args.out}")
+    return 0
+
+
+def summary(metrics: dict[str, float]) -> str:
+    keys = [k for k in ("accuracy", "f1_macro", "loss") if k in metrics]
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)

@@ -1,0 +1,69 @@
+"""The `bertfit` command: a table of command groups; each handler parses, calls the API, prints. Exit 2 on bad input.
+
+API errors name config fields and parameters (`max_rows: must be >= 1`); `main` shows them as the
+flags of the command that was run (`--max-rows: must be >= 1`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+
+from bertfit.cli import deploy, evaluation, info, training
+from bertfit.errors import BertfitError
+
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+COMMAND_GROUPS = (training, evaluation, deploy, info)  # each adds its commands: add_commands(subparsers)
+TAKES_FIELD_FLAGS = ("train", "search")  # commands whose unknown flags are config fields (--train.lr 3e-5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in TAKES_FIELD_FLAGS:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.handler(args, extra)
+    except BertfitError as error:
+        print(f"error: {as_flags(str(error), commands.choices[args.command])}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def as_flags(message: str, command: argparse.ArgumentParser) -> str:
+    """`message` with the API's parameter names written as this command's flags: max_rows -> --max-rows.
+
+    A name is replaced where it starts the message or a clause (`name:`), or anywhere when it has an
+    underscore (max_text_chars), so plain words such as `device` inside a sentence stay as they are.
+    """
+    for action in command._actions:
+        flag = next((f for f in action.option_strings if f.startswith("--")), None)
+        if flag is None or action.dest in ("help", "config"):
+            continue
+        name = re.escape(action.dest)
+        pattern = rf"(?<![\w.-]){name}(?![\w-])" if "_" in action.dest else rf"(?:(?<=^)|(?<=[;(] )){name}(?=:)"
+        message = re.sub(pattern, flag, message)
+    return message
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    from bertfit import __version__
+
+    parser = argparse.ArgumentParser(prog="bertfit", description="Fine-tune, evaluate and serve BERT-family text classifiers.")
+    parser.add_argument("--version", action="version", version=f"bertfit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.add_commands(commands)
+    return parser, commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

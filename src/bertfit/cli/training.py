@@ -1,0 +1,84 @@
+"""`bertfit train | search`: the commands that fine-tune models."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bertfit.cli.evaluation import summary
+from bertfit.errors import BertfitError
+
+EXIT_INTERRUPTED = 130
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="fine-tune a model into runs/NAME",
+                                description="Any config field can be given as a flag: --train.lr 3e-5, --data.train x.csv. "
+                                            "Run `bertfit config` to list them.")
+    train.add_argument("--config", type=Path, help="YAML config file (fields as in `bertfit config`)")
+    train.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--init-from", metavar="RUN", help="start from RUN's weights; its labels keep their ids and "
+                                                          "new labels get new head rows (same as --model.init_from)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
+    train.add_argument("--quiet", action="store_true", help="log warnings only")
+    train.set_defaults(handler=_train)
+
+    search = commands.add_parser("search", help="hyperparameter search (Optuna): many trials of one config",
+                                 description="Field flags (--train.epochs 2) change the base config of every trial.")
+    search.add_argument("--config", type=Path, help="base YAML config of every trial")
+    search.add_argument("--space", required=True, help="search space YAML, or a preset: lr-grid, lr-range")
+    search.add_argument("--trials", type=int, default=10, help="trials to run in this process (default: 10)")
+    search.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///runs/search.db (default) or "
+                                          "postgresql://user@host/db to share a study between machines")
+    search.add_argument("--study-name", help="study to create or join (default: the config's name, else 'search')")
+    search.add_argument("--sampler", default="auto", choices=("auto", "tpe", "random", "grid"),
+                        help="auto (grid for all-choice spaces, else tpe), tpe, random, grid")
+    search.add_argument("--pruner", default="median", choices=("median", "asha", "none"),
+                        help="median, asha (successive halving) or none")
+    search.add_argument("--seed", type=int, help="sampler seed (default: unseeded, so several machines differ)")
+    search.add_argument("--quiet", action="store_true", help="log warnings only")
+    search.set_defaults(handler=_search)
+
+
+def _train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from bertfit.config import load_config
+    from bertfit.training.recipe import train
+
+    if args.resume is not None:
+        if args.config is not None or overrides:
+            raise BertfitError("--resume continues a run with its saved config; drop --config and field flags")
+        result = train(resume=args.resume)
+    else:
+        if args.init_from is not None:
+            overrides = [*overrides, "--model.init_from", str(args.init_from)]
+        result = train(load_config(args.config, overrides), overwrite=args.overwrite)
+    if result.interrupted:
+        print(f"interrupted after step {result.steps}; resume with: bertfit train --resume {result.run_dir}")
+        return EXIT_INTERRUPTED
+    print(f"run: {result.run_dir}")
+    print(f"training: {result.train_seconds:.1f} s, {result.samples_per_second:.1f} samples/s")
+    print(f"best validation (step {result.best_step}): " + summary(result.validation))
+    if result.test is not None:
+        print("test: " + summary(result.test))
+    if result.test and "forgetting_points" in result.test:
+        test = result.test
+        print(f"earlier labels: accuracy {test['accuracy/old_labels_before']:.4f} before, {test['accuracy/old_labels']:.4f} "
+              f"after ({test['forgetting_points']:+.2f} points forgotten); new labels: "
+              f"{test.get('accuracy/new_labels', float('nan')):.4f}")
+    return 0
+
+
+def _search(args: argparse.Namespace, overrides: list[str]) -> int:
+    from bertfit.config import load_config
+    from bertfit.training.search import load_space, run_search
+
+    config = load_config(args.config, overrides)
+    result = run_search(config, load_space(args.space), args.trials, storage=args.storage, study_name=args.study_name,
+                        sampler=args.sampler, pruner=args.pruner, seed=args.seed)
+    print(f"study {result.study_name} ({result.storage}): " + ", ".join(f"{n} {k.lower()}" for k, n in result.states.items()))
+    print(f"results: {result.table}")
+    if result.best_config is None:
+        print("no trial completed")
+        return 1
+    print(f"best {config.train.metric} {result.best_value:.4f} with {result.best_params}; config: {result.best_config}")
+    return 0

@@ -1,0 +1,164 @@
+"""Reading one split: files (CSV/TSV/JSON/JSONL/Parquet), presets or hub datasets, every row checked.
+
+`read_split(spec, split, config)` returns a `RawSplit`: texts plus labels as found in the source.
+Every bad row raises a BertfitError naming the file and row: nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from bertfit.config import FILE_FORMATS, DataConfig
+from bertfit.data.presets import PRESETS, Columns, preset_path
+from bertfit.errors import BertfitError
+
+
+@dataclass(frozen=True)
+class RawSplit:
+    """Rows before label mapping: texts plus labels as found in the source (ints or strings)."""
+
+    source: str
+    texts: list[str]
+    raw_labels: list[Any]
+    label_names: tuple[str, ...] | None  # names the source itself declares (preset, hub ClassLabel)
+    first_row: int = 1  # number of the first row in its source (a streamed chunk starts further in)
+
+
+def read_split(spec: str, split: str, config: DataConfig) -> RawSplit:
+    """One split from a preset name, a file path or a hub dataset name."""
+    if spec in PRESETS:
+        path, columns = read_preset(spec, split)
+        return check_rows(columns, str(path), ("text",), "label", PRESETS[spec].label_names)
+    path = Path(spec).expanduser()
+    looks_like_file = path.suffix.lower() in FILE_FORMATS or ("/" not in spec and "." in spec)
+    if path.exists() or looks_like_file:
+        if not path.is_file():
+            raise BertfitError(f"data.{split}: file {spec} not found (presets: {', '.join(PRESETS)})")
+        return check_rows(read_file(path, config), str(path), config.text_columns, config.label_column, config.label_names)
+    columns, names = _read_hub(spec, split, config.hub_config)
+    return check_rows(columns, f"hub:{spec}[{split}]", config.text_columns, config.label_column, config.label_names or names)
+
+
+def read_preset(name: str, split: str) -> tuple[Path, Columns]:
+    """A preset split's file and its columns `text` and `label`."""
+    path = preset_path(name, split)
+    return path, PRESETS[name].reader(path, decode_file(path, PRESETS[name].encoding))
+
+
+def decode_file(path: Path, encoding: str = "utf-8") -> str:
+    """The text of a file; a byte that is not valid in `encoding` is reported with its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig" if encoding == "utf-8" else encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise BertfitError(
+            f"{path} line {line}: byte 0x{data[error.start]:02x} is not valid UTF-8; "
+            "re-save the file as UTF-8 (for example: iconv -f latin1 -t utf-8)") from None
+
+
+def read_file(path: Path, config: DataConfig) -> Columns:
+    """Columns of a CSV/TSV/JSON/JSONL/Parquet file, named by header or 0, 1, 2 without one."""
+    fmt = config.file_format(path)
+    if fmt is None:
+        raise BertfitError(f"{path}: unknown file type {path.suffix!r}; set data.format to csv, tsv, json, jsonl or parquet")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+        try:
+            return pq.read_table(path).to_pydict()
+        except Exception as error:  # pyarrow raises several types for damaged files
+            raise BertfitError(f"{path}: cannot read Parquet: {error}") from None
+    text = decode_file(path)
+    if fmt in ("csv", "tsv"):
+        return _read_delimited(path, text, "," if fmt == "csv" else "\t", config.header)
+    return _read_json_records(path, text, fmt)
+
+
+def _read_delimited(path: Path, text: str, delimiter: str, header: bool) -> Columns:
+    records = iter_delimited(path, io.StringIO(text, newline=""), delimiter, header)
+    names = next(records)
+    columns: Columns = {name: [] for name in names}
+    for row in records:
+        for name, value in zip(names, row):
+            columns[name].append(value)
+    return columns
+
+
+def iter_delimited(path: Path, lines: Iterable[str], delimiter: str, header: bool) -> Iterator[list[str]]:
+    """The column names first, then each row checked against them (shared by the streaming reader)."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    first = next(reader, None)
+    if first is None:
+        raise BertfitError(f"{path}: the file is empty")
+    names = first if header else [str(i) for i in range(len(first))]
+    yield names
+    if not header:
+        yield first
+    for row in reader:
+        if not row:
+            continue  # a blank line is not a row
+        if len(row) != len(names):
+            raise BertfitError(f"{path} line {reader.line_num}: {len(row)} fields where the header has {len(names)}; "
+                               "check quoting, or set data.format / data.header")
+        yield row
+
+
+def _read_json_records(path: Path, text: str, fmt: str) -> Columns:
+    try:
+        if fmt == "jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BertfitError(f"{path} line {error.lineno}: invalid JSON ({error.msg})") from None
+    if isinstance(records, dict):  # {"text": [...], "label": [...]} column layout
+        return {k: list(v) for k, v in records.items()}
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise BertfitError(f"{path}: expected a list of objects (records) or an object of columns")
+    columns: Columns = {}
+    for number, record in enumerate(records):
+        for key in record:
+            columns.setdefault(key, [None] * number)
+        for key, values in columns.items():
+            values.append(record.get(key))
+    return columns
+
+
+def _read_hub(name: str, split: str, hub_config: str | None) -> tuple[Columns, tuple[str, ...] | None]:
+    try:
+        import datasets
+    except ImportError:
+        raise BertfitError(f"{name!r} is not a file or preset; to load it from the Hugging Face Hub, "
+                           "pip install 'bertfit[hub]'") from None
+    try:
+        part = datasets.load_dataset(name, hub_config, split=split)
+    except Exception as error:  # offline, unknown name, missing split: all reported the same way
+        raise BertfitError(f"could not load hub dataset {name!r} split {split!r}: {error}. "
+                           f"Offline? Use a local file or a preset ({', '.join(PRESETS)}).") from None
+    names = next((tuple(f.names) for f in part.features.values() if isinstance(f, datasets.ClassLabel)), None)
+    return part.to_dict(), names
+
+
+def check_rows(columns: Columns, source: str, text_columns: tuple[str, ...], label_column: str,
+          label_names: tuple[str, ...] | None, first_row: int = 1) -> RawSplit:
+    """Join text columns and check every row: no missing column, no empty text, no missing label."""
+    for column in (*text_columns, label_column):
+        if column not in columns:
+            known = ", ".join(map(str, columns)) or "none"
+            field = "data.label_column" if column == label_column else "data.text_columns"
+            raise BertfitError(f"{source}: column {column!r} not found (columns: {known}); set {field}")
+    parts = [columns[c] for c in text_columns]
+    texts = [" ".join(str(v).strip() for v in values if v is not None) for values in zip(*parts)]
+    for row, (text, label) in enumerate(zip(texts, columns[label_column]), start=first_row):
+        if not text.strip():
+            raise BertfitError(f"{source} row {row}: empty text in {', '.join(text_columns)}; fix or remove the row")
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise BertfitError(f"{source} row {row}: missing label in column {label_column!r}")
+    if not texts:
+        raise BertfitError(f"{source}: no rows")
+    return RawSplit(source, texts, list(columns[label_column]), label_names, first_row)

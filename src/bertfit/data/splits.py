@@ -1,0 +1,130 @@
+"""A dataset of labelled splits: every configured split read, labels mapped, validation held out.
+
+`load_dataset(config.data, seed)` returns a `TextDataset` whose splits hold texts and integer label
+ids (or multi-hot rows), and whose `labels` map ids to names.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from bertfit.config import DataConfig
+from bertfit.data.labels import LabelMap, build_label_map, build_multi_label_map, map_labels, multi_hot
+from bertfit.data.presets import PRESETS
+from bertfit.data.read import read_split
+from bertfit.errors import BertfitError
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    source: str  # where the rows came from, for messages and reports
+    texts: list[str]
+    labels: list[int] | list[list[float]]  # ids, or multi-hot rows when data.multi_label
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, rows: int | None) -> "Split":
+        if rows is None or rows >= len(self):
+            return self
+        return Split(self.name, self.source, self.texts[:rows], self.labels[:rows])
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    splits: dict[str, Split]
+    labels: LabelMap
+
+
+def load_dataset(config: DataConfig, seed: int) -> TextDataset:
+    """Read every configured split, map labels over all of them, split validation off train if needed."""
+    raw = {"train": read_split(config.train, "train", config)}
+    for split in ("validation", "test"):
+        spec = getattr(config, split) or _preset_default(config.train, split)
+        if spec is not None:
+            raw[split] = read_split(spec, split, config)
+    if config.multi_label:
+        labels = build_multi_label_map(raw, config.label_names, config.label_separator)
+        splits = {name: Split(name, part.source, part.texts, multi_hot(part, labels, config.label_separator))
+                  for name, part in raw.items()}
+    else:
+        labels = build_label_map(raw, config.label_names)
+        splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
+        _require_two_classes(splits["train"], labels)
+    rng = random.Random(seed)
+    if "validation" not in splits:
+        # Label combinations are too many to stratify on; multi-label data is split at random.
+        divide = random_split if config.multi_label else stratified_split
+        splits["train"], splits["validation"] = divide(splits["train"], config.validation_fraction, rng)
+    splits["train"] = shuffled(splits["train"], rng).head(config.max_train_rows)
+    for name in ("validation", "test"):
+        if name in splits and config.max_eval_rows is not None:
+            splits[name] = shuffled(splits[name], rng).head(config.max_eval_rows)
+    return TextDataset(splits, labels)
+
+
+def random_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
+    order = list(range(len(split)))
+    rng.shuffle(order)
+    count = min(max(1, round(len(order) * fraction)), len(order) - 1)
+    source = f"{split.source} (seeded {fraction:.0%} validation split)"
+    return (_subset(split, sorted(order[count:]), "train", split.source),
+            _subset(split, sorted(order[:count]), "validation", source))
+
+
+def stratified_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
+    """Seeded split keeping class proportions; every class keeps at least one training row."""
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(split.labels):
+        by_class.setdefault(label, []).append(index)
+    held_out: list[int] = []
+    for label in sorted(by_class):
+        indices = by_class[label]
+        rng.shuffle(indices)
+        held_out += indices[: min(round(len(indices) * fraction), len(indices) - 1)]
+    chosen = set(held_out)
+    kept = [i for i in range(len(split)) if i not in chosen]
+    source = f"{split.source} (seeded {fraction:.0%} validation split)"
+    return _subset(split, kept, "train", split.source), _subset(split, sorted(held_out), "validation", source)
+
+
+def shuffled(split: Split, rng: random.Random) -> Split:
+    order = list(range(len(split)))
+    rng.shuffle(order)
+    return _subset(split, order, split.name, split.source)
+
+
+def _subset(split: Split, indices: list[int], name: str, source: str) -> Split:
+    return Split(name, source, [split.texts[i] for i in indices], [split.labels[i] for i in indices])
+
+
+def keep_label_ids(dataset: TextDataset, first: tuple[str, ...]) -> TextDataset:
+    """The dataset relabelled so `first` (an earlier run's labels) keep ids 0..n-1; new names follow."""
+    names = tuple(first) + tuple(n for n in dataset.labels.names if n not in first)
+    new_id = {old: names.index(name) for old, name in enumerate(dataset.labels.names)}
+    splits = {}
+    for key, split in dataset.splits.items():
+        if split.labels and isinstance(split.labels[0], list):  # multi-hot rows: move the columns
+            labels = [[0.0] * len(names) for _ in split.labels]
+            for row, old_row in zip(labels, split.labels):
+                for old, value in enumerate(old_row):
+                    row[new_id[old]] = value
+        else:
+            labels = [new_id[label] for label in split.labels]
+        splits[key] = Split(split.name, split.source, split.texts, labels)
+    return TextDataset(splits, LabelMap(names))
+
+
+def _preset_default(train_spec: str, split: str) -> str | None:
+    preset = PRESETS.get(train_spec)
+    return train_spec if preset is not None and split in preset.files else None
+
+
+def _require_two_classes(train: Split, labels: LabelMap) -> None:
+    present = sorted(set(train.labels))
+    if len(present) < 2:
+        only = labels.names[present[0]] if present else "none"
+        raise BertfitError(f"{train.source}: every training row has label {only!r}; "
+                           "classification needs at least two classes")

@@ -1,0 +1,242 @@
+"""The HTTP service: `bertfit serve RUN` -> a FastAPI app with micro-batching, limits and a web page.
+
+    POST /predict   {"texts": ["...", ...]} or {"text": "..."}, optional "top_k" -> labels, probabilities
+    GET  /health    liveness, backend and batching counters (never needs the API key)
+    GET  /metadata  labels, model, the run's metrics, limits, version
+    GET  /          a page to type texts and see a probability bar per class; /docs: OpenAPI
+
+Concurrent requests are merged into one model call (bertfit.microbatch). Bad requests get a 4xx
+that says what to change: 400 unreadable body, 401 missing API key, 413 body too large, 422 wrong
+shape, empty list, too many texts or a text too long. The service binds to loopback by default.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import Depends, FastAPI, HTTPException, Security
+from fastapi.responses import HTMLResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field, model_validator
+
+from bertfit import __version__
+from bertfit.deploy.microbatch import MicroBatcher
+from bertfit.errors import BertfitError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    max_batch: int = 32  # texts per model call
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_texts: int = 256  # texts per request
+    max_text_chars: int = 20_000  # characters per text (the model truncates tokens; this bounds tokenizer work)
+    max_body_bytes: int = 2_000_000
+    api_key: str | None = None  # when set, /predict and /metadata need header X-API-Key
+
+    def __post_init__(self) -> None:
+        problems = [f"{name}: must be > 0, got {value}" for name, value in asdict(self).items()
+                    if name != "api_key" and not value > 0]
+        if problems:
+            raise BertfitError("serve settings: " + "; ".join(problems))
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to bodies over the limit, declared or streamed, before they are parsed."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await _send_json(send, 413 if declared.isdigit() else 400, self._message(declared))
+        received, rejected = 0, False
+
+        async def limited_receive() -> dict:
+            nonlocal received, rejected
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes and not rejected:
+                rejected = True
+                await _send_json(send, 413, self._message(None))
+            return {"type": "http.disconnect"} if rejected else message
+
+        async def guarded_send(message: dict) -> None:
+            if not rejected:  # once 413 went out, the app's own answer is dropped
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+    def _message(self, declared: bytes | None) -> str:
+        if declared is not None and not declared.isdigit():
+            return f"invalid Content-Length header {declared.decode('latin-1')!r}"
+        return f"request body over {self.max_bytes:,} bytes (serve --max-body-bytes)"
+
+
+async def _send_json(send: Callable, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def page_html() -> str:
+    return resources.files("bertfit.deploy").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """The run's results.json (validation and test metrics), or {} for an export folder on its own."""
+    for folder in (run_dir, run_dir.parent):
+        if (folder / "results.json").is_file():
+            results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+            return {key: results.get(key) for key in ("validation", "test", "best_step")}
+    return {}
+
+
+def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
+          backend: str = "auto", device: str = "auto", threads: int | None = None) -> None:
+    """Load the run and serve it with uvicorn until SIGINT/SIGTERM; in-flight requests are finished first."""
+    import uvicorn
+
+    from bertfit.infer.predictor import Predictor
+
+    if not is_loopback(host) and settings.api_key is None:
+        log.warning("serving on %s without an API key: anyone who can reach this address can use the model", host)
+    run_dir = Path(run_dir)
+    predictor = Predictor(run_dir, device=device, batch_size=settings.max_batch, backend=backend,
+                          threads=threads)
+    config = uvicorn.Config(create_app(predictor, settings, run_dir), host=host, port=port,
+                            timeout_graceful_shutdown=30, log_level="info", access_log=False)
+    uvicorn.Server(config).run()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class PredictRequest(BaseModel):
+    text: str | None = Field(None, description="one text; give either text or texts")
+    texts: list[str] | None = Field(None, description="several texts, answered in the same order")
+    top_k: int | None = Field(None, ge=1, description="also list the k most probable labels per text")
+
+    @model_validator(mode="after")
+    def one_of_text_or_texts(self) -> "PredictRequest":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+        return self
+
+
+class LabelScore(BaseModel):
+    label: str
+    probability: float
+
+
+class PredictionOut(BaseModel):
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    top_k: list[LabelScore] | None = None
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut]
+    backend: str
+
+
+def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAPI:
+    """The FastAPI app for one loaded Predictor (any backend)."""
+    batcher = MicroBatcher(predictor.predict_proba, settings.max_batch, settings.max_wait_ms)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:  # uvicorn has stopped accepting and finished in-flight requests by now
+            await batcher.stop()
+
+    app = FastAPI(title="bertfit", version=__version__, lifespan=lifespan,
+                  description=f"Text classification with {predictor.meta.base_model} fine-tuned by bertfit.")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    auth = [Depends(_key_checker(settings.api_key))]
+    names = predictor.labels.names
+    metadata = {"labels": list(names), "version": __version__, "run": str(run_dir),
+                "model": {"base_model": predictor.meta.base_model, "backend": predictor.backend_name,
+                          "max_length": predictor.meta.max_length, "temperature": predictor.temperature},
+                "metrics": read_results(run_dir), "export_check": predictor.export.check if predictor.export else None,
+                "limits": {k: v for k, v in asdict(settings).items() if k != "api_key"},
+                "auth_required": settings.api_key is not None}
+
+    @app.post("/predict", response_model=PredictResponse, dependencies=auth)
+    async def predict(request: PredictRequest) -> PredictResponse:
+        texts = [request.text] if request.text is not None else request.texts
+        check_texts(texts, settings)
+        probabilities = await batcher.submit(texts)
+        return PredictResponse(predictions=[to_prediction(row, names, request.top_k) for row in probabilities],
+                               backend=predictor.backend_name)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "backend": predictor.backend_name, "batches_run": batcher.batches_run,
+                "texts_run": batcher.texts_run, "auth_required": settings.api_key is not None}
+
+    @app.get("/metadata", dependencies=auth)
+    async def get_metadata() -> dict[str, Any]:
+        return metadata
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return page_html()
+
+    return app
+
+
+def check_texts(texts: list[str], settings: ServeSettings) -> None:
+    if not texts:
+        raise HTTPException(422, "'texts' is empty; send at least one text")
+    if len(texts) > settings.max_texts:
+        raise HTTPException(422, f"{len(texts)} texts in one request; the limit is {settings.max_texts} "
+                                 "(serve --max-texts); split the list")
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise HTTPException(422, f"text {i} has {len(text):,} characters; the limit is "
+                                     f"{settings.max_text_chars:,} (serve --max-text-chars)")
+
+
+def to_prediction(row: Any, names: tuple[str, ...], top_k: int | None) -> PredictionOut:
+    best = int(row.argmax())
+    out = PredictionOut(label=names[best], confidence=float(row[best]),
+                        probabilities={name: float(p) for name, p in zip(names, row)})
+    if top_k is not None:
+        order = row.argsort()[::-1][:top_k]
+        out.top_k = [LabelScore(label=names[i], probability=float(row[i])) for i in order]
+    return out
+
+
+def _key_checker(api_key: str | None) -> Callable:
+    header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    async def check(given: str | None = Security(header)) -> None:
+        if api_key is None:
+            return
+        # Constant-time comparison: response timing must not reveal how much of a guess was right.
+        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key: send header X-API-Key")
+    return check

@@ -1,0 +1,90 @@
+"""Reference points on the same data and split as the fine-tuned model.
+
+A fine-tuned score means little alone: the majority class says what guessing earns, the untrained
+model (pretrained encoder, random head) what the encoder gives before any training, and TF-IDF +
+logistic regression what a bag of words reaches in seconds. Each returns logits (or log-probabilities,
+which softmax back to the same probabilities), so one metrics function scores them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from bertfit.errors import BertfitError
+from bertfit.meta import ModelMeta
+from bertfit.metrics import classification_metrics, expected_calibration_error, softmax
+from bertfit.model import TextClassifier, load_encoder
+
+log = logging.getLogger(__name__)
+
+TINY = 1e-12  # keeps log(0) finite for classes absent from training
+
+
+def majority_logits(train_labels: np.ndarray, rows: int, num_labels: int) -> np.ndarray:
+    """Always the most frequent training class, with the training class frequencies as probabilities."""
+    prior = np.bincount(np.asarray(train_labels), minlength=num_labels) / max(1, len(train_labels))
+    return np.tile(np.log(prior + TINY), (rows, 1)).astype(np.float64)
+
+
+def tfidf_logistic_logits(train_texts: list[str], train_labels: np.ndarray, test_texts: list[str],
+                          num_labels: int, seed: int) -> np.ndarray:
+    """Word 1-2-gram TF-IDF + logistic regression; log-probabilities in the run's label order."""
+    try:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise BertfitError("the TF-IDF baseline needs scikit-learn: pip install 'bertfit[eval]'") from None
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, max_features=200_000, sublinear_tf=True)
+    features = vectorizer.fit_transform(train_texts)
+    classifier = LogisticRegression(max_iter=1000, C=10.0, random_state=seed)
+    classifier.fit(features, np.asarray(train_labels))
+    # Classes never seen in training keep (almost) zero probability instead of shifting columns.
+    log_probs = np.full((len(test_texts), num_labels), np.log(TINY))
+    log_probs[:, classifier.classes_] = classifier.predict_log_proba(vectorizer.transform(test_texts))
+    return log_probs
+
+
+def untrained_model(meta: ModelMeta, seed: int) -> TextClassifier:
+    """The run's base encoder with a freshly initialised head (same seed as training), not trained at all."""
+    encoder = load_encoder(meta.base_model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TextClassifier(encoder, len(meta.labels), meta.pooling, meta.dropout)
+
+
+def score(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+    """The headline numbers a baseline row shows: accuracy, macro/weighted F1, loss, ECE."""
+    metrics = classification_metrics(logits, labels, names)
+    keep = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro", "loss")
+    return {**{k: metrics[k] for k in keep}, "ece": expected_calibration_error(softmax(logits), labels)}
+
+
+def run_baselines(train_texts: list[str], train_labels: np.ndarray, test_texts: list[str], test_labels: np.ndarray,
+                  names: tuple[str, ...], seed: int, untrained: Any | None = None) -> dict[str, dict[str, Any]]:
+    """Scores of every baseline; `untrained` is a zero-argument callable returning that model's logits.
+
+    A baseline that cannot run (say the base model is not available offline) is reported as skipped
+    with the reason, so one missing reference does not cost the whole evaluation.
+    """
+    jobs = {
+        "majority class": lambda: majority_logits(train_labels, len(test_texts), len(names)),
+        "tf-idf + logistic regression": lambda: tfidf_logistic_logits(train_texts, train_labels, test_texts, len(names), seed),
+    }
+    if untrained is not None:
+        jobs["untrained model (random head)"] = untrained
+    results: dict[str, dict[str, Any]] = {}
+    for name, job in jobs.items():
+        start = time.perf_counter()
+        try:
+            logits = job()
+        except BertfitError as error:
+            log.warning("baseline %s skipped: %s", name, error)
+            results[name] = {"skipped": str(error)}
+            continue
+        results[name] = {**score(logits, test_labels, names), "seconds": round(time.perf_counter() - start, 3)}
+    return results

@@ -1,0 +1,180 @@
+"""One self-contained HTML page per run (`bertfit report RUN`) and side by side (`bertfit compare`).
+
+The page reads what `evaluate_run` wrote (RUN/eval/<split>/) and embeds the figures as base64, so
+the single .html file can be mailed or archived without its folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bertfit import artifacts
+from bertfit.config import config_to_dict
+from bertfit.errors import BertfitError
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro", "loss", "ece")
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f2f2f2}td.t,th.t{text-align:left;max-width:640px}.warn{background:#fff3cd;border:1px solid #e0b000;
+padding:.6em 1em;border-radius:4px}.good{color:#13795b}.bad{color:#b00020}img{max-width:100%;border:1px solid #eee}
+.diff{background:#fff3cd}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"""
+
+
+def load_evaluation(run_dir: Path, split: str = "test") -> dict[str, Any]:
+    path = Path(run_dir) / "eval" / split / "metrics.json"
+    if not path.is_file():
+        raise BertfitError(f"{run_dir}: no evaluation found ({path} is missing); run `bertfit evaluate {run_dir}` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_errors(run_dir: Path, split: str = "test", limit: int = 20) -> list[dict[str, str]]:
+    path = Path(run_dir) / "eval" / split / "errors.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as file:
+        return [row for _, row in zip(range(limit), csv.DictReader(file))]
+
+
+def embed_png(path: Path) -> str:
+    """An <img> holding the PNG itself, or a note that the figure is missing."""
+    if not path.is_file():
+        return f"<p><i>{html.escape(path.name)} not found</i></p>"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def table(header: list[str], rows: list[list[Any]], text_columns: int = 1) -> str:
+    """An HTML table; the first `text_columns` columns are left-aligned text, numbers get 4 decimals."""
+    def cell(value: Any, index: int, tag: str) -> str:
+        shown = f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+        return f'<{tag}{" class=t" if index < text_columns else ""}>{shown}</{tag}>'
+    head = "".join(cell(h, i, "th") for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell(v, i, "td") for i, v in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def baseline_rows(evaluation: dict[str, Any]) -> list[list[Any]]:
+    """Fine-tuned first, then each baseline with the fine-tuned model's margin over it."""
+    rows = [["fine-tuned", *(evaluation.get(k, "") for k in HEADLINE), ""]]
+    for name, scores in evaluation.get("baselines", {}).items():
+        if "skipped" in scores:
+            rows.append([name, *([""] * len(HEADLINE)), f"skipped: {scores['skipped']}"])
+            continue
+        margin = evaluation["accuracy"] - scores["accuracy"]
+        rows.append([name, *(scores.get(k, "") for k in HEADLINE), f"{margin:+.4f}"])
+    return rows
+
+
+def render_report(run_dir: str | Path, split: str = "test", explain_errors: int = 5, out: Path | None = None) -> Path:
+    """Write RUN/report.html (or `out`) and return its path."""
+    run_dir = Path(run_dir)
+    evaluation = load_evaluation(run_dir, split)
+    folder = run_dir / "eval" / split
+    config = artifacts.read_run_config(run_dir)
+    sections = [f"<h1>bertfit report: {html.escape(run_dir.name)}</h1>",
+                f"<p>{html.escape(evaluation['data'])}, split {html.escape(split)}, {evaluation['rows']} rows; "
+                f"model {html.escape(config.model.name)}</p>"]
+    if evaluation.get("overfitting_warning"):
+        sections.append(f'<p class="warn"><b>Warning:</b> {html.escape(evaluation["overfitting_warning"])}</p>')
+    sections += ["<h2>Fine-tuned vs baselines</h2>",
+                 table(["model", *HEADLINE, "accuracy margin of fine-tuned"], baseline_rows(evaluation))]
+    sections += _calibration_section(evaluation)
+    per_class = evaluation["per_class"]
+    sections += ["<h2>Per class</h2>", table(["class", "precision", "recall", "f1", "support"],
+                                             [[n, s["precision"], s["recall"], s["f1"], s["support"]]
+                                              for n, s in per_class.items()]),
+                 "<h2>Most confused pairs</h2>",
+                 table(["true", "predicted as", "rows", "share of true class"],
+                       [[p["true"], p["predicted"], p["count"], p["fraction_of_true"]] for p in evaluation["most_confused"]], 2),
+                 "<h2>Training curves</h2>", embed_png(folder / "curves.png"),
+                 "<h2>Confusion matrix</h2>", embed_png(folder / "confusion.png"),
+                 "<h2>Reliability</h2>", embed_png(folder / "reliability.png")]
+    sections += _errors_section(run_dir, split, explain_errors)
+    sections += ["<h2>Hyper-parameters</h2>",
+                 f"<pre>{html.escape(yaml.safe_dump(config_to_dict(config), sort_keys=False))}</pre>"]
+    out = Path(out) if out else run_dir / "report.html"
+    artifacts.write_text_atomic(out, page(f"bertfit report {run_dir.name}", sections))
+    return out
+
+
+def page(title: str, sections: list[str]) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
+
+
+def _calibration_section(evaluation: dict[str, Any]) -> list[str]:
+    calibration = evaluation.get("calibration")
+    if not calibration:
+        return ["<h2>Calibration</h2>", f"<p>Temperature {evaluation.get('temperature', 1.0):.3f} (not refitted).</p>"]
+    rows = [[split, calibration[f"{split}_ece_before"], calibration[f"{split}_ece_after"],
+             calibration[f"{split}_loss_before"], calibration[f"{split}_loss_after"]] for split in ("validation", "test")]
+    return ["<h2>Calibration (temperature scaling)</h2>",
+            f"<p>T = {calibration['temperature']:.3f}, fitted on {html.escape(calibration['fitted_on'])}; "
+            "stored in model/bertfit.json and applied by Predictor.</p>",
+            table(["split", "ECE before", "ECE after", "loss before", "loss after"], rows)]
+
+
+def _errors_section(run_dir: Path, split: str, explain_errors: int) -> list[str]:
+    errors = read_errors(run_dir, split)
+    if not errors:
+        return ["<h2>Errors</h2><p>No misclassified rows.</p>"]
+    rows = [[e["row"], e["text"][:300], e["true"], e["predicted"], float(e["confidence"])] for e in errors]
+    parts = ["<h2>Most confident errors</h2>", table(["row", "text", "true", "predicted", "confidence"], rows, 4)]
+    if explain_errors > 0:
+        from bertfit.evaluate.explain import attribution_html, integrated_gradients, special_tokens_of
+
+        loaded = artifacts.load_model(run_dir)
+        parts.append(f"<h2>Why: token attributions of the top {min(explain_errors, len(errors))} errors</h2>"
+                     "<p>Integrated gradients towards the predicted (wrong) label.</p>")
+        for error in errors[:explain_errors]:
+            attribution = integrated_gradients(loaded, error["text"])
+            parts.append(f"<p>row {html.escape(error['row'])}, true <b>{html.escape(error['true'])}</b></p>"
+                         + attribution_html(attribution, special_tokens_of(loaded)))
+    return parts
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def render_compare(run_dirs: list[str | Path], out: Path, split: str = "test") -> Path:
+    """Runs side by side: headline metrics, hyper-parameters (differences first, highlighted), curves."""
+    from bertfit.evaluate.plots import compare_curves_png
+
+    runs = [Path(r) for r in run_dirs]
+    if len(runs) < 2:
+        raise BertfitError("compare needs at least two run directories")
+    names = [r.name if list(map(lambda x: x.name, runs)).count(r.name) == 1 else str(r) for r in runs]
+    evaluations = [load_evaluation(r, split) for r in runs]
+    metric_rows = [[metric, *(e.get(metric, "") for e in evaluations)] for metric in HEADLINE]
+    metric_rows.append(["temperature", *(e.get("temperature", "") for e in evaluations)])
+    params = [flatten(config_to_dict(artifacts.read_run_config(r))) for r in runs]
+    keys = [k for k in params[0] if k not in ("name", "output_dir", "cache_dir")]
+    differing = [k for k in keys if len({json.dumps(p.get(k)) for p in params}) > 1]
+    same = [k for k in keys if k not in differing]
+    param_html = table(["field", *names], [[k, *(p.get(k) for p in params)] for k in differing + same])
+    # Mark the rows that differ: the first len(differing) data rows of the table.
+    param_html = param_html.replace("<tr><td class=t>", '<tr class="diff"><td class=t>', len(differing))
+    curves = compare_curves_png({n: artifacts.read_metrics(r) for n, r in zip(names, runs)}, Path(out).with_suffix(".png"))
+    sections = [f"<h1>bertfit compare: {len(runs)} runs</h1>",
+                f"<h2>Metrics ({html.escape(split)})</h2>", table(["metric", *names], metric_rows),
+                "<h2>Validation curves</h2>", embed_png(curves),
+                f"<h2>Hyper-parameters ({len(differing)} differ, highlighted)</h2>", param_html]
+    artifacts.write_text_atomic(Path(out), page("bertfit compare", sections))
+    return Path(out)

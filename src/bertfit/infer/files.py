@@ -1,0 +1,34 @@
+"""Texts to predict read from a file, and predictions written as CSV (`bertfit predict --file ... --out ...`)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from bertfit.atomic import atomic_file
+from bertfit.config import DataConfig
+from bertfit.data.read import read_file
+from bertfit.errors import BertfitError
+from bertfit.infer.predictor import Prediction
+
+
+def read_texts(path: Path, text_column: str = "text") -> list[str]:
+    """The texts of one column of a CSV/TSV/JSON/JSONL/Parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BertfitError(f"file: {path} not found")
+    columns = read_file(path, DataConfig())
+    if text_column not in columns:
+        raise BertfitError(f"text_column: {text_column!r} is not a column of {path} "
+                           f"(columns: {', '.join(map(str, columns))})")
+    return [str(text) for text in columns[text_column]]
+
+
+def write_predictions(path: Path, predictions: list[Prediction]) -> None:
+    """text, label, confidence and one prob_<label> column per label, one row per prediction."""
+    names = list(predictions[0].probabilities) if predictions else []
+    with atomic_file(Path(path)) as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label", "confidence", *(f"prob_{n}" for n in names)])
+        for p in predictions:
+            writer.writerow([p.text, p.label, f"{p.confidence:.6f}", *(f"{p.probabilities[n]:.6f}" for n in names)])

@@ -1,0 +1,155 @@
+"""Batch prediction from a run directory, model folder or export folder (imports nothing from training).
+
+`Predictor(path).predict(texts)` picks a backend: ONNX Runtime when the run has an export
+(RUN/export, written by `bertfit export`) and the device is the CPU, PyTorch otherwise; `backend=`
+forces one. Both run through the inference engine and return rows in input order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bertfit.artifacts import (
+    EXPORT_DIR,
+    EXPORT_META,
+    export_folder,
+    load_model,
+    read_export_meta,
+    read_model_meta,
+)
+from bertfit.data.labels import LabelMap
+from bertfit.errors import BertfitError
+from bertfit.infer import BACKENDS
+from bertfit.infer.backends import OnnxBackend, TorchBackend
+from bertfit.infer.engine import InferenceContext, tokenize_like_training
+from bertfit.meta import ExportMeta
+from bertfit.metrics import sigmoid, softmax
+from bertfit.runtime.device import choose_device, set_cpu_threads
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    text: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    labels: tuple[str, ...] | None = None  # multi-label models: every label at or above its threshold
+
+
+def choose_onnx_file(folder: Path, export: ExportMeta, backend: str) -> Path:
+    """onnx prefers the int8 file when it was exported; onnx-fp32 / onnx-int8 ask for one."""
+    kind = {"onnx-fp32": "fp32", "onnx-int8": "int8"}.get(backend) or ("int8" if "int8" in export.files else "fp32")
+    if kind not in export.files or not (folder / export.files[kind]).is_file():
+        flag = " --int8" if kind == "int8" else ""
+        raise BertfitError(f"{folder}: no {kind} ONNX model; run `bertfit export RUN --onnx{flag}`")
+    return folder / export.files[kind]
+
+
+class Predictor:
+    """Model (PyTorch or ONNX) + tokenizer + labels; `predict(texts)` keeps the input order.
+
+    `threads` caps the CPU threads one model call uses (default: every core). A server whose clients
+    share its cores runs faster with fewer: threads that wait on each other are descheduled.
+    `meta` describes the model (labels, max_length, temperature, ...); `export` the ONNX export in use.
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", batch_size: int = 64,
+                 backend: str = "auto", threads: int | None = None):
+        if backend not in BACKENDS:
+            raise BertfitError(f"backend: unknown {backend!r}; use one of {', '.join(BACKENDS)}")
+        if threads is not None and threads < 1:
+            raise BertfitError(f"threads: must be >= 1, got {threads}")
+        path = Path(path)
+        folder = export_folder(path)
+        if backend == "auto":
+            use_onnx = folder is not None and device in ("auto", "cpu") and choose_device(device).type == "cpu"
+            backend = "onnx" if use_onnx and _export_is_current(path, folder) else "torch"
+        self.export: ExportMeta | None = None
+        if backend == "torch":
+            self._load_torch(path, device, precision, batch_size, threads)
+        elif folder is None:
+            raise BertfitError(f"{path}: no ONNX export (expected {path / EXPORT_DIR / EXPORT_META}); "
+                               "run `bertfit export RUN --onnx` or use backend torch")
+        else:
+            self._load_onnx(folder, backend, path, batch_size, threads)
+        log.info("predictor for %s uses the %s backend", path, self.backend.name)
+
+    def _load_torch(self, path: Path, device: str, precision: str, batch_size: int, threads: int | None) -> None:
+        loaded = load_model(path)
+        if threads:
+            set_cpu_threads(threads)
+        self.tokenizer, self.meta = loaded.tokenizer, loaded.meta
+        context = InferenceContext.create(loaded.tokenizer.pad_token_id, batch_size, device, precision)
+        self.backend = TorchBackend(loaded.model, context)
+
+    def _load_onnx(self, folder: Path, backend: str, path: Path, batch_size: int, threads: int | None) -> None:
+        from transformers import AutoTokenizer
+
+        self.export = read_export_meta(folder)
+        self.meta = self.export.model
+        try:  # `bertfit evaluate` may calibrate after the export: the temperature is the model's, not the graph's
+            self.meta = dataclasses.replace(self.meta, temperature=read_model_meta(path).temperature)
+        except BertfitError:
+            pass  # an export folder on its own carries the temperature it was exported with
+        model_file = choose_onnx_file(folder, self.export, backend)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.backend = OnnxBackend(model_file, self.export.pad_token_id, batch_size, threads)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def labels(self) -> LabelMap:
+        return self.meta.label_map
+
+    @property
+    def temperature(self) -> float:
+        return self.meta.temperature
+
+    @property
+    def multi_label(self) -> bool:
+        return self.meta.multi_label
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """One row per text; with sliding windows, the pooled logits of its windows (pooled here, outside
+        the network, so the PyTorch and ONNX backends pool alike)."""
+        split = tokenize_like_training(self.meta, self.tokenizer, texts)
+        return split.document_logits(self.backend.logits(split))
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities (rows sum to 1), or for multi-label models one independent probability per label."""
+        scaled = self.logits(texts) / self.temperature
+        return sigmoid(scaled) if self.multi_label else softmax(scaled)
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        probabilities = self.predict_proba(texts)
+        names = self.meta.labels
+        if self.multi_label:
+            cuts = np.array(self.meta.label_thresholds())
+            chosen = [tuple(n for n, p, c in zip(names, row, cuts) if p >= c) for row in probabilities]
+            return [Prediction(text, "|".join(found), float(row.max()), dict(zip(names, map(float, row))), found)
+                    for text, row, found in zip(texts, probabilities, chosen)]
+        return [Prediction(text, names[int(row.argmax())], float(row.max()), dict(zip(names, map(float, row))))
+                for text, row in zip(texts, probabilities)]
+
+
+def _export_is_current(path: Path, folder: Path) -> bool:
+    """False when the model was retrained (or resumed) after the export: serving it would be stale."""
+    try:
+        model_step = read_model_meta(path).step
+    except BertfitError:
+        return True  # an export folder on its own: nothing to compare against
+    export_step = read_export_meta(folder).model.step
+    if export_step is not None and export_step != model_step:
+        log.warning("%s is older than the model (step %s vs %s); using PyTorch. Re-run `bertfit export`",
+                    folder, export_step, model_step)
+        return False
+    return True

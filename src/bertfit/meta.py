@@ -1,0 +1,118 @@
+"""The typed records a saved model and an export carry: model/bertfit.json (ModelMeta), export/export.json (ExportMeta).
+
+Only bertfit.artifacts reads and writes the files; everything else receives these frozen records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertfit import __version__
+from bertfit.config import RunConfig, config_to_dict
+from bertfit.data.labels import LabelMap
+from bertfit.data.windows import WindowSettings
+from bertfit.errors import BertfitError
+
+SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """model/bertfit.json: what a saved model needs beyond its weights to read text as it was trained.
+
+    Files written by earlier bertfit versions lack some fields; they load with these defaults.
+    """
+
+    labels: tuple[str, ...]
+    base_model: str | None
+    max_length: int
+    pooling: str = "mean"
+    dropout: float = 0.1
+    keep_head: float = 1.0
+    window_stride: int = 0
+    window_pooling: str = "mean"
+    problem_type: str = SINGLE_LABEL
+    temperature: float = 1.0  # fitted by `bertfit evaluate`; logits are divided by it
+    step: int | None = None  # the optimizer step the weights are from
+    thresholds: dict[str, float] | None = None  # multi-label: per-label cut-offs tuned on validation
+    lora: dict[str, Any] | None = None  # the LoRA settings trained with
+    adapter: str | None = None  # the PEFT adapter's folder inside the model folder
+    merged_from: str | None = None
+    bertfit_version: str = __version__
+
+    @classmethod
+    def for_run(cls, config: RunConfig, labels: LabelMap, step: int) -> "ModelMeta":
+        """The meta of a model trained with `config`, saved at `step`."""
+        model = config.model
+        return cls(tuple(labels.names), model.name, model.max_length, model.pooling, model.dropout, model.keep_head,
+                   model.window_stride, model.window_pooling, config.data.problem_type, step=step,
+                   lora=config_to_dict(config.lora) if config.lora.r > 0 else None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: Path | str) -> "ModelMeta":
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            meta = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as error:  # a required field is missing
+            raise BertfitError(f"{source}: {error}; the file is damaged, train the model again") from None
+        return dataclasses.replace(meta, labels=tuple(meta.labels), temperature=float(meta.temperature))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @property
+    def label_map(self) -> LabelMap:
+        return LabelMap(self.labels)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.problem_type == MULTI_LABEL
+
+    @property
+    def windows(self) -> WindowSettings | None:
+        """Sliding-window settings for reading texts (None: one row per text)."""
+        return WindowSettings(self.window_stride, self.window_pooling) if self.window_stride > 0 else None
+
+    def label_thresholds(self) -> list[float]:
+        """Multi-label cut-offs in label order (0.5 where none was tuned)."""
+        return [(self.thresholds or {}).get(name, 0.5) for name in self.labels]
+
+
+@dataclass(frozen=True)
+class ExportMeta:
+    """export/export.json: the exported graphs, what they need to be fed, and their check against PyTorch."""
+
+    model: ModelMeta  # the exported model's labels, tokenising settings and temperature
+    pad_token_id: int
+    files: dict[str, str]  # precision (fp32, int8) -> file name in the export folder
+    opset: int
+    export_seconds: float | None = None
+    check: dict[str, Any] | None = None  # the self-check: accuracy of PyTorch and of every file
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: Path | str) -> "ExportMeta":
+        model = ModelMeta.from_dict({**data, "step": data.get("model_step")}, source)
+        try:
+            return cls(model, int(data["pad_token_id"]), dict(data["files"]), int(data.get("opset", 0)),
+                       data.get("export_seconds"), data.get("check"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise BertfitError(f"{source}: missing or bad field {error}; export the run again") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        model = {k: v for k, v in self.model.to_dict().items() if k not in ("step", "pooling", "dropout")}
+        return {**model, "model_step": self.model.step, "pad_token_id": self.pad_token_id, "opset": self.opset,
+                "files": self.files, "export_seconds": self.export_seconds, "check": self.check}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BertfitError(f"{path}: cannot be read ({error}); the file is damaged") from None
+    if not isinstance(data, dict):
+        raise BertfitError(f"{path}: expected a JSON object; the file is damaged")
+    return data

@@ -1,0 +1,232 @@
+"""The training recipe: setup -> fit -> save -> test. `train(config)` is the public entry point."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bertfit import artifacts
+from bertfit.atomic import write_json_atomic
+from bertfit.config import RunConfig, replace
+from bertfit.data.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
+from bertfit.data.labels import LabelMap
+from bertfit.data.splits import TextDataset, load_dataset
+from bertfit.data.streaming import StreamedSplit, load_streamed
+from bertfit.data.windows import WindowSettings
+from bertfit.errors import BertfitError
+from bertfit.infer.engine import InferenceContext, split_logits
+from bertfit.meta import ModelMeta
+from bertfit.metrics import classification_metrics, sigmoid, tune_thresholds
+from bertfit.model import build_classifier, count_parameters, load_tokenizer
+from bertfit.runtime.device import choose_precision, compile_model, make_scaler
+from bertfit.runtime.distributed import (
+    Distributed,
+    barrier,
+    broadcast_object,
+    broadcast_parameters,
+    close_distributed,
+    init_distributed,
+)
+from bertfit.runtime.env import environment
+from bertfit.runtime.seed import restore_rng_states, seed_everything
+from bertfit.training.features import encode_splits
+from bertfit.training.growth import forgetting, initial_weights
+from bertfit.training.loop import LoopState, Session, Trainer, state_from_dict, steps_per_epoch
+from bertfit.training.losses import loss_function
+from bertfit.training.optim import build_optimizer, build_scheduler
+from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter
+
+log = logging.getLogger(__name__)
+
+Splits = dict[str, TokenizedSplit | FeatureSplit | StreamedSplit]  # train (maybe streamed), validation, test
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    steps: int  # optimizer steps done
+    best_step: int
+    validation: dict[str, float]  # metrics of the best checkpoint
+    test: dict[str, float] | None
+    train_seconds: float
+    samples_per_second: float
+    interrupted: bool
+
+
+def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False,
+          on_eval: EvalCallback | None = None) -> TrainResult:
+    """Fine-tune `config.model` on `config.data` into a run directory, or continue the run at `resume`.
+
+    `on_eval(state, record)` runs after every evaluation; an exception it raises stops training.
+    """
+    if resume is not None:
+        config = artifacts.read_run_config(Path(resume))
+    elif config is None:
+        raise BertfitError("train() needs a config or a run directory to resume")
+    dist, device = init_distributed(config.train.device)
+    try:
+        if config.name is None:  # every rank must agree on the name: rank 0's clock decides
+            config = replace(config, name=broadcast_object(time.strftime("%Y%m%d-%H%M%S"), dist))
+        if resume is None:
+            _check_run_dir_free(config, overwrite, dist)
+        return _train(config, dist, device, resume, overwrite, on_eval)
+    finally:
+        close_distributed(dist)
+
+
+def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: str | Path | None, overwrite: bool,
+           on_eval: EvalCallback | None) -> TrainResult:
+    seed_everything(config.train.seed + dist.rank)  # ranks draw different dropout masks, like one big batch
+    tokenizer = load_tokenizer(config.model.name)
+    context = InferenceContext(device, choose_precision(config.train.precision, device), tokenizer.pad_token_id,
+                               config.train.eval_batch_size)
+    dataset, tokens, model = _setup_data_and_model(config, tokenizer, context, dist)
+    session = _setup_session(model, tokens["train"], config, context, dist)
+    run_dir, state = _open_run(config, dataset.labels, session, resume, overwrite)
+    trainable, total = count_parameters(model)
+    log.info("run %s: %d train / %d validation %s, %s of %s parameters train, %s %s%s", run_dir,
+             len(tokens["train"]), len(tokens["validation"]), "windows" if config.model.window_stride else "rows",
+             f"{trainable:,}", f"{total:,}", device, context.precision.name,
+             f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
+    # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
+    files = RunFiles(run_dir, tokenizer, ModelMeta.for_run(config, dataset.labels, state.step))
+    writer = RunWriter(files, session, config.train.tensorboard, state.step or None, on_eval) if dist.is_main \
+        else SilentWriter(dist)
+    try:
+        trainer = Trainer(session, tokens["train"], tokens["validation"], dataset.labels.names, config.train, writer)
+        state = trainer.fit(state)
+    finally:
+        writer.close()
+    barrier(dist)  # rank 0's model/ folder is complete before anyone reads it
+    if not dist.is_main:
+        return TrainResult(run_dir, state.step, state.best_step, _best_validation(state), None, state.train_seconds, 0.0,
+                           state.interrupted)
+    return _finish(run_dir, session, tokens, dataset.labels, config, state)
+
+
+def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext,
+                          dist: Distributed) -> tuple[TextDataset, Splits, torch.nn.Module]:
+    """The splits (tokens, or with a frozen encoder its pooled vectors) and the model on its device."""
+    if config.data.streaming:  # the training split is read chunk by chunk during fit (data.streaming)
+        dataset, stream = load_streamed(config, tokenizer)
+    else:
+        dataset, stream = load_dataset(config.data, config.train.seed), None
+    # Before tokenising: with model.init_from the labels take the earlier run's ids.
+    dataset, initial, label_rows = initial_weights(config, dataset)
+    tokens = ({"train": stream} if stream is not None else {}) | tokenize_dataset(dataset, tokenizer, config)
+    model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
+    model = model.to(context.device)
+    broadcast_parameters(model, dist)
+    if config.uses_cached_features:  # from here on the splits are pooled vectors, not tokens
+        tokens = encode_splits(model, tokens, context, _cache_dir(config) if config.train.cache_features == "disk" else None)
+    elif config.train.compile:
+        compile_model(model)
+    return dataset, tokens, model
+
+
+def _open_run(config: RunConfig, labels: LabelMap, session: Session, resume: str | Path | None,
+              overwrite: bool) -> tuple[Path, LoopState]:
+    """The run directory, created (rank 0) or resumed, and the loop state to start from."""
+    if resume is not None:
+        return Path(resume), _restore(Path(resume), session, config.train.seed)
+    run_dir = Path(config.output_dir) / config.name
+    if session.dist.is_main:
+        run_dir = artifacts.create_run_dir(config, labels, environment(config.train.device, config.train.precision),
+                                           overwrite)
+    return run_dir, LoopState()
+
+
+def _check_run_dir_free(config: RunConfig, overwrite: bool, dist: Distributed) -> None:
+    """Rank 0 decides (other ranks may not share its disk, or may look after it created the folder)."""
+    problem = None
+    if dist.is_main:
+        try:
+            artifacts.check_run_dir_free(config, overwrite)
+        except BertfitError as error:
+            problem = str(error)
+    problem = broadcast_object(problem, dist)
+    if problem is not None:
+        raise BertfitError(problem)
+
+
+def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) -> dict[str, TokenizedSplit]:
+    cache = _cache_dir(config)
+    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache, config.model.keep_head,
+                           WindowSettings.for_split(config.model, name))
+            for name, split in dataset.splits.items()}
+
+
+def _cache_dir(config: RunConfig) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+
+
+def _setup_session(model: torch.nn.Module, train_split: TokenizedSplit | FeatureSplit | StreamedSplit,
+                   config: RunConfig, context: InferenceContext, dist: Distributed = Distributed()) -> Session:
+    cfg, device = config.train, context.device
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    scheduler = build_scheduler(optimizer, cfg.warmup_ratio, steps_per_epoch(len(train_split), cfg) * cfg.epochs)
+    loss_fn = loss_function(cfg, train_split.labels, model.head.out_features, device)
+    return Session(model, optimizer, scheduler, make_scaler(device, context.precision), loss_fn, context,
+                   cfg.max_grad_norm, dist)
+
+
+def _restore(run_dir: Path, session: Session, seed: int) -> LoopState:
+    saved = artifacts.load_checkpoint(run_dir, session.model)
+    session.optimizer.load_state_dict(saved["optimizer"])
+    session.scheduler.load_state_dict(saved["scheduler"])
+    session.scaler.load_state_dict(saved["scaler"])
+    state = state_from_dict(saved["loop"])
+    restore_rng_states(saved["rng_ranks"], session.dist, seed, state.step)
+    state.interrupted = False
+    if session.dist.is_main:
+        artifacts.truncate_metrics(run_dir, state.step)
+    log.info("resuming %s at step %d (epoch %d)", run_dir, state.step, state.epoch)
+    return state
+
+
+def _finish(run_dir: Path, session: Session, tokens: Splits, labels: LabelMap, config: RunConfig,
+            state: LoopState) -> TrainResult:
+    """Reload the best weights, evaluate them on the test split, write results.json."""
+    rate = state.samples_seen / max(state.train_seconds, 1e-9)
+    validation = _best_validation(state)
+    if state.interrupted:
+        log.warning("interrupted at step %d; continue with: bertfit train --resume %s", state.step, run_dir)
+        return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, rate, True)
+    artifacts.load_saved_weights(run_dir, session.model)
+    thresholds = tune_label_thresholds(run_dir, session, tokens["validation"], labels, config) \
+        if config.data.multi_label else None
+    test = None
+    if "test" in tokens:
+        logits = split_logits(session.model, tokens["test"], session.context)
+        test = classification_metrics(logits, tokens["test"].document_labels, labels.names, thresholds)
+        if config.model.init_from is not None:
+            test |= forgetting(config.model.init_from, session, tokens["test"], logits)
+    result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False)
+    write_json_atomic(run_dir / "results.json", {
+        "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
+        **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
+        "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
+        "rows": {name: split.documents for name, split in tokens.items()}})
+    return result
+
+
+def _best_validation(state: LoopState) -> dict[str, float]:
+    """The validation metrics of the best evaluation, without the eval/ prefix."""
+    best = next((r for r in state.history if r["step"] == state.best_step), {})
+    return {k.removeprefix("eval/"): v for k, v in best.items() if k.startswith("eval/")}
+
+
+def tune_label_thresholds(run_dir: Path, session: Session, validation: TokenizedSplit | FeatureSplit, labels: LabelMap,
+                          config: RunConfig) -> np.ndarray:
+    """Per-label probability cut-offs that maximise validation F1, stored in model/bertfit.json."""
+    logits = split_logits(session.model, validation, session.context)
+    thresholds = tune_thresholds(sigmoid(logits), validation.document_labels)
+    artifacts.update_model_meta(run_dir, thresholds=dict(zip(labels.names, thresholds.tolist())))
+    log.info("tuned thresholds: %s", ", ".join(f"{n}={t:.2f}" for n, t in zip(labels.names, thresholds)))
+    return thresholds

@@ -1,0 +1,75 @@
+"""What a training run leaves as it goes: evaluations, scalars, the best model and checkpoints (rank 0 only)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bertfit import artifacts
+from bertfit.meta import ModelMeta
+from bertfit.runtime.distributed import Distributed
+from bertfit.runtime.seed import gather_rng_states
+from bertfit.training.loop import LoopState, Session, state_dict
+
+EvalCallback = Callable[[LoopState, dict[str, Any]], None]  # (loop state, metrics record) after each evaluation
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run writes, and what its saved model carries besides the weights."""
+
+    run_dir: Path
+    tokenizer: Any
+    meta: ModelMeta  # the step is filled in when a model is saved
+
+
+class RunWriter:
+    """Writes evaluations, scalars, the best model and checkpoints into the run directory."""
+
+    def __init__(self, files: RunFiles, session: Session, tensorboard: bool, purge_step: int | None = None,
+                 on_eval: EvalCallback | None = None):
+        self.files, self.run_dir, self.session, self.on_eval_callback = files, files.run_dir, session, on_eval
+        self.scalars = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.scalars = SummaryWriter(str(files.run_dir / "tensorboard"), purge_step=purge_step)
+
+    def on_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        if self.scalars is not None:
+            for key, value in scalars.items():
+                self.scalars.add_scalar(key, value, step)
+
+    def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None:
+        artifacts.append_metrics(self.run_dir, record)
+        self.on_scalars(state.step, {k: v for k, v in record.items() if k.startswith("eval/")})
+        if improved:
+            artifacts.save_model(self.run_dir / artifacts.MODEL_DIR, self.session.model, self.files.tokenizer,
+                                 dataclasses.replace(self.files.meta, step=state.step))
+        if self.on_eval_callback is not None:  # last: it may raise to stop the run (search pruning)
+            self.on_eval_callback(state, record)
+
+    def on_checkpoint(self, state: LoopState) -> None:
+        session, rng_ranks = self.session, gather_rng_states(self.session.dist)
+        # "rng" (rank 0's) stays for bertfit versions that read only that key.
+        artifacts.save_checkpoint(self.run_dir, session.model, {
+            "loop": state_dict(state), "optimizer": session.optimizer.state_dict(),
+            "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(),
+            "rng": rng_ranks[0], "rng_ranks": rng_ranks})
+
+    def close(self) -> None:
+        if self.scalars is not None:
+            self.scalars.close()
+
+
+class SilentWriter:
+    """RunHooks for ranks other than 0: they keep no files, but send rank 0 their RNG state at checkpoints."""
+
+    def __init__(self, dist: Distributed):
+        self.dist = dist
+
+    def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None: ...
+    def on_checkpoint(self, state: LoopState) -> None: gather_rng_states(self.dist)
+    def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,108 @@
+"""The shape of the package: imports point from later stages to earlier ones, and modules stay small."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "bertfit"
+
+# The stages a text goes through, earliest first. A module may import from its own stage and earlier ones.
+STAGES = ["ground", "runtime", "data", "model", "infer", "training", "evaluate", "deploy", "cli"]
+GROUND = {"__init__", "errors", "config_values", "config", "atomic", "metrics"}  # no torch, no other stage
+MODEL = {"model", "meta", "artifacts"}  # the classifier and the run-directory contract it is saved under
+# Beyond the order: serving and evaluating a run never need the training code.
+FORBIDDEN = {("deploy", "training"), ("evaluate", "training")}
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 310, 60
+
+
+def stage_of(module: str) -> str:
+    """'bertfit.data.read' -> 'data'; top-level modules belong to the ground or the model stage."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "ground"
+    if parts[1] == "__main__":  # `python -m bertfit` is the command line
+        return "cli"
+    if len(parts) > 2 or parts[1] in STAGES:
+        return parts[1]
+    return "model" if parts[1] in MODEL else "ground"
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(ROOT.parent).with_suffix("")
+    return ".".join(relative.parts).removesuffix(".__init__")
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every bertfit import in the file, lazy ones inside functions included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            found += [(node.lineno, name) for name in names if name.startswith("bertfit.")]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("bertfit.")]
+        assert not (isinstance(node, ast.ImportFrom) and node.level), f"{path}: use absolute imports"
+    return found
+
+
+def existing(name: str) -> bool:
+    """Whether `name` is a module or package of bertfit (an imported function name is not)."""
+    path = ROOT.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+SOURCES = sorted(ROOT.rglob("*.py"))
+
+
+def test_every_import_points_to_an_earlier_stage():
+    violations = []
+    for path in SOURCES:
+        here = stage_of(module_name(path))
+        for line, name in imports(path):
+            if not existing(name) or name == "bertfit":
+                continue
+            there = stage_of(name)
+            if STAGES.index(there) > STAGES.index(here) or (here, there) in FORBIDDEN:
+                violations.append(f"{path.relative_to(ROOT)}:{line} ({here}) imports {name} ({there})")
+    assert not violations, "imports against the stage order:\n" + "\n".join(violations)
+
+
+def test_no_import_cycles_between_modules():
+    graph = {module_name(p): {n for _, n in imports(p) if existing(n) and n != "bertfit"} for p in SOURCES}
+    visiting, done = set(), set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in done:
+            return
+        assert node not in visiting, "import cycle: " + " -> ".join(path + [node])
+        visiting.add(node)
+        for child in graph.get(node, ()):
+            visit(child, path + [node])
+        visiting.discard(node)
+        done.add(node)
+
+    for node in graph:
+        visit(node, [])
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_and_functions_stay_small(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= MAX_MODULE_LINES, f"{len(lines)} lines; split the module by concern"
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            assert length <= MAX_FUNCTION_LINES, f"{node.name} has {length} lines"
+
+
+def test_the_stage_test_sees_a_violation(tmp_path):
+    """The walker itself: an inference module importing training code is reported."""
+    assert stage_of("bertfit.infer.engine") == "infer" and stage_of("bertfit.artifacts") == "model"
+    assert stage_of("bertfit.config") == "ground" and stage_of("bertfit.training.loop") == "training"
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from bertfit.training.loop import Trainer\n")
+    assert imports(bad) == [(2, "bertfit.training.loop"), (2, "bertfit.training.loop.Trainer")]
+    assert STAGES.index(stage_of("bertfit.training.loop")) > STAGES.index("infer")

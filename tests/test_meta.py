@@ -1,0 +1,49 @@
+"""The typed run records: bertfit.json files of earlier versions still load, and round trips keep every field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bertfit.artifacts import read_model_meta, update_model_meta
+from bertfit.errors import BertfitError
+from bertfit.meta import MULTI_LABEL, ExportMeta, ModelMeta
+
+# bertfit.json as written before the typed record (and older files that lack later fields).
+WRITTEN_BY_0_1 = {"bertfit_version": "0.1.0", "labels": ["neg", "pos"], "base_model": "embedded", "pooling": "mean",
+                  "dropout": 0.1, "max_length": 128, "keep_head": 1.0, "window_stride": 0, "window_pooling": "mean",
+                  "problem_type": "single_label_classification", "temperature": 1.0, "step": 40}
+OLDEST = {"labels": ["a", "b", "c"], "base_model": "bert-base-uncased", "pooling": "cls", "dropout": 0.2, "max_length": 64}
+
+
+@pytest.mark.parametrize("written", [WRITTEN_BY_0_1, OLDEST])
+def test_files_of_earlier_versions_load_and_round_trip(tmp_path, written):
+    (tmp_path / "bertfit.json").write_text(json.dumps(written))
+    meta = read_model_meta(tmp_path)
+    assert meta.labels == tuple(written["labels"]) and meta.max_length == written["max_length"]
+    assert meta.temperature == 1.0 and meta.windows is None and not meta.multi_label
+    assert ModelMeta.from_dict(meta.to_dict(), "x") == meta
+    updated = update_model_meta(tmp_path, temperature=1.7)
+    assert read_model_meta(tmp_path) == updated and updated.temperature == 1.7 and updated.labels == meta.labels
+
+
+def test_a_damaged_file_names_itself(tmp_path):
+    (tmp_path / "bertfit.json").write_text(json.dumps({"labels": ["a", "b"]}))  # no max_length, no base_model
+    with pytest.raises(BertfitError, match="bertfit.json.*damaged"):
+        read_model_meta(tmp_path)
+    (tmp_path / "bertfit.json").write_text("{not json")
+    with pytest.raises(BertfitError, match="bertfit.json: cannot be read"):
+        read_model_meta(tmp_path)
+
+
+def test_windows_thresholds_and_export_record():
+    meta = ModelMeta(("x", "y"), "embedded", 32, window_stride=7, window_pooling="max", problem_type=MULTI_LABEL,
+                     thresholds={"y": 0.3}, step=9)
+    assert (meta.windows.stride, meta.windows.pooling) == (7, "max") and meta.multi_label
+    assert meta.label_thresholds() == [0.5, 0.3]
+    export = ExportMeta(meta, pad_token_id=0, files={"fp32": "model.onnx"}, opset=17)
+    data = export.to_dict()
+    assert data["model_step"] == 9 and data["window_stride"] == 7  # the flat export.json layout of earlier versions
+    back = ExportMeta.from_dict(data, "export.json")
+    assert back.model.step == 9 and back.files == export.files and back.model.labels == meta.labels
