@@ -162,7 +162,7 @@ def test_missing_requirements_are_listed_by_the_config(tiny_overrides):
 
 
 def test_torchrun_two_ranks_match_one_process(flags_for_ranks):
-    from test_distributed import TORCHRUN, _assert_same_run, _run, _single
+    from launch import TORCHRUN, _assert_same_run, _run, _single
 
     single = _single(flags_for_ranks, "single")
     _run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "bertfit.cli", "train", *flags_for_ranks,

@@ -17,7 +17,7 @@ from bertfit.config import load_config
 from bertfit.errors import BertfitError
 from bertfit.training.search import load_space, run_search
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
