@@ -20,6 +20,7 @@ a markdown table. Runs unchanged on CUDA
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -33,9 +34,8 @@ import torch
 from bertfit import artifacts
 from bertfit.config import DataConfig, load_config
 from bertfit.data.splits import load_dataset
-from bertfit.infer.predictor import TorchBackend, tokenize_like_training
+from bertfit.infer.engine import InferenceContext, split_logits, tokenize_like_training
 from bertfit.metrics import classification_metrics
-from bertfit.runtime.device import choose_device, choose_precision
 from bertfit.training.recipe import train
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -69,13 +69,12 @@ def evaluate_strategy(run_dir: Path, max_length: int, settings: dict, texts: lis
                       names: tuple[str, ...], args: argparse.Namespace) -> dict:
     """The run's weights, reading the texts as `settings` say (pooling windows per review)."""
     loaded = artifacts.load_model(run_dir)
-    device = choose_device("auto")
-    backend = TorchBackend(loaded.model, loaded.tokenizer.pad_token_id, args.eval_batch_size, device,
-                           choose_precision(args.precision, device))
-    meta = {**loaded.meta, "max_length": max_length, **settings}  # with --train-length the model was trained shorter
+    context = InferenceContext.create(loaded.tokenizer.pad_token_id, args.eval_batch_size, "auto", args.precision)
+    # with --train-length the model was trained shorter
+    meta = dataclasses.replace(loaded.meta, max_length=max_length, **settings)
     started = time.perf_counter()
     split = tokenize_like_training(meta, loaded.tokenizer, texts, labels)
-    logits = split.document_logits(backend.logits(split))
+    logits = split_logits(loaded.model.to(context.device), split, context)
     seconds = time.perf_counter() - started
     metrics = classification_metrics(logits, labels, names)
     return {"accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"], "eval_seconds": round(seconds, 2),

@@ -66,7 +66,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per model call (0: all)")
     args = parser.parse_args()
-    from bertfit.infer.predictor import EXPORT_DIR, EXPORT_META, Predictor
+    from bertfit.artifacts import EXPORT_DIR, EXPORT_META
+    from bertfit.infer.predictor import Predictor
 
     texts = ag_news_texts(args.rows)
     backends = ["torch", *[b for b in args.backends if b != "torch"]]  # ratios need PyTorch

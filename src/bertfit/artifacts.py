@@ -38,6 +38,7 @@ from bertfit.model import TextClassifier, head_state, is_lora, load_encoder, mer
 
 MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR, EXPORT_DIR = "model", "checkpoint", "adapter", "export"
 WEIGHTS_FILE, META_FILE, TRAINING_STATE_FILE, EXPORT_META = "model.safetensors", "bertfit.json", "training.pt", "export.json"
+RESULTS_FILE = "results.json"
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ def check_run_dir_free(config: RunConfig, overwrite: bool) -> Path:
     """Refuse, before any work is done, to write over an existing run unless overwrite is set."""
     run_dir = Path(config.output_dir) / config.name
     if run_dir.exists() and not overwrite:
-        raise BertfitError(f"run directory {run_dir} already exists; choose another name (--name), "
-                           f"continue it (--resume {run_dir}) or replace it (--overwrite)")
+        raise BertfitError(f"run directory {run_dir} already exists; choose another name (name), "
+                           f"continue it (resume {run_dir}) or replace it (overwrite)")
     return run_dir
 
 
@@ -91,6 +92,12 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """results.json: best validation and test metrics, steps, timings, rows ({} before training finished)."""
+    path = Path(run_dir) / RESULTS_FILE
+    return read_json(path) if path.is_file() else {}
 
 
 def truncate_metrics(run_dir: Path, last_step: int) -> None:

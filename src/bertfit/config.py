@@ -251,6 +251,12 @@ def override(config: RunConfig, dotted: dict[str, Any], **top: Any) -> RunConfig
     return build_config(raw)
 
 
+def top_level_fields() -> list[str]:
+    """The fields of RunConfig that are not sections: name, output_dir, cache_dir."""
+    hints = typing.get_type_hints(RunConfig)
+    return [f.name for f in dataclasses.fields(RunConfig) if not dataclasses.is_dataclass(hints[f.name])]
+
+
 def field_help() -> list[tuple[str, str, Any]]:
     """(dotted name, help, default) for every field, for `bertfit train --help`."""
     rows = []

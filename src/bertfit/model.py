@@ -31,7 +31,7 @@ class TextClassifier(nn.Module):
         """Logits from tokens, or from `features` (pooled vectors computed earlier by `encode`).
 
         Passing features skips the encoder: with a frozen encoder the loop trains the head on
-        cached vectors (see bertfit.features) while the model, its weights and saving stay the same.
+        cached vectors (see bertfit.training.features) while the model, its weights and saving stay the same.
         Not keyword-only: the TorchScript ONNX exporter passes every parameter by position.
         """
         if features is None:

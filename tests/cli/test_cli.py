@@ -88,3 +88,17 @@ def test_existing_run_is_refused_before_any_work(tmp_path):
     result = _bertfit("train", "--name", "taken", "--data.train", "missing.csv", cwd=tmp_path)
     assert result.returncode == 2 and "already exists" in result.stderr and "--overwrite" in result.stderr
     assert (run_dir / "keep.txt").read_text() == "precious"
+
+
+def test_api_errors_are_shown_as_the_commands_flags(tmp_path, capsys):
+    """The API names its parameters (max_batch, max_rows); the CLI prints the flags a user typed."""
+    from bertfit.cli.main import _parser, as_flags
+
+    assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
+    assert "--max-batch: must be > 0" in capsys.readouterr().err
+    assert main(["export", str(tmp_path), "--onnx", "--max-rows", "0"]) == 2
+    assert "--max-rows: must be >= 1" in capsys.readouterr().err
+    _, commands = _parser()
+    # Plain words stay words: only a name that opens a clause, or has an underscore, is a parameter.
+    assert as_flags("threads: must be >= 1; the device is busy", commands.choices["serve"]) == \
+        "--threads: must be >= 1; the device is busy"

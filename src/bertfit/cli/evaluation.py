@@ -1,4 +1,4 @@
-"""`bertfit evaluate | inspect | report | compare | explain`: parsers and handlers (see cli.py)."""
+"""`bertfit evaluate | inspect | report | compare | explain`: the commands that look at data and results."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     inspect.add_argument("--drop-duplicates", type=Path, metavar="DIR",
                          help="write each split to DIR/<split>.csv without near-duplicates, empty texts "
                               "and train rows seen in test")
-    inspect.set_defaults(handler=_inspect)
+    # inspect's flags set DataConfig fields: errors that name the fields show the flags
+    inspect.set_defaults(handler=_inspect, field_flags={"data.text_columns": "--text-column",
+                                                        "data.label_column": "--label-column"})
 
     report = commands.add_parser("report", help="one self-contained HTML page and the model card of an evaluated run")
     report.add_argument("run", type=Path)

@@ -31,25 +31,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args, extra)
     except BertfitError as error:
-        print(f"error: {as_flags(str(error), commands.choices[args.command])}", file=sys.stderr)
+        message = as_flags(str(error), commands.choices[args.command], args.command)
+        for field, flag in getattr(args, "field_flags", {}).items():
+            message = message.replace(field, flag)
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def as_flags(message: str, command: argparse.ArgumentParser) -> str:
+def as_flags(message: str, command: argparse.ArgumentParser, name: str = "") -> str:
     """`message` with the API's parameter names written as this command's flags: max_rows -> --max-rows.
 
-    A name is replaced where it starts the message or a clause (`name:`), or anywhere when it has an
-    underscore (max_text_chars), so plain words such as `device` inside a sentence stay as they are.
+    A name is replaced where it starts the message or a clause (`name:`), where it opens a parenthesis
+    (`(overwrite)`), or anywhere when it has an underscore (max_text_chars), so plain words such as
+    `device` inside a sentence stay as they are. Commands that take config fields as flags also get the
+    top-level fields (name, output_dir).
     """
-    for action in command._actions:
-        flag = next((f for f in action.option_strings if f.startswith("--")), None)
-        if flag is None or action.dest in ("help", "config"):
-            continue
-        name = re.escape(action.dest)
-        pattern = rf"(?<![\w.-]){name}(?![\w-])" if "_" in action.dest else rf"(?:(?<=^)|(?<=[;(] )){name}(?=:)"
+    flags = {action.dest: next(f for f in action.option_strings if f.startswith("--")) for action in command._actions
+             if any(f.startswith("--") for f in action.option_strings) and action.dest not in ("help", "config")}
+    if name in TAKES_FIELD_FLAGS:
+        from bertfit.config import top_level_fields
+
+        flags |= {field: f"--{field}" for field in top_level_fields()}
+    for dest, flag in flags.items():
+        escaped = re.escape(dest)
+        pattern = rf"(?<![\w.-]){escaped}(?![\w-])" if "_" in dest else \
+            rf"(?:(?<=^)|(?<=[;(] )){escaped}(?=:)|(?<=\(){escaped}(?=[) ])"
         message = re.sub(pattern, flag, message)
     return message
 

@@ -34,7 +34,7 @@ class TokenizedSplit:
     ids: np.ndarray  # int32, all token ids end to end
     offsets: np.ndarray  # int64, len(texts) + 1: text i is ids[offsets[i]:offsets[i+1]]
     labels: np.ndarray  # int64 label ids (or a float matrix for multi-label), one per row
-    # With sliding windows (bertfit.windows) a row is a window: document d owns rows windows[d]:windows[d+1],
+    # With sliding windows (data.windows) a row is a window: document d owns rows windows[d]:windows[d+1],
     # every one carrying the document's label. None: one row per text.
     windows: np.ndarray | None = None
     pooling: str = "mean"  # how window logits become the document's logits
@@ -62,7 +62,7 @@ class TokenizedSplit:
 
 @dataclass(frozen=True)
 class FeatureSplit:
-    """A split already run through a frozen encoder: one pooled vector per text (see bertfit.features).
+    """A split already run through a frozen encoder: one pooled vector per text (see bertfit.training.features).
 
     It keeps the token lengths so the training batches are cut exactly as for the tokenised split.
     """

@@ -69,7 +69,7 @@ def read_rows(spec: str, split: str, config: DataConfig) -> SplitRows:
     for column in (*config.text_columns, config.label_column):
         if column not in columns:
             raise BertfitError(f"{path}: column {column!r} not found (columns: {', '.join(map(str, columns))}); "
-                               "set --text-column / --label-column")
+                               "set data.text_columns / data.label_column")
     texts = [" ".join(str(v).strip() for v in values if v is not None)
              for values in zip(*(columns[c] for c in config.text_columns))]
     return SplitRows(split, str(path), texts, _label_names(columns[config.label_column], config.label_names))

@@ -5,7 +5,7 @@
     GET  /metadata  labels, model, the run's metrics, limits, version
     GET  /          a page to type texts and see a probability bar per class; /docs: OpenAPI
 
-Concurrent requests are merged into one model call (bertfit.microbatch). Bad requests get a 4xx
+Concurrent requests are merged into one model call (deploy.microbatch). Bad requests get a 4xx
 that says what to change: 400 unreadable body, 401 missing API key, 413 body too large, 422 wrong
 shape, empty list, too many texts or a text too long. The service binds to loopback by default.
 """
@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, model_validator
 
-from bertfit import __version__
+from bertfit import __version__, artifacts
 from bertfit.deploy.microbatch import MicroBatcher
 from bertfit.errors import BertfitError
 
@@ -97,17 +97,20 @@ def page_html() -> str:
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:
-    """The run's results.json (validation and test metrics), or {} for an export folder on its own."""
+    """The run's validation and test metrics (an export folder's are in its run directory), or {}."""
     for folder in (run_dir, run_dir.parent):
-        if (folder / "results.json").is_file():
-            results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        results = artifacts.read_results(folder)
+        if results:
             return {key: results.get(key) for key in ("validation", "test", "best_step")}
     return {}
 
 
 def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
-          backend: str = "auto", device: str = "auto", threads: int | None = None) -> None:
-    """Load the run and serve it with uvicorn until SIGINT/SIGTERM; in-flight requests are finished first."""
+          **predictor_options: Any) -> None:
+    """Load the run and serve it with uvicorn until SIGINT/SIGTERM; in-flight requests are finished first.
+
+    `predictor_options` go to the Predictor (backend, device, threads); its batch size is settings.max_batch.
+    """
     import uvicorn
 
     from bertfit.infer.predictor import Predictor
@@ -115,8 +118,7 @@ def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1",
     if not is_loopback(host) and settings.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach this address can use the model", host)
     run_dir = Path(run_dir)
-    predictor = Predictor(run_dir, device=device, batch_size=settings.max_batch, backend=backend,
-                          threads=threads)
+    predictor = Predictor(run_dir, batch_size=settings.max_batch, **predictor_options)
     config = uvicorn.Config(create_app(predictor, settings, run_dir), host=host, port=port,
                             timeout_graceful_shutdown=30, log_level="info", access_log=False)
     uvicorn.Server(config).run()

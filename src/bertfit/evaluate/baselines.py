@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bertfit.data.splits import Split
 from bertfit.errors import BertfitError
 from bertfit.meta import ModelMeta
 from bertfit.metrics import classification_metrics, expected_calibration_error, softmax
@@ -64,16 +65,17 @@ def score(logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dic
     return {**{k: metrics[k] for k in keep}, "ece": expected_calibration_error(softmax(logits), labels)}
 
 
-def run_baselines(train_texts: list[str], train_labels: np.ndarray, test_texts: list[str], test_labels: np.ndarray,
+def run_baselines(train: Split, test_texts: list[str], test_labels: np.ndarray,
                   names: tuple[str, ...], seed: int, untrained: Any | None = None) -> dict[str, dict[str, Any]]:
-    """Scores of every baseline; `untrained` is a zero-argument callable returning that model's logits.
+    """Scores of every baseline trained on `train`; `untrained` is a zero-argument callable returning that model's logits.
 
     A baseline that cannot run (say the base model is not available offline) is reported as skipped
     with the reason, so one missing reference does not cost the whole evaluation.
     """
+    train_labels = np.asarray(train.labels)
     jobs = {
         "majority class": lambda: majority_logits(train_labels, len(test_texts), len(names)),
-        "tf-idf + logistic regression": lambda: tfidf_logistic_logits(train_texts, train_labels, test_texts, len(names), seed),
+        "tf-idf + logistic regression": lambda: tfidf_logistic_logits(train.texts, train_labels, test_texts, len(names), seed),
     }
     if untrained is not None:
         jobs["untrained model (random head)"] = untrained

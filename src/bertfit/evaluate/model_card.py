@@ -6,7 +6,6 @@ any time and always matches the files beside it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
     evaluation = load_evaluation(run_dir, split)
     folder = artifacts.model_folder(run_dir)
     meta = artifacts.read_model_meta(folder)
-    results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
+    results = artifacts.read_results(run_dir)
     rows = results.get("rows", {})
     weakest = min(evaluation["per_class"].items(), key=lambda item: item[1]["f1"])
     confused = evaluation["most_confused"][0] if evaluation["most_confused"] else None

@@ -205,5 +205,5 @@ def _baselines(scorer: _Scorer, seed: int, dataset: TextDataset, texts: list[str
     from bertfit.evaluate.baselines import run_baselines, untrained_model
 
     train, meta = dataset.splits["train"], scorer.loaded.meta
-    return run_baselines(train.texts, np.asarray(train.labels), texts, labels, meta.labels, seed,
+    return run_baselines(train, texts, labels, meta.labels, seed,
                          lambda: scorer.logits(texts, untrained_model(meta, seed)))

@@ -68,7 +68,7 @@ class LoopState:
 
 
 class RunHooks(Protocol):
-    """What `fit` asks of the run directory (see train.RunWriter)."""
+    """What the Trainer asks of the run directory (see training.writer.RunWriter)."""
 
     def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None: ...
     def on_checkpoint(self, state: LoopState) -> None: ...

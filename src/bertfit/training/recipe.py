@@ -208,7 +208,7 @@ def _finish(run_dir: Path, session: Session, tokens: Splits, labels: LabelMap, c
         if config.model.init_from is not None:
             test |= forgetting(config.model.init_from, session, tokens["test"], logits)
     result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False)
-    write_json_atomic(run_dir / "results.json", {
+    write_json_atomic(run_dir / artifacts.RESULTS_FILE, {
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
         **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),

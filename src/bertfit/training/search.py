@@ -66,10 +66,10 @@ def load_space(spec: str | Path) -> list[Parameter]:
     else:
         path = Path(spec)
         if not path.is_file():
-            raise BertfitError(f"--space {spec}: not a file or a preset ({', '.join(SPACE_PRESETS)})")
+            raise BertfitError(f"space: {spec} is not a file or a preset ({', '.join(SPACE_PRESETS)})")
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict) or not raw:
-        raise BertfitError(f"--space {spec}: expected a mapping of dotted fields to distributions")
+        raise BertfitError(f"space: {spec}: expected a mapping of dotted fields to distributions")
     return [_parameter(name, value, str(spec)) for name, value in raw.items()]
 
 
