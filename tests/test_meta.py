@@ -7,8 +7,9 @@ import json
 import pytest
 
 from bertfit.artifacts import read_model_meta, update_model_meta
+from bertfit.config import MULTI_LABEL
 from bertfit.errors import BertfitError
-from bertfit.meta import MULTI_LABEL, ExportMeta, ModelMeta
+from bertfit.meta import ExportMeta, ModelMeta
 
 # bertfit.json as written before the typed record (and older files that lack later fields).
 WRITTEN_BY_0_1 = {"bertfit_version": "0.1.0", "labels": ["neg", "pos"], "base_model": "embedded", "pooling": "mean",

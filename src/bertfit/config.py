@@ -22,6 +22,7 @@ from bertfit.errors import ConfigError
 EMBEDDED_MODEL = "embedded"
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 STREAMABLE_FORMATS = ("csv", "tsv", "jsonl", "parquet")
+SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"  # Hugging Face's problem_type
 
 
 def _field(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
@@ -57,7 +58,7 @@ class DataConfig:
     @property
     def problem_type(self) -> str:
         """The task as a run's model meta names it (Hugging Face's problem_type values)."""
-        return "multi_label_classification" if self.multi_label else "single_label_classification"
+        return MULTI_LABEL if self.multi_label else SINGLE_LABEL
 
     def file_format(self, path: Path) -> str | None:
         """csv, tsv, json, jsonl or parquet: data.format, else from the file's extension (None: unknown)."""

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from bertfit import __version__
-from bertfit.config import RunConfig, config_to_dict
+from bertfit.config import MULTI_LABEL, SINGLE_LABEL, RunConfig, config_to_dict
 from bertfit.data.labels import LabelMap
 from bertfit.data.windows import WindowSettings
 from bertfit.errors import BertfitError
-
-SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ import logging
 import re
 import sys
 
-from bertfit.cli import deploy, evaluation, info, training
+from bertfit.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, deploy, evaluation, info, training
 from bertfit.errors import BertfitError
 
-EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 COMMAND_GROUPS = (training, evaluation, deploy, info)  # each adds its commands: add_commands(subparsers)
 TAKES_FIELD_FLAGS = ("train", "search")  # commands whose unknown flags are config fields (--train.lr 3e-5)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bertfit.cli import EXIT_INTERRUPTED
 from bertfit.cli.evaluation import summary
 from bertfit.errors import BertfitError
-
-EXIT_INTERRUPTED = 130
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
