@@ -30,33 +30,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args, extra)
     except BertfitError as error:
-        message = as_flags(str(error), commands.choices[args.command], args.command)
-        for field, flag in getattr(args, "field_flags", {}).items():
-            message = message.replace(field, flag)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {as_flags(str(error), commands.choices[args.command], _field_flags(args))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def as_flags(message: str, command: argparse.ArgumentParser, name: str = "") -> str:
+def _field_flags(args: argparse.Namespace) -> dict[str, str]:
+    """Config fields the command sets through flags of other names (inspect's --text-column), or, for
+    commands that take config fields as flags, the top-level fields (name, output_dir)."""
+    if args.command in TAKES_FIELD_FLAGS:
+        from bertfit.config import top_level_fields
+
+        return {field: f"--{field}" for field in top_level_fields()}
+    return getattr(args, "field_flags", {})
+
+
+def as_flags(message: str, command: argparse.ArgumentParser, field_flags: dict[str, str] | None = None) -> str:
     """`message` with the API's parameter names written as this command's flags: max_rows -> --max-rows.
 
     A name is replaced where it starts the message or a clause (`name:`), where it opens a parenthesis
-    (`(overwrite)`), or anywhere when it has an underscore (max_text_chars), so plain words such as
-    `device` inside a sentence stay as they are. Commands that take config fields as flags also get the
-    top-level fields (name, output_dir).
+    (`(overwrite)`), or anywhere when it has an underscore or a dot (max_text_chars, data.text_columns),
+    so plain words such as `device` inside a sentence stay as they are. `field_flags` adds names that
+    are not the command's own options (config fields set by its flags).
     """
     flags = {action.dest: next(f for f in action.option_strings if f.startswith("--")) for action in command._actions
              if any(f.startswith("--") for f in action.option_strings) and action.dest not in ("help", "config")}
-    if name in TAKES_FIELD_FLAGS:
-        from bertfit.config import top_level_fields
-
-        flags |= {field: f"--{field}" for field in top_level_fields()}
+    flags |= field_flags or {}
     for dest, flag in flags.items():
         escaped = re.escape(dest)
-        pattern = rf"(?<![\w.-]){escaped}(?![\w-])" if "_" in dest else \
+        pattern = rf"(?<![\w.-]){escaped}(?![\w-])" if "_" in dest or "." in dest else \
             rf"(?:(?<=^)|(?<=[;(] )){escaped}(?=:)|(?<=\(){escaped}(?=[) ])"
         message = re.sub(pattern, flag, message)
     return message

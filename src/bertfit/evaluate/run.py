@@ -85,7 +85,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     part = read_split(spec, split, dataclasses.replace(config.data, label_names=loaded.meta.labels))
     texts = part.texts[:options.max_rows] if options.max_rows else part.texts
     if loaded.meta.multi_label:
-        return _evaluate_multi_label(run_dir, scorer, part, texts, split)
+        return _evaluate_multi_label(run_dir, scorer, part, texts, split, config.data.label_separator)
     labels = np.asarray(map_labels(part, loaded.labels)[: len(texts)])
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -117,11 +117,11 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     return result
 
 
-def _evaluate_multi_label(run_dir: Path, scorer: _Scorer, part: RawSplit, texts: list[str], split: str) -> dict[str, Any]:
+def _evaluate_multi_label(run_dir: Path, scorer: _Scorer, part: RawSplit, texts: list[str], split: str,
+                          separator: str) -> dict[str, Any]:
     """Multi-label runs: 0/1 label rows scored at the thresholds tuned on validation (headline metrics only)."""
-    config = artifacts.read_run_config(run_dir)
     meta = scorer.loaded.meta
-    labels = multi_hot(part, meta.label_map, config.data.label_separator)[: len(texts)]
+    labels = multi_hot(part, meta.label_map, separator)[: len(texts)]
     logits = scorer.logits(texts)
     metrics = classification_metrics(logits / meta.temperature, np.asarray(labels), meta.labels, meta.label_thresholds())
     result = {"data": part.source, "split": split, "rows": len(texts), **metrics}

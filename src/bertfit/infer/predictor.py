@@ -68,17 +68,18 @@ class Predictor:
             raise BertfitError(f"threads: must be >= 1, got {threads}")
         path = Path(path)
         folder = export_folder(path)
+        export = read_export_meta(folder) if folder is not None else None
         if backend == "auto":
-            use_onnx = folder is not None and device in ("auto", "cpu") and choose_device(device).type == "cpu"
-            backend = "onnx" if use_onnx and _export_is_current(path, folder) else "torch"
+            use_onnx = export is not None and device in ("auto", "cpu") and choose_device(device).type == "cpu"
+            backend = "onnx" if use_onnx and _export_is_current(path, folder, export) else "torch"
         self.export: ExportMeta | None = None
         if backend == "torch":
             self._load_torch(path, device, precision, batch_size, threads)
-        elif folder is None:
+        elif export is None:
             raise BertfitError(f"{path}: no ONNX export (expected {path / EXPORT_DIR / EXPORT_META}); "
                                "run `bertfit export RUN --onnx` or use backend torch")
         else:
-            self._load_onnx(folder, backend, path, batch_size, threads)
+            self._load_onnx(folder, export, backend, path, batch_size, threads)
         log.info("predictor for %s uses the %s backend", path, self.backend.name)
 
     def _load_torch(self, path: Path, device: str, precision: str, batch_size: int, threads: int | None) -> None:
@@ -89,11 +90,11 @@ class Predictor:
         context = InferenceContext.create(loaded.tokenizer.pad_token_id, batch_size, device, precision)
         self.backend = TorchBackend(loaded.model, context)
 
-    def _load_onnx(self, folder: Path, backend: str, path: Path, batch_size: int, threads: int | None) -> None:
+    def _load_onnx(self, folder: Path, export: ExportMeta, backend: str, path: Path, batch_size: int,
+                   threads: int | None) -> None:
         from transformers import AutoTokenizer
 
-        self.export = read_export_meta(folder)
-        self.meta = self.export.model
+        self.export, self.meta = export, export.model
         try:  # `bertfit evaluate` may calibrate after the export: the temperature is the model's, not the graph's
             self.meta = dataclasses.replace(self.meta, temperature=read_model_meta(path).temperature)
         except BertfitError:
@@ -141,13 +142,13 @@ class Predictor:
                 for text, row in zip(texts, probabilities)]
 
 
-def _export_is_current(path: Path, folder: Path) -> bool:
+def _export_is_current(path: Path, folder: Path, export: ExportMeta) -> bool:
     """False when the model was retrained (or resumed) after the export: serving it would be stale."""
     try:
         model_step = read_model_meta(path).step
     except BertfitError:
         return True  # an export folder on its own: nothing to compare against
-    export_step = read_export_meta(folder).model.step
+    export_step = export.model.step
     if export_step is not None and export_step != model_step:
         log.warning("%s is older than the model (step %s vs %s); using PyTorch. Re-run `bertfit export`",
                     folder, export_step, model_step)
