@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Callable, Literal
 
 import yaml
 
-from bertfit.config_values import coerce, parse_overrides, read_yaml, set_dotted
+from bertfit.config_values import build_dataclass, parse_overrides, read_yaml, set_dotted
 from bertfit.errors import ConfigError
 
 EMBEDDED_MODEL = "embedded"
@@ -54,6 +53,9 @@ class DataConfig:
                                       lambda v: v >= 1, "must be >= 1")
     label_separator: str = _field("|", "separator between label names in a multi-label text column, e.g. 'a|b'",
                                   lambda v: len(v) >= 1, "must not be empty")
+    label_map: dict[str, str | None] | None = _field(
+        None, "rename, merge or drop labels as read, e.g. {0: negative, 4: positive, 2: null}; null drops the rows "
+              "(counted in the log); every key must occur in train")
 
     @property
     def problem_type(self) -> str:
@@ -135,7 +137,14 @@ class TrainConfig:
                   "on the cached vectors; disk also keeps them beside the token cache for later runs; none: encode every step")
     compile: bool = _field(False, "torch.compile the model (first steps are slow while it compiles; "
                                   "needs a C++ compiler on CPU, Triton on GPU)")
-    tensorboard: bool = _field(True, "write TensorBoard scalars under RUN/tensorboard")
+    tensorboard: bool = _field(True, "write TensorBoard scalars under RUN/tensorboard (false: as if tensorboard were "
+                                     "left out of train.report_to)")
+    report_to: tuple[Literal["tensorboard", "mlflow", "wandb"], ...] = _field(
+        ("tensorboard",), "where scalars and the config go, any of tensorboard, mlflow, wandb (WANDB_MODE=offline "
+                          "needs no account); [] for none")
+    mlflow_uri: str | None = _field(None, "MLflow tracking URI (default: the SQLite store OUTPUT_DIR/mlflow.db)")
+    max_steps: int = _field(0, "stop after N optimizer steps, the schedule ending there (a short probe run, e.g. to "
+                               "compare learning rates); 0: train.epochs decides", lambda v: v >= 0, "must be >= 0")
     progress: bool = _field(True, "show a progress bar")
 
 
@@ -168,7 +177,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def build_config(raw: dict[str, Any]) -> RunConfig:
     """Turn nested plain data into a validated RunConfig, or raise ConfigError listing every problem."""
     problems: list[str] = []
-    config = _build(RunConfig, raw, "", problems)
+    config = build_dataclass(RunConfig, raw, "", problems)
     if not problems:
         problems += _combination_problems(config)
     if problems:
@@ -190,6 +199,8 @@ def _combination_problems(config: RunConfig) -> list[str]:
         problems.append("model.freeze: LoRA (lora.r > 0) already freezes the encoder; set model.freeze none")
     if config.data.streaming:
         problems += _streaming_problems(config)
+    if config.data.label_map and (config.data.multi_label or config.data.streaming):
+        problems.append("data.label_map: not supported with data.multi_label or data.streaming; relabel the file instead")
     return problems
 
 
@@ -226,6 +237,17 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items()}
         return value
     return plain(dataclasses.asdict(config))
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys: {"train": {"lr": 1e-4}} -> {"train.lr": 1e-4}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def save_config(config: RunConfig, path: Path) -> None:
@@ -268,36 +290,3 @@ def field_help() -> list[tuple[str, str, Any]]:
         else:
             rows.append((f.name, f.metadata["help"], f.default))
     return rows
-
-
-def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
-    """Instantiate dataclass `cls` from `raw`, appending every problem found to `problems`."""
-    if not isinstance(raw, dict):
-        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
-        raw = {}
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in raw:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(fields)})"
-            problems.append(f"{prefix}{key}: unknown field{hint}")
-    values = {}
-    for name, f in fields.items():
-        if name not in raw:
-            continue
-        where = f"{prefix}{name}"
-        if dataclasses.is_dataclass(hints[name]):
-            values[name] = _build(hints[name], raw[name], f"{where}.", problems)
-            continue
-        try:
-            value = coerce(raw[name], hints[name])
-        except ValueError as error:
-            problems.append(f"{where}: {error}")
-            continue
-        check = f.metadata.get("check")
-        if check is not None and value is not None and not check(value):
-            problems.append(f"{where}: {f.metadata['rule']}, got {value!r}")
-            continue
-        values[name] = value
-    return cls(**values)

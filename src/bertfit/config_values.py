@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -29,7 +31,11 @@ def coerce(value: Any, hint: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise ValueError(f"expected a list, got {value!r}")
-        return tuple(coerce(item, args[0]).strip() for item in items)
+        return tuple(coerce(item.strip() if isinstance(item, str) else item, args[0]).strip() for item in items)
+    if origin is dict:  # keys as text (YAML reads `0:` as a number), values coerced
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping like {{a: b}}, got {value!r}")
+        return {str(key).strip(): coerce(item, args[1]) for key, item in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -93,3 +99,36 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError([f"{dotted}: {part} is not a section"])
     node[leaf] = value
+
+
+def build_dataclass(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    """Instantiate dataclass `cls` from `raw`, appending every problem found to `problems`."""
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+        raw = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(fields)})"
+            problems.append(f"{prefix}{key}: unknown field{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        where = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = build_dataclass(hints[name], raw[name], f"{where}.", problems)
+            continue
+        try:
+            value = coerce(raw[name], hints[name])
+        except ValueError as error:
+            problems.append(f"{where}: {error}")
+            continue
+        check = f.metadata.get("check")
+        if check is not None and value is not None and not check(value):
+            problems.append(f"{where}: {f.metadata['rule']}, got {value!r}")
+            continue
+        values[name] = value
+    return cls(**values)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from bertfit import artifacts
-from bertfit.config import config_to_dict
+from bertfit.config import config_to_dict, flatten
 from bertfit.errors import BertfitError
 
 log = logging.getLogger(__name__)
@@ -141,16 +141,6 @@ def _errors_section(run_dir: Path, split: str, explain_errors: int) -> list[str]
             parts.append(f"<p>row {html.escape(error['row'])}, true <b>{html.escape(error['true'])}</b></p>"
                          + attribution_html(attribution, special_tokens_of(loaded)))
     return parts
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def render_compare(run_dirs: list[str | Path], out: Path, split: str = "test") -> Path:

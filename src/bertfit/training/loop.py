@@ -123,6 +123,11 @@ def steps_per_epoch(rows: int, config: TrainConfig) -> int:
     return math.ceil(math.ceil(rows / config.batch_size) / config.grad_accum_steps)
 
 
+def total_steps(rows: int, config: TrainConfig) -> int:
+    """Optimizer steps of the whole run: train.max_steps when set (a probe run), else train.epochs of them."""
+    return config.max_steps or steps_per_epoch(rows, config) * config.epochs
+
+
 class Trainer:
     """One run's loop: the session, its data and hooks, and the meters its steps share; `fit` runs it."""
 
@@ -130,7 +135,7 @@ class Trainer:
                  validation: TokenizedSplit | FeatureSplit, names: tuple[str, ...], config: TrainConfig, hooks: RunHooks):
         self.session, self.train, self.validation, self.names = session, train, validation, names
         self.config, self.hooks = config, hooks
-        self.total_steps = steps_per_epoch(len(train), config) * config.epochs
+        self.total_steps = total_steps(len(train), config)
 
     def fit(self, state: LoopState) -> LoopState:
         """Train from `state` to the end (or early stop, or Ctrl-C), evaluating and checkpointing on the way."""
@@ -141,7 +146,7 @@ class Trainer:
         stop = StopRequest()
         session.model.train()
         with stop.installed():
-            while state.epoch < config.epochs and not state.finished and not state.interrupted:
+            while state.step < self.total_steps and not state.finished and not state.interrupted:
                 self._epoch(stop)
         state.finished = not state.interrupted
         self.progress.close()
@@ -168,7 +173,7 @@ class Trainer:
             self._after_step(end_of_epoch, stopping)
             if stopping:
                 state.interrupted = True
-            if stopping or state.finished or end_of_epoch:
+            if stopping or state.finished or end_of_epoch or state.step == self.total_steps:
                 return
             last = time.perf_counter()  # evaluation and checkpoints do not count as training time
 
@@ -178,7 +183,7 @@ class Trainer:
         eval_due = (end_of_epoch and config.eval_every_steps == 0) or state.step == self.total_steps or \
             bool(config.eval_every_steps and state.step % config.eval_every_steps == 0)
         checkpoint_due = eval_due or bool(config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0)
-        if self.meters.running_steps == LOG_EVERY_STEPS or end_of_epoch:
+        if self.meters.running_steps == LOG_EVERY_STEPS or end_of_epoch or state.step == self.total_steps:
             # The GPU runs behind the host: wait for the queued steps here and count that wait as
             # training time, or train_seconds would miss most of the device's work.
             state.train_seconds += wait_for_device(session.device)

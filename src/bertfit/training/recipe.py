@@ -13,7 +13,7 @@ import torch
 
 from bertfit import artifacts
 from bertfit.atomic import write_json_atomic
-from bertfit.config import RunConfig, replace
+from bertfit.config import RunConfig, config_to_dict, flatten, replace
 from bertfit.data.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
 from bertfit.data.labels import LabelMap
 from bertfit.data.splits import TextDataset, load_dataset
@@ -37,9 +37,10 @@ from bertfit.runtime.env import environment
 from bertfit.runtime.seed import restore_rng_states, seed_everything
 from bertfit.training.features import encode_splits
 from bertfit.training.growth import forgetting, initial_weights
-from bertfit.training.loop import LoopState, Session, Trainer, state_from_dict, steps_per_epoch
+from bertfit.training.loop import LoopState, Session, Trainer, state_from_dict, total_steps
 from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
+from bertfit.training.trackers import Tracker, open_trackers
 from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
              f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
     # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
     files = RunFiles(run_dir, tokenizer, ModelMeta.for_run(config, dataset.labels, state.step))
-    writer = RunWriter(files, session, config.train.tensorboard, state.step or None, on_eval) if dist.is_main \
+    writer = RunWriter(files, session, _trackers(config, run_dir, state.step or None), on_eval) if dist.is_main \
         else SilentWriter(dist)
     try:
         trainer = Trainer(session, tokens["train"], tokens["validation"], dataset.labels.names, config.train, writer)
@@ -108,6 +109,12 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
         return TrainResult(run_dir, state.step, state.best_step, _best_validation(state), None, state.train_seconds, 0.0,
                            state.interrupted)
     return _finish(run_dir, session, tokens, dataset.labels, config, state)
+
+
+def _trackers(config: RunConfig, run_dir: Path, purge_step: int | None) -> list[Tracker]:
+    """train.report_to's trackers; train.tensorboard false leaves TensorBoard out (the field predates report_to)."""
+    names = tuple(n for n in config.train.report_to if n != "tensorboard" or config.train.tensorboard)
+    return open_trackers(names, run_dir, flatten(config_to_dict(config)), purge_step, config.train.mlflow_uri)
 
 
 def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext,
@@ -170,7 +177,7 @@ def _setup_session(model: torch.nn.Module, train_split: TokenizedSplit | Feature
                    config: RunConfig, context: InferenceContext, dist: Distributed = Distributed()) -> Session:
     cfg, device = config.train, context.device
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
-    scheduler = build_scheduler(optimizer, cfg.warmup_ratio, steps_per_epoch(len(train_split), cfg) * cfg.epochs)
+    scheduler = build_scheduler(optimizer, cfg.warmup_ratio, total_steps(len(train_split), cfg))
     loss_fn = loss_function(cfg, train_split.labels, model.head.out_features, device)
     return Session(model, optimizer, scheduler, make_scaler(device, context.precision), loss_fn, context,
                    cfg.max_grad_norm, dist)

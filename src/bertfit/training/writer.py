@@ -12,6 +12,7 @@ from bertfit.meta import ModelMeta
 from bertfit.runtime.distributed import Distributed
 from bertfit.runtime.seed import gather_rng_states
 from bertfit.training.loop import LoopState, Session, state_dict
+from bertfit.training.trackers import Tracker
 
 EvalCallback = Callable[[LoopState, dict[str, Any]], None]  # (loop state, metrics record) after each evaluation
 
@@ -28,18 +29,13 @@ class RunFiles:
 class RunWriter:
     """Writes evaluations, scalars, the best model and checkpoints into the run directory."""
 
-    def __init__(self, files: RunFiles, session: Session, tensorboard: bool, purge_step: int | None = None,
-                 on_eval: EvalCallback | None = None):
+    def __init__(self, files: RunFiles, session: Session, trackers: list[Tracker], on_eval: EvalCallback | None = None):
         self.files, self.run_dir, self.session, self.on_eval_callback = files, files.run_dir, session, on_eval
-        self.scalars = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.scalars = SummaryWriter(str(files.run_dir / "tensorboard"), purge_step=purge_step)
+        self.trackers = trackers  # train.report_to: TensorBoard, MLflow, W&B
 
     def on_scalars(self, step: int, scalars: dict[str, float]) -> None:
-        if self.scalars is not None:
-            for key, value in scalars.items():
-                self.scalars.add_scalar(key, value, step)
+        for tracker in self.trackers:
+            tracker.log(step, scalars)
 
     def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None:
         artifacts.append_metrics(self.run_dir, record)
@@ -59,8 +55,8 @@ class RunWriter:
             "rng": rng_ranks[0], "rng_ranks": rng_ranks})
 
     def close(self) -> None:
-        if self.scalars is not None:
-            self.scalars.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
 class SilentWriter:

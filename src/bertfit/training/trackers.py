@@ -1,0 +1,101 @@
+"""Where a run's scalars and config go besides metrics.jsonl: TensorBoard, MLflow, Weights & Biases (train.report_to).
+
+One small class per backend, each imported only when named, so a run that reports to TensorBoard
+alone never imports mlflow or wandb. All receive the same scalars (train/*, eval/*) at the same
+steps, and the same flattened config (`train.lr`, `model.name`, ...) as parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from bertfit.errors import BertfitError
+
+log = logging.getLogger(__name__)
+
+MLFLOW_DB = "mlflow.db"  # the default local store, beside the runs: one file compares them all
+WANDB_PROJECT = "bertfit"  # unless WANDB_PROJECT says otherwise
+
+
+class Tracker(Protocol):
+    def log(self, step: int, scalars: dict[str, float]) -> None: ...
+    def close(self) -> None: ...
+
+
+class TensorBoardTracker:
+    def __init__(self, run_dir: Path, purge_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class MlflowTracker:
+    """One MLflow run per bertfit run, named like it, in the experiment `bertfit`."""
+
+    def __init__(self, run_dir: Path, params: dict[str, Any], uri: str | None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or default_mlflow_uri(run_dir)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        experiment = self.client.get_experiment_by_name("bertfit")
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("bertfit")
+        self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name).info.run_id
+        for key, value in params.items():
+            self.client.log_param(self.run_id, key, value)
+        log.info("MLflow run %s in %s", self.run_id, self.uri)
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        for key, value in scalars.items():
+            self.client.log_metric(self.run_id, key, float(value), step=step)
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id)
+
+
+class WandbTracker:
+    """A W&B run under RUN/wandb/; WANDB_MODE=offline writes it there without an account (`wandb sync` uploads it)."""
+
+    def __init__(self, run_dir: Path, params: dict[str, Any]):
+        import wandb
+
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), name=run_dir.name,
+                              dir=str(run_dir.resolve()), config=params, reinit="create_new")
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        self.run.log(dict(scalars), step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def default_mlflow_uri(run_dir: Path) -> str:
+    """MLflow's SQLite store beside the run directories (its file store is frozen and refused by default)."""
+    return f"sqlite:///{(run_dir.parent / MLFLOW_DB).resolve()}"
+
+
+def open_trackers(names: tuple[str, ...], run_dir: Path, params: dict[str, Any], purge_step: int | None = None,
+                  mlflow_uri: str | None = None) -> list[Tracker]:
+    """The trackers `names` asks for (train.report_to); a missing package is a BertfitError saying what to install."""
+    openers = {"tensorboard": lambda: TensorBoardTracker(run_dir, purge_step),
+               "mlflow": lambda: MlflowTracker(run_dir, params, mlflow_uri),
+               "wandb": lambda: WandbTracker(run_dir, params)}
+    trackers: list[Tracker] = []
+    for name in dict.fromkeys(names):
+        try:
+            trackers.append(openers[name]())
+        except ImportError as error:
+            for tracker in trackers:
+                tracker.close()
+            raise BertfitError(f"train.report_to: {name} needs its package ({error.name} is missing); "
+                               "pip install 'bertfit[track]'") from None
+    return trackers
