@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -16,6 +17,8 @@ from typing import Any, Iterable, Iterator
 from bertfit.config import FILE_FORMATS, DataConfig
 from bertfit.data.presets import PRESETS, Columns, preset_path
 from bertfit.errors import BertfitError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,12 @@ class RawSplit:
 
 
 def read_split(spec: str, split: str, config: DataConfig) -> RawSplit:
-    """One split from a preset name, a file path or a hub dataset name."""
+    """One split from a preset name, a file path or a hub dataset name, relabelled by data.label_map."""
+    part = _read_rows(spec, split, config)
+    return apply_label_map(part, config.label_map, check_keys=split == "train") if config.label_map else part
+
+
+def _read_rows(spec: str, split: str, config: DataConfig) -> RawSplit:
     if spec in PRESETS:
         path, columns = read_preset(spec, split)
         return check_rows(columns, str(path), ("text",), "label", PRESETS[spec].label_names)
@@ -142,6 +150,34 @@ def _read_hub(name: str, split: str, hub_config: str | None) -> tuple[Columns, t
                            f"Offline? Use a local file or a preset ({', '.join(PRESETS)}).") from None
     names = next((tuple(f.names) for f in part.features.values() if isinstance(f, datasets.ClassLabel)), None)
     return part.to_dict(), names
+
+
+def apply_label_map(part: RawSplit, label_map: dict[str, str | None], check_keys: bool = False) -> RawSplit:
+    """Labels renamed or merged by data.label_map (keys: labels as written, or the names a preset declares for
+    them); rows mapped to None dropped and counted in the log. `check_keys`: a key no row carries is an error."""
+    names = part.label_names or ()
+    def spellings(raw: Any) -> tuple[str, ...]:  # the label as written, and the name it stands for
+        text = str(raw).strip()
+        return (text, names[int(text)]) if text.isdigit() and int(text) < len(names) else (text,)
+    def relabel(raw: Any) -> str | None:
+        forms = spellings(raw)
+        return next((label_map[form] for form in forms if form in label_map), forms[-1])
+    seen = {form for raw in set(map(str, part.raw_labels)) for form in spellings(raw)}
+    unused = [key for key in label_map if key not in seen]
+    if check_keys and unused:
+        shown = sorted(seen)[:20]
+        raise BertfitError(f"data.label_map: {', '.join(map(repr, unused))} never occurs as a label in {part.source} "
+                           f"(labels: {', '.join(shown)}{', ...' if len(seen) > 20 else ''}); fix or remove the key")
+    mapped = [relabel(raw) for raw in part.raw_labels]
+    kept = [row for row, label in enumerate(mapped) if label is not None]
+    if len(kept) < len(mapped):
+        dropped = sorted({str(raw).strip() for raw, label in zip(part.raw_labels, mapped) if label is None})
+        log.warning("%s: data.label_map dropped %d of %d rows (labels %s)", part.source, len(mapped) - len(kept),
+                    len(mapped), ", ".join(dropped))
+    if not kept:
+        raise BertfitError(f"{part.source}: data.label_map drops every row; map at least two labels to names")
+    declared = tuple(dict.fromkeys(m for i in range(len(names)) if (m := relabel(i)) is not None)) or None
+    return RawSplit(part.source, [part.texts[row] for row in kept], [mapped[row] for row in kept], declared, part.first_row)
 
 
 def check_rows(columns: Columns, source: str, text_columns: tuple[str, ...], label_column: str,
