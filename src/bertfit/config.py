@@ -19,6 +19,7 @@ from bertfit.config_values import build_dataclass, parse_overrides, read_yaml, s
 from bertfit.errors import ConfigError
 
 EMBEDDED_MODEL = "embedded"
+EMBEDDED_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what the embedded model is, for cards and reports
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 STREAMABLE_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"  # Hugging Face's problem_type

@@ -28,7 +28,8 @@ def coerce(value: Any, hint: Any) -> Any:
             raise ValueError(f"must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
     if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
+        # One bare value is a list of one: `--data.text_columns 1` (a header-less file's column) reads as a number.
+        items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, (int, float)) else value
         if not isinstance(items, (list, tuple)):
             raise ValueError(f"expected a list, got {value!r}")
         return tuple(coerce(item.strip() if isinstance(item, str) else item, args[0]).strip() for item in items)

@@ -60,12 +60,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.evaluate.report import evaluation_label
     from bertfit.evaluate.run import evaluate_run
 
     metrics = evaluate_run(args.run, args.data, args.split, batch_size=args.batch_size, device=args.device,
                            max_rows=args.max_rows, calibrate=not args.no_calibrate, baselines=not args.no_baselines,
                            figures=not args.no_figures)
-    print(f"{metrics['data']} ({metrics['rows']} rows): " + summary(metrics) + f", ece {metrics['ece']:.4f}")
+    print(f"{evaluation_label(metrics)}: " + summary(metrics) + (f", ece {metrics['ece']:.4f}" if "ece" in metrics else ""))
     if "calibration" in metrics:
         c = metrics["calibration"]
         print(f"temperature {c['temperature']:.3f}: test ECE {c['test_ece_before']:.4f} -> {c['test_ece_after']:.4f}")

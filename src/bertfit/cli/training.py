@@ -59,6 +59,8 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     print(f"best validation (step {result.best_step}): " + summary(result.validation))
     if result.test is not None:
         print("test: " + summary(result.test))
+    if result.overfitting_warning:
+        print(f"warning: {result.overfitting_warning}")
     if result.test and "forgetting_points" in result.test:
         test = result.test
         print(f"earlier labels: accuracy {test['accuracy/old_labels_before']:.4f} before, {test['accuracy/old_labels']:.4f} "

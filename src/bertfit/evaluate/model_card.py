@@ -11,7 +11,7 @@ from typing import Any
 
 from bertfit import artifacts
 from bertfit.config import ModelConfig, RunConfig
-from bertfit.evaluate.report import HEADLINE, load_evaluation
+from bertfit.evaluate.report import HEADLINE, base_model_label, evaluation_label, load_evaluation, training_test
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
@@ -37,7 +37,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
     train = config.train
     lines = [
         f"# {run_dir.name}", "",
-        f"A text classifier fine-tuned with bertfit from `{config.model.name}` "
+        f"A text classifier fine-tuned with bertfit from `{base_model_label(config.model.name)}` "
         f"({len(meta.labels)} labels: {', '.join(meta.labels)}).", "",
         "## Intended use", "",
         f"Classifying short English texts like those in `{config.data.train}` into the labels above. "
@@ -46,22 +46,33 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         f"- train: `{config.data.train}` ({rows.get('train', '?')} rows used)",
         f"- validation: `{config.data.validation or f'{config.data.validation_fraction:.0%} of train, seeded split'}` "
         f"({rows.get('validation', '?')} rows)",
-        f"- evaluated on: `{evaluation['data']}` ({evaluation['rows']} rows)", "",
+        f"- evaluated on: {evaluation_label(evaluation)}", "",
         "## Hyper-parameters", "",
         f"- max_length {config.model.max_length}, pooling {config.model.pooling}, dropout {config.model.dropout}, "
         f"freeze {config.model.freeze}",
         f"- epochs {train.epochs}, batch size {train.batch_size} x {train.grad_accum_steps} accumulation, lr {train.lr}, "
         f"weight decay {train.weight_decay}, warmup {train.warmup_ratio}, seed {train.seed}",
         f"- best checkpoint by validation {train.metric} (step {results.get('best_step', meta.step)})", "",
-        f"## Metrics ({split})", "", *_metrics_table(evaluation), "",
+        f"## Metrics ({evaluation_label(evaluation)})", "", *_metrics_table(evaluation), "",
+        *_training_test_lines(run_dir),
         f"Temperature T = {evaluation.get('temperature', 1.0):.3f} (fitted on validation data; applied by `Predictor`).", "",
         "## Limits", "",
-        f"- Weakest class: {weakest[0]} (F1 {weakest[1]['f1']:.3f}, support {weakest[1]['support']}).",
+        f"- Weakest class on the {evaluation['rows']} evaluated rows: {weakest[0]} (F1 {weakest[1]['f1']:.3f}, "
+        f"support {weakest[1]['support']}).",
     ]
     lines += _limit_lines(evaluation, confused, config)
     path = folder / "README.md"
     artifacts.write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _training_test_lines(run_dir: Path) -> list[str]:
+    """Training's own test figures on the whole test data: a later, smaller evaluation never hides them."""
+    test = training_test(run_dir)
+    if test is None:
+        return []
+    return [f"At the end of training, on the whole test data `{test['data']}` ({test['rows']} rows): "
+            f"accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f}.", ""]
 
 
 def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, config: RunConfig) -> list[str]:

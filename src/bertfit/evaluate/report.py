@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from bertfit import artifacts
-from bertfit.config import config_to_dict, flatten
+from bertfit.config import EMBEDDED_HUB_NAME, EMBEDDED_MODEL, config_to_dict, flatten
 from bertfit.errors import BertfitError
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,28 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 th{background:#f2f2f2}td.t,th.t{text-align:left;max-width:640px}.warn{background:#fff3cd;border:1px solid #e0b000;
 padding:.6em 1em;border-radius:4px}.good{color:#13795b}.bad{color:#b00020}img{max-width:100%;border:1px solid #eee}
 .diff{background:#fff3cd}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"""
+
+
+def base_model_label(name: str) -> str:
+    """The base model as a reader knows it: the embedded model's hub name, else model.name as given."""
+    return f"{EMBEDDED_HUB_NAME} (embedded)" if name == EMBEDDED_MODEL else name
+
+
+def evaluation_label(evaluation: dict[str, Any]) -> str:
+    """Where an evaluation's figures come from: data, split and rows, saying so when they are a slice."""
+    rows, total = evaluation["rows"], evaluation.get("source_rows", evaluation["rows"])
+    counted = f"first {rows} of {total} rows (a slice)" if rows < total else f"{rows} rows"
+    return f"{evaluation['data']}, split {evaluation.get('split', 'test')}, {counted}"
+
+
+def training_test(run_dir: Path) -> dict[str, Any] | None:
+    """The test figures training measured with the best model on the whole test data (results.json), labelled."""
+    results = artifacts.read_results(run_dir)
+    if not results.get("test"):
+        return None
+    config = artifacts.read_run_config(run_dir)
+    data = config.data.test or f"{config.data.train} (its test split)"
+    return {"data": data, "rows": results.get("rows", {}).get("test", "?"), **results["test"]}
 
 
 def load_evaluation(run_dir: Path, split: str = "test") -> dict[str, Any]:
@@ -54,9 +76,10 @@ def embed_png(path: Path) -> str:
 
 
 def table(header: list[str], rows: list[list[Any]], text_columns: int = 1) -> str:
-    """An HTML table; the first `text_columns` columns are left-aligned text, numbers get 4 decimals."""
+    """An HTML table; the first `text_columns` columns are left-aligned text, numbers in general format (4 digits:
+    0.9017, 1e-05), so a learning rate shows as itself and not as 0.0000."""
     def cell(value: Any, index: int, tag: str) -> str:
-        shown = f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+        shown = f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
         return f'<{tag}{" class=t" if index < text_columns else ""}>{shown}</{tag}>'
     head = "".join(cell(h, i, "th") for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(cell(v, i, "td") for i, v in enumerate(row)) + "</tr>" for row in rows)
@@ -82,8 +105,13 @@ def render_report(run_dir: str | Path, split: str = "test", explain_errors: int 
     folder = run_dir / "eval" / split
     config = artifacts.read_run_config(run_dir)
     sections = [f"<h1>bertfit report: {html.escape(run_dir.name)}</h1>",
-                f"<p>{html.escape(evaluation['data'])}, split {html.escape(split)}, {evaluation['rows']} rows; "
-                f"model {html.escape(config.model.name)}</p>"]
+                f"<p>Base model {html.escape(base_model_label(config.model.name))}. Evaluated on "
+                f"{html.escape(evaluation_label(evaluation))}.</p>"]
+    at_training = training_test(run_dir)
+    if at_training:
+        sections.append(f"<p>At the end of training, on the whole test data ({html.escape(str(at_training['data']))}, "
+                        f"{at_training['rows']} rows): accuracy {at_training['accuracy']:.4f}, "
+                        f"macro F1 {at_training['f1_macro']:.4f}.</p>")
     if evaluation.get("overfitting_warning"):
         sections.append(f'<p class="warn"><b>Warning:</b> {html.escape(evaluation["overfitting_warning"])}</p>')
     sections += ["<h2>Fine-tuned vs baselines</h2>",
@@ -152,13 +180,17 @@ def render_compare(run_dirs: list[str | Path], out: Path, split: str = "test") -
         raise BertfitError("compare needs at least two run directories")
     names = [r.name if list(map(lambda x: x.name, runs)).count(r.name) == 1 else str(r) for r in runs]
     evaluations = [load_evaluation(r, split) for r in runs]
-    metric_rows = [[metric, *(e.get(metric, "") for e in evaluations)] for metric in HEADLINE]
+    metric_rows = [["evaluated on", *(evaluation_label(e) for e in evaluations)],
+                   *([metric, *(e.get(metric, "") for e in evaluations)] for metric in HEADLINE)]
+    at_training = [training_test(r) for r in runs]
+    metric_rows.append(["test accuracy at training (whole test data)",
+                        *(f"{t['accuracy']:.4f} ({t['rows']} rows)" if t else "" for t in at_training)])
     metric_rows.append(["temperature", *(e.get("temperature", "") for e in evaluations)])
     params = [flatten(config_to_dict(artifacts.read_run_config(r))) for r in runs]
     keys = [k for k in params[0] if k not in ("name", "output_dir", "cache_dir")]
     differing = [k for k in keys if len({json.dumps(p.get(k)) for p in params}) > 1]
     same = [k for k in keys if k not in differing]
-    param_html = table(["field", *names], [[k, *(p.get(k) for p in params)] for k in differing + same])
+    param_html = table(["field", *names], [[k, *(_param(p.get(k)) for p in params)] for k in differing + same])
     # Mark the rows that differ: the first len(differing) data rows of the table.
     param_html = param_html.replace("<tr><td class=t>", '<tr class="diff"><td class=t>', len(differing))
     curves = compare_curves_png({n: artifacts.read_metrics(r) for n, r in zip(names, runs)}, Path(out).with_suffix(".png"))
@@ -168,3 +200,8 @@ def render_compare(run_dirs: list[str | Path], out: Path, split: str = "test") -
                 f"<h2>Hyper-parameters ({len(differing)} differ, highlighted)</h2>", param_html]
     artifacts.write_text_atomic(Path(out), page("bertfit compare", sections))
     return Path(out)
+
+
+def _param(value: Any) -> Any:
+    """A config value as written: floats in full general format (3e-05, 0.0001), never rounded to a few decimals."""
+    return f"{value:g}" if isinstance(value, float) else value

@@ -25,7 +25,7 @@ from bertfit import artifacts
 from bertfit.atomic import atomic_file, write_json_atomic
 from bertfit.data.labels import map_labels, multi_hot
 from bertfit.data.read import RawSplit, read_split
-from bertfit.data.splits import Split, TextDataset, load_dataset
+from bertfit.data.splits import Split, load_dataset
 from bertfit.errors import BertfitError
 from bertfit.evaluate import plots
 from bertfit.evaluate.calibration import fit_temperature
@@ -53,6 +53,10 @@ class EvaluationSettings:
     calibrate: bool = True  # fit a temperature on the run's validation split, stored in model/bertfit.json
     baselines: bool = True  # also score majority class, TF-IDF + logistic regression and the untrained model
     figures: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_rows is not None and self.max_rows < 1:
+            raise BertfitError(f"max_rows: must be >= 1 (leave it out to evaluate every row), got {self.max_rows}")
 
 
 @dataclass(frozen=True)
@@ -91,30 +95,39 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     start = time.perf_counter()
     logits = scorer.logits(texts)
     timings["predict_seconds"] = time.perf_counter() - start
-
+    # --max-rows bounds the whole evaluation: the validation rows calibration fits on and the baselines' training rows too
     dataset = load_dataset(config.data, config.train.seed) if (options.calibrate or options.baselines) else None
     calibration, temperature = None, loaded.meta.temperature
     if options.calibrate:
         start = time.perf_counter()
-        calibration = _calibrate(run_dir, scorer, dataset.splits["validation"], logits, labels)
+        validation = dataset.splits["validation"].head(options.max_rows)
+        calibration = _calibrate(run_dir, scorer, validation, logits, labels)
         temperature = calibration["temperature"]
         timings["calibration_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    result = {"data": part.source, "split": split, "rows": len(texts), "temperature": temperature}
+    result = {**_provenance(part, split, len(texts)), "temperature": temperature}
     scored = _Scored(texts, labels, logits, loaded.meta.labels)
     result.update(_write_outputs(run_dir / "eval" / split, scored, temperature, calibration, options.figures))
     timings["report_seconds"] = time.perf_counter() - start
 
     if options.baselines:
         start = time.perf_counter()
-        result["baselines"] = _baselines(scorer, config.train.seed, dataset, texts, labels)
+        train = dataset.splits["train"].head(options.max_rows)
+        result["baselines"] = _baselines(scorer, config.train.seed, train, texts, labels)
+        result["baselines_trained_on"] = f"{train.source} ({len(train)} rows)"
         timings["baselines_seconds"] = time.perf_counter() - start
     result["timings"] = {k: round(v, 3) for k, v in timings.items()}
     write_json_atomic(run_dir / "eval" / split / "metrics.json", result)
     headline = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     write_json_atomic(run_dir / "eval" / f"{split}.json", headline)
     return result
+
+
+def _provenance(part: RawSplit, split: str, rows: int) -> dict[str, Any]:
+    """What every evaluation's figures carry: data source, split, rows scored and rows the source holds."""
+    return {"data": part.source, "split": split, "rows": rows, "source_rows": len(part.texts),
+            "sliced": rows < len(part.texts)}
 
 
 def _evaluate_multi_label(run_dir: Path, scorer: _Scorer, part: RawSplit, texts: list[str], split: str,
@@ -124,7 +137,7 @@ def _evaluate_multi_label(run_dir: Path, scorer: _Scorer, part: RawSplit, texts:
     labels = multi_hot(part, meta.label_map, separator)[: len(texts)]
     logits = scorer.logits(texts)
     metrics = classification_metrics(logits / meta.temperature, np.asarray(labels), meta.labels, meta.label_thresholds())
-    result = {"data": part.source, "split": split, "rows": len(texts), **metrics}
+    result = {**_provenance(part, split, len(texts)), **metrics}
     write_json_atomic(run_dir / "eval" / f"{split}.json", result)
     return result
 
@@ -200,10 +213,9 @@ def _write_figures(out: Path, report: dict[str, Any], history: list[dict], score
                           expected_calibration_error(after, labels) if after is not None else None)
 
 
-def _baselines(scorer: _Scorer, seed: int, dataset: TextDataset, texts: list[str],
-               labels: np.ndarray) -> dict[str, dict[str, Any]]:
+def _baselines(scorer: _Scorer, seed: int, train: Split, texts: list[str], labels: np.ndarray) -> dict[str, dict[str, Any]]:
     from bertfit.evaluate.baselines import run_baselines, untrained_model
 
-    train, meta = dataset.splits["train"], scorer.loaded.meta
+    meta = scorer.loaded.meta
     return run_baselines(train, texts, labels, meta.labels, seed,
                          lambda: scorer.logits(texts, untrained_model(meta, seed)))

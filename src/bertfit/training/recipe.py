@@ -22,7 +22,7 @@ from bertfit.data.windows import WindowSettings
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext, split_logits
 from bertfit.meta import ModelMeta
-from bertfit.metrics import classification_metrics, sigmoid, tune_thresholds
+from bertfit.metrics import classification_metrics, overfitting_warning, sigmoid, tune_thresholds
 from bertfit.model import build_classifier, count_parameters, load_tokenizer
 from bertfit.runtime.device import choose_precision, compile_model, make_scaler
 from bertfit.runtime.distributed import (
@@ -58,6 +58,7 @@ class TrainResult:
     train_seconds: float
     samples_per_second: float
     interrupted: bool
+    overfitting_warning: str | None = None  # the rule `bertfit evaluate` applies, on this run's evaluations
 
 
 def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False,
@@ -214,7 +215,10 @@ def _finish(run_dir: Path, session: Session, tokens: Splits, labels: LabelMap, c
         test = classification_metrics(logits, tokens["test"].document_labels, labels.names, thresholds)
         if config.model.init_from is not None:
             test |= forgetting(config.model.init_from, session, tokens["test"], logits)
-    result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False)
+    warning = overfitting_warning(state.history)
+    if warning:
+        log.warning("%s", warning)
+    result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False, warning)
     write_json_atomic(run_dir / artifacts.RESULTS_FILE, {
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
         **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
