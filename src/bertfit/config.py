@@ -279,15 +279,3 @@ def top_level_fields() -> list[str]:
     """The fields of RunConfig that are not sections: name, output_dir, cache_dir."""
     hints = typing.get_type_hints(RunConfig)
     return [f.name for f in dataclasses.fields(RunConfig) if not dataclasses.is_dataclass(hints[f.name])]
-
-
-def field_help() -> list[tuple[str, str, Any]]:
-    """(dotted name, help, default) for every field, for `bertfit train --help`."""
-    rows = []
-    hints = typing.get_type_hints(RunConfig)
-    for f in dataclasses.fields(RunConfig):
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows += [(f"{f.name}.{g.name}", g.metadata["help"], g.default) for g in dataclasses.fields(hints[f.name])]
-        else:
-            rows.append((f.name, f.metadata["help"], f.default))
-    return rows

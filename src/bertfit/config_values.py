@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,3 +134,31 @@ def build_dataclass(cls: type, raw: Any, prefix: str, problems: list[str]) -> An
             continue
         values[name] = value
     return cls(**values)
+
+
+@dataclass(frozen=True)
+class FieldHelp:
+    name: str  # dotted: train.lr
+    help: str
+    default: Any
+    choices: tuple[str, ...] = ()  # the allowed values of a choice field (a Literal, or a list of them)
+
+
+def field_help(root: type) -> list[FieldHelp]:
+    """Every field of dataclass `root` (sections one level down) with its help, default and allowed values."""
+    rows = []
+    hints = typing.get_type_hints(root)
+    for f in dataclasses.fields(root):
+        if dataclasses.is_dataclass(hints[f.name]):
+            section = typing.get_type_hints(hints[f.name])
+            rows += [FieldHelp(f"{f.name}.{g.name}", g.metadata["help"], g.default, _choices(section[g.name]))
+                     for g in dataclasses.fields(hints[f.name])]
+        else:
+            rows.append(FieldHelp(f.name, f.metadata["help"], f.default))
+    return rows
+
+
+def _choices(hint: Any) -> tuple[str, ...]:
+    if typing.get_origin(hint) is Literal:
+        return tuple(map(str, typing.get_args(hint)))
+    return _choices(typing.get_args(hint)[0]) if typing.get_origin(hint) is tuple else ()

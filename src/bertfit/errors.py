@@ -1,5 +1,7 @@
 """The one exception type users see: a message that says what is wrong and what to do."""
 
+import textwrap
+
 
 class BertfitError(Exception):
     """Bad input or a refused action. The CLI prints the message and exits with code 2.
@@ -16,3 +18,10 @@ class ConfigError(BertfitError):
         self.problems = problems
         lines = "\n".join(f"  - {problem}" for problem in problems)
         super().__init__(f"invalid config ({len(problems)} problem(s)):\n{lines}")
+
+
+def brief(text: str, limit: int = 240) -> str:
+    """Another library's (often multi-line) error text on one line of about `limit` characters, cut between
+    words and marked with " ..." when it had to be cut, never in the middle of a word (a longer word stays whole)."""
+    lines = textwrap.wrap(" ".join(str(text).split()), width=limit, break_long_words=False, break_on_hyphens=False)
+    return lines[0] + (" ..." if len(lines) > 1 else "") if lines else ""

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bertfit.config import EMBEDDED_MODEL, LoraConfig, ModelConfig
-from bertfit.errors import BertfitError
+from bertfit.errors import BertfitError, brief
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def load_initial_weights(model: TextClassifier, state: dict[str, torch.Tensor], 
     try:
         model.encoder.load_state_dict(encoder_state)
     except RuntimeError as error:
-        raise BertfitError(f"model.init_from: its encoder does not fit model.name's architecture ({str(error)[:200]}); "
+        raise BertfitError(f"model.init_from: its encoder does not fit model.name's architecture ({brief(error)}); "
                            "set model.name to the base model the run was trained from") from None
     with torch.no_grad():
         for new_row, old_row in enumerate(label_rows):

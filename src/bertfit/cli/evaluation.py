@@ -1,4 +1,4 @@
-"""`bertfit evaluate | inspect | report | compare | explain`: the commands that look at data and results."""
+"""`bertfit evaluate | inspect | tokenize | report | compare | explain`: the commands that look at data and results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """evaluate, inspect, report, compare, explain: the commands that look at data and results."""
+    """evaluate, inspect, tokenize, report, compare, explain: the commands that look at data and results."""
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on labelled data")
     evaluate.add_argument("run", type=Path)
     evaluate.add_argument("--data", help="file, preset or hub name (default: the run's test data)")
@@ -25,7 +25,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     inspect.add_argument("--validation", help="validation data (default: the preset's, if any)")
     inspect.add_argument("--test", help="test data (default: the preset's, if any)")
     inspect.add_argument("--text-column", default="text", help="text column(s), comma-separated")
-    inspect.add_argument("--label-column", default="label")
+    inspect.add_argument("--label-column", default="label", help="label column (a number with --no-header)")
+    inspect.add_argument("--no-header", action="store_true",
+                         help="CSV/TSV files have no header row: name columns by number, e.g. --text-column 1 --label-column 0")
     inspect.add_argument("--model", default="embedded", help="tokenizer to count tokens with (default: embedded)")
     inspect.add_argument("--max-length", type=int, default=128, help="current max_length, to report truncation")
     inspect.add_argument("--out", type=Path, help="also write the full report as JSON here")
@@ -34,7 +36,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                               "and train rows seen in test")
     # inspect's flags set DataConfig fields: errors that name the fields show the flags
     inspect.set_defaults(handler=_inspect, field_flags={"data.text_columns": "--text-column",
-                                                        "data.label_column": "--label-column"})
+                                                        "data.label_column": "--label-column",
+                                                        "data.header false": "--no-header"})
+
+    tokenize = commands.add_parser("tokenize", help="show how a model reads a text: tokens, ids, attention mask, length")
+    tokenize.add_argument("model", help="a run directory or model folder (its own max_length), or a model name "
+                                        "(embedded, a folder, a hub name)")
+    tokenize.add_argument("text")
+    tokenize.add_argument("--max-length", type=int, help="tokens kept, for a model name (default: 128)")
+    tokenize.set_defaults(handler=_tokenize)
 
     report = commands.add_parser("report", help="one self-contained HTML page and the model card of an evaluated run")
     report.add_argument("run", type=Path)
@@ -86,7 +96,7 @@ def _inspect(args: argparse.Namespace, _: list[str]) -> int:
     from bertfit.model import load_tokenizer
 
     config = DataConfig(train=args.data, validation=args.validation, test=args.test, label_column=args.label_column,
-                        text_columns=tuple(c.strip() for c in args.text_column.split(",")))
+                        text_columns=tuple(c.strip() for c in args.text_column.split(",")), header=not args.no_header)
     report = inspect_data(config, load_tokenizer(args.model), args.max_length)
     print("\n".join(summary_lines(report)))
     if args.out is not None:
@@ -95,6 +105,23 @@ def _inspect(args: argparse.Namespace, _: list[str]) -> int:
     if args.drop_duplicates is not None:
         for name, counts in drop_duplicates(config, args.drop_duplicates).items():
             print(f"{name}: kept {counts['kept']} of {counts['rows']} rows -> {args.drop_duplicates / (name + '.csv')}")
+    return 0
+
+
+def _tokenize(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.infer.tokens import view_tokens
+
+    view = view_tokens(args.model, args.text, args.max_length)
+    for number, (tokens, ids, mask) in enumerate(zip(view.tokens, view.ids, view.attention_mask), start=1):
+        if len(view.ids) > 1:
+            print(f"window {number} of {len(view.ids)}:")
+        print("tokens:         " + " ".join(tokens))
+        print("ids:            " + " ".join(map(str, ids)))
+        print("attention_mask: " + " ".join(map(str, mask)) + "  (padding in a batch gets 0)")
+    kept = sum(map(len, view.ids))
+    cut = f"; {view.cut_tokens} tokens cut and never read" if view.cut_tokens else ""
+    print(f"length: {view.text_tokens} tokens with special tokens, max_length {view.max_length}, "
+          f"{kept} read in {len(view.ids)} row(s){cut}")
     return 0
 
 

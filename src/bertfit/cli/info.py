@@ -18,24 +18,26 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _env(args: argparse.Namespace, _: list[str]) -> int:
-    from bertfit.runtime.env import environment
+    from bertfit.runtime.env import environment, precision_advice
 
     facts = environment(args.device)
     width = max(map(len, facts))
     for key, value in facts.items():
         print(f"{key:<{width}}  {value}")
-    if not facts["cuda_available"]:
-        print("\nno GPU: training runs on the CPU in fp32 (set train.precision=bf16 to try bf16 autocast"
-              + (", which this CPU supports)" if facts["cpu_bf16"] else ")"))
+    advice = precision_advice(facts)
+    if advice:
+        print(f"\n{advice}")
     return 0
 
 
 def _config(args: argparse.Namespace, _: list[str]) -> int:
-    from bertfit.config import field_help
+    from bertfit.config import RunConfig
+    from bertfit.config_values import field_help
 
-    for name, help_text, default in field_help():
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        print(f"--{name:<32} {help_text} [default: {shown}]")
+    for field in field_help(RunConfig):
+        shown = ",".join(field.default) if isinstance(field.default, tuple) else field.default
+        choices = f" [choices: {', '.join(field.choices)}]" if field.choices else ""
+        print(f"--{field.name:<32} {field.help}{choices} [default: {shown}]")
     return 0
 
 

@@ -27,8 +27,7 @@ import numpy as np
 
 from bertfit.config import DataConfig
 from bertfit.data.presets import PRESETS
-from bertfit.data.read import read_file, read_preset, read_split
-from bertfit.errors import BertfitError
+from bertfit.data.read import check_columns, read_file, read_preset, read_split
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,7 @@ def read_rows(spec: str, split: str, config: DataConfig) -> SplitRows:
         part = read_split(spec, split, config)  # hub datasets: the strict reader is the only one
         return SplitRows(split, part.source, part.texts, _label_names(part.raw_labels, part.label_names))
     columns = read_file(path, config)
-    for column in (*config.text_columns, config.label_column):
-        if column not in columns:
-            raise BertfitError(f"{path}: column {column!r} not found (columns: {', '.join(map(str, columns))}); "
-                               "set data.text_columns / data.label_column")
+    check_columns(columns, str(path), config.text_columns, config.label_column)
     texts = [" ".join(str(v).strip() for v in values if v is not None)
              for values in zip(*(columns[c] for c in config.text_columns))]
     return SplitRows(split, str(path), texts, _label_names(columns[config.label_column], config.label_names))

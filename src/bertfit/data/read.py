@@ -180,14 +180,30 @@ def apply_label_map(part: RawSplit, label_map: dict[str, str | None], check_keys
     return RawSplit(part.source, [part.texts[row] for row in kept], [mapped[row] for row in kept], declared, part.first_row)
 
 
+def check_columns(columns: Columns, source: str, text_columns: tuple[str, ...], label_column: str) -> None:
+    """Every named column exists; if not, the error says which field to set and, when the header looks like a
+    row of data, that the file may have no header at all."""
+    for column in (*text_columns, label_column):
+        if column in columns:
+            continue
+        known = ", ".join(repr(str(c)) for c in columns) or "none"
+        field = "data.label_column" if column == label_column else "data.text_columns"
+        message = f"{source}: column {column!r} not found (columns: {known}); set {field}"
+        if any(_looks_like_data(str(name)) for name in columns):
+            message += ("; the first row looks like data, not column names: for a file without a header set "
+                        "data.header false and name columns by number, e.g. data.text_columns 1 data.label_column 0")
+        raise BertfitError(message)
+
+
+def _looks_like_data(name: str) -> bool:
+    """A column name that is a number or reads like a sentence is more likely a value of the first row."""
+    return name.strip().lstrip("-").replace(".", "", 1).isdigit() or len(name.split()) > 3
+
+
 def check_rows(columns: Columns, source: str, text_columns: tuple[str, ...], label_column: str,
           label_names: tuple[str, ...] | None, first_row: int = 1) -> RawSplit:
     """Join text columns and check every row: no missing column, no empty text, no missing label."""
-    for column in (*text_columns, label_column):
-        if column not in columns:
-            known = ", ".join(map(str, columns)) or "none"
-            field = "data.label_column" if column == label_column else "data.text_columns"
-            raise BertfitError(f"{source}: column {column!r} not found (columns: {known}); set {field}")
+    check_columns(columns, source, text_columns, label_column)
     parts = [columns[c] for c in text_columns]
     texts = [" ".join(str(v).strip() for v in values if v is not None) for values in zip(*parts)]
     for row, (text, label) in enumerate(zip(texts, columns[label_column]), start=first_row):

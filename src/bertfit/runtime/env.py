@@ -47,3 +47,15 @@ def environment(device_spec: str = "auto", precision_spec: str = "auto") -> dict
     if torch.cuda.is_available():
         facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return facts
+
+
+def precision_advice(facts: dict[str, Any]) -> str | None:
+    """What `bertfit env` says about precision on a machine without a GPU. bf16 autocast is suggested only where
+    the CPU computes bf16 natively (avx512_bf16 or AMX); without it bf16 is emulated and measured slower than fp32."""
+    if facts["cuda_available"]:
+        return None
+    if facts["cpu_bf16"]:
+        return ("no GPU: training runs on the CPU in fp32; this CPU computes bf16 natively (avx512_bf16/AMX), "
+                "so train.precision=bf16 may be faster: compare samples/s on a short run (train.max_steps)")
+    return ("no GPU: training runs on the CPU in fp32, the fastest choice here (this CPU has no native bf16, "
+            "avx512_bf16 or AMX, so bf16 autocast would be emulated and slower)")
