@@ -20,6 +20,33 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     evaluate.set_defaults(handler=_evaluate)
 
+    _add_data_commands(commands)
+
+    report = commands.add_parser("report", help="one self-contained HTML page and the model card of an evaluated run")
+    report.add_argument("run", type=Path)
+    report.add_argument("--split", default="test")
+    report.add_argument("--explain-errors", type=int, default=5, help="token attributions for the top N errors (0: none)")
+    report.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html)")
+    report.set_defaults(handler=_report)
+
+    compare = commands.add_parser("compare", help="evaluated runs side by side in one HTML page")
+    compare.add_argument("runs", type=Path, nargs="+")
+    compare.add_argument("--split", default="test")
+    compare.add_argument("--out", type=Path, default=Path("compare.html"))
+    compare.set_defaults(handler=_compare)
+
+    explain = commands.add_parser("explain", help="token attributions (integrated gradients) for a text, as HTML")
+    explain.add_argument("run", type=Path)
+    explain.add_argument("text")
+    explain.add_argument("--label", help="class to explain (default: the predicted one)")
+    explain.add_argument("--steps", type=int, default=32, help="integration steps")
+    explain.add_argument("--out", type=Path, default=Path("explain.html"))
+    explain.add_argument("--device", default="auto")
+    explain.set_defaults(handler=_explain)
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    """inspect and tokenize: what a dataset holds, and how a model reads one text."""
     inspect = commands.add_parser("inspect", help="sizes, class balance, token lengths and duplicates of a dataset")
     inspect.add_argument("--data", required=True, help="train data: file or preset (validation/test as in train)")
     inspect.add_argument("--validation", help="validation data (default: the preset's, if any)")
@@ -45,28 +72,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tokenize.add_argument("text")
     tokenize.add_argument("--max-length", type=int, help="tokens kept, for a model name (default: 128)")
     tokenize.set_defaults(handler=_tokenize)
-
-    report = commands.add_parser("report", help="one self-contained HTML page and the model card of an evaluated run")
-    report.add_argument("run", type=Path)
-    report.add_argument("--split", default="test")
-    report.add_argument("--explain-errors", type=int, default=5, help="token attributions for the top N errors (0: none)")
-    report.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html)")
-    report.set_defaults(handler=_report)
-
-    compare = commands.add_parser("compare", help="evaluated runs side by side in one HTML page")
-    compare.add_argument("runs", type=Path, nargs="+")
-    compare.add_argument("--split", default="test")
-    compare.add_argument("--out", type=Path, default=Path("compare.html"))
-    compare.set_defaults(handler=_compare)
-
-    explain = commands.add_parser("explain", help="token attributions (integrated gradients) for a text, as HTML")
-    explain.add_argument("run", type=Path)
-    explain.add_argument("text")
-    explain.add_argument("--label", help="class to explain (default: the predicted one)")
-    explain.add_argument("--steps", type=int, default=32, help="integration steps")
-    explain.add_argument("--out", type=Path, default=Path("explain.html"))
-    explain.add_argument("--device", default="auto")
-    explain.set_defaults(handler=_explain)
 
 
 def _evaluate(args: argparse.Namespace, _: list[str]) -> int:
