@@ -186,7 +186,7 @@ def check_columns(columns: Columns, source: str, text_columns: tuple[str, ...], 
     for column in (*text_columns, label_column):
         if column in columns:
             continue
-        known = ", ".join(repr(str(c)) for c in columns) or "none"
+        known = ", ".join(map(str, columns)) or "none"
         field = "data.label_column" if column == label_column else "data.text_columns"
         message = f"{source}: column {column!r} not found (columns: {known}); set {field}"
         if any(_looks_like_data(str(name)) for name in columns):

@@ -35,6 +35,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
     weakest = min(evaluation["per_class"].items(), key=lambda item: item[1]["f1"])
     confused = evaluation["most_confused"][0] if evaluation["most_confused"] else None
     train = config.train
+    length = f"{train.max_steps} steps (train.max_steps)" if train.max_steps else f"epochs {train.epochs}"
     lines = [
         f"# {run_dir.name}", "",
         f"A text classifier fine-tuned with bertfit from `{base_model_label(config.model.name)}` "
@@ -50,7 +51,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         "## Hyper-parameters", "",
         f"- max_length {config.model.max_length}, pooling {config.model.pooling}, dropout {config.model.dropout}, "
         f"freeze {config.model.freeze}",
-        f"- epochs {train.epochs}, batch size {train.batch_size} x {train.grad_accum_steps} accumulation, lr {train.lr}, "
+        f"- {length}, batch size {train.batch_size} x {train.grad_accum_steps} accumulation, lr {train.lr:g}, "
         f"weight decay {train.weight_decay}, warmup {train.warmup_ratio}, seed {train.seed}",
         f"- best checkpoint by validation {train.metric} (step {results.get('best_step', meta.step)})", "",
         f"## Metrics ({evaluation_label(evaluation)})", "", *_metrics_table(evaluation), "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from bertfit.errors import BertfitError
 log = logging.getLogger(__name__)
 
 MLFLOW_DB = "mlflow.db"  # the default local store, beside the runs: one file compares them all
+MLFLOW_PARAMS_PER_CALL = 100  # the most parameters one MLflow log_batch request takes
 WANDB_PROJECT = "bertfit"  # unless WANDB_PROJECT says otherwise
 
 
@@ -43,6 +45,7 @@ class MlflowTracker:
     """One MLflow run per bertfit run, named like it, in the experiment `bertfit`."""
 
     def __init__(self, run_dir: Path, params: dict[str, Any], uri: str | None):
+        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or default_mlflow_uri(run_dir)
@@ -50,13 +53,16 @@ class MlflowTracker:
         experiment = self.client.get_experiment_by_name("bertfit")
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("bertfit")
         self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name).info.run_id
-        for key, value in params.items():
-            self.client.log_param(self.run_id, key, value)
+        items = [Param(key, str(value)) for key, value in params.items()]
+        for start in range(0, len(items), MLFLOW_PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, params=items[start:start + MLFLOW_PARAMS_PER_CALL])
         log.info("MLflow run %s in %s", self.run_id, self.uri)
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        for key, value in scalars.items():
-            self.client.log_metric(self.run_id, key, float(value), step=step)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in scalars.items()])
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
