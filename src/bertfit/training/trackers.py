@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from bertfit.errors import BertfitError
+from bertfit.errors import BertfitError, brief
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,12 @@ class WandbTracker:
     def __init__(self, run_dir: Path, params: dict[str, Any]):
         import wandb
 
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), name=run_dir.name,
-                              dir=str(run_dir.resolve()), config=params, reinit="create_new")
+        try:
+            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), name=run_dir.name,
+                                  dir=str(run_dir.resolve()), config=params, reinit="create_new")
+        except Exception as error:  # wandb raises several types: no login, no network, bad settings
+            raise BertfitError(f"train.report_to: W&B could not start ({brief(error)}); run `wandb login`, or set "
+                               "WANDB_MODE=offline to write the run under RUN/wandb without an account") from None
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.run.log(dict(scalars), step=step)
@@ -96,12 +100,15 @@ def open_trackers(names: tuple[str, ...], run_dir: Path, params: dict[str, Any],
                "mlflow": lambda: MlflowTracker(run_dir, params, mlflow_uri),
                "wandb": lambda: WandbTracker(run_dir, params)}
     trackers: list[Tracker] = []
-    for name in dict.fromkeys(names):
-        try:
-            trackers.append(openers[name]())
-        except ImportError as error:
-            for tracker in trackers:
-                tracker.close()
-            raise BertfitError(f"train.report_to: {name} needs its package ({error.name} is missing); "
-                               "pip install 'bertfit[track]'") from None
+    try:
+        for name in dict.fromkeys(names):
+            try:
+                trackers.append(openers[name]())
+            except ImportError as error:
+                raise BertfitError(f"train.report_to: {name} needs its package ({error.name} is missing); "
+                                   "pip install 'bertfit[track]'") from None
+    except BaseException:  # the ones already open are finished, not left running
+        for tracker in trackers:
+            tracker.close()
+        raise
     return trackers
