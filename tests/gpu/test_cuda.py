@@ -34,7 +34,7 @@ from bertfit.training.loop import Session, epoch_batches, train_step
 from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
 from bertfit.training.recipe import train
-from launch import TORCHRUN, _env
+from launch import SRC, TORCHRUN, _env
 
 NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here); run `pytest -m gpu` on a GPU machine (bench/gpu_check.sh)"
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
@@ -314,7 +314,8 @@ def test_torchrun_trains_on_one_gpu_through_nccl(tiny_overrides, ag_news_csv, tm
     flags = tiny_overrides + ["--name", "torchrun", "--data.train", str(ag_news_csv), "--data.max_train_rows", "32",
                               "--data.max_eval_rows", "16", "--train.device", device]
     done = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", "1", str(driver), "train", *flags],
-                          env=_env(), capture_output=True, text=True, timeout=300)
+                          env=_env({"PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "backend nccl" in done.stdout and "all_reduce [1.0, 1.0]" in done.stdout
     assert (tmp_path / "runs" / "torchrun" / "results.json").is_file()
