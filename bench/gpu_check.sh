@@ -18,6 +18,8 @@
 set -u
 cd "$(dirname "$0")/.."
 
+main() {  # the whole script is one function, read before it runs: editing the file meanwhile cannot break a run
+
 DRY_RUN=0 SMOKE=0 BUDGET=480
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -54,7 +56,7 @@ fi
 STEPS=(
     "env|30|nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; $PY -c 'import torch, transformers; print(torch.__version__, torch.version.cuda, transformers.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'"
     "unpack|60|$PY bench/gpu_bundle.py unpack --site $SITE"
-    "pytest-gpu|190|$PY -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider --junitxml $LOGS/pytest-gpu.xml"
+    "pytest-gpu|190|$PY -m pytest -m gpu tests/gpu -q -rs --durations=15 -p no:cacheprovider --junitxml $LOGS/pytest-gpu.xml"
     "demo-cuda|90|$PY -m bertfit train --config configs/demo.yaml --train.device $DEMO_DEVICE $DEMO_FLAGS"
     "train-speed|165|$PY bench/train_speed.py $SPEED_FLAGS --variants $SPEED_VARIANTS --max-seconds 140"
 )
@@ -99,3 +101,6 @@ if [ -n "${OUT:-}" ]; then
     [ -f bench/out/train_speed.json ] && cp bench/out/train_speed.json "$OUT/"
     tar -czf "$OUT/gpu_check_logs.tar.gz" -C bench/out gpu_check --exclude gpu_check/runs --exclude gpu_check/cache
 fi
+}
+
+main "$@"

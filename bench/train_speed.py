@@ -60,19 +60,22 @@ def main() -> None:
     results, stopped, started = {}, {}, time.monotonic()
     for variant in args.variants.split(","):
         left = None if args.max_seconds is None else args.max_seconds - (time.monotonic() - started)
-        if left is not None and left < 10:
-            stopped[variant] = "not started: --max-seconds reached"
-            continue
-        (OUT / f"train_{variant}.json").unlink(missing_ok=True)
-        try:
-            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", variant], check=True, timeout=left)
-            results[variant] = json.loads((OUT / f"train_{variant}.json").read_text())
-        except subprocess.TimeoutExpired:
-            stopped[variant] = "stopped: --max-seconds reached"
-        except subprocess.CalledProcessError as error:
-            stopped[variant] = f"failed: exit code {error.returncode}"
+        outcome = run_child(variant, left) if left is None or left >= 10 else "not started: --max-seconds reached"
+        (results if isinstance(outcome, dict) else stopped)[variant] = outcome
         write_summary(results, stopped)
     print(table(results, ratios(results)))
+
+
+def run_child(variant: str, seconds: float | None) -> dict | str:
+    """One variant in its own process: its result, or why there is none."""
+    (OUT / f"train_{variant}.json").unlink(missing_ok=True)
+    try:
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", variant], check=True, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return "stopped: --max-seconds reached"
+    except subprocess.CalledProcessError as error:
+        return f"failed: exit code {error.returncode}"
+    return json.loads((OUT / f"train_{variant}.json").read_text())
 
 
 def write_summary(results: dict, stopped: dict) -> None:

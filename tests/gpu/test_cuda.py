@@ -197,19 +197,6 @@ def host_syncs(device: str) -> Iterator[list[str]]:
     places += [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
 
 
-@pytest.mark.parametrize("device", [on_cuda("cuda")])
-def test_compiled_model_trains_with_inductor_on_cuda(tiny_overrides, ag_news_csv, device):
-    """torch.compile with inductor (Triton kernels on GPU). The CPU runs of the same path are in
-    tests/training/test_speed_paths.py (aot_eager always, inductor with BERTFIT_SLOW_TESTS=1)."""
-    result = train(load_config(None, tiny_overrides + [
-        "--name", "compiled", "--data.train", str(ag_news_csv), "--data.max_train_rows", "48",
-        "--data.max_eval_rows", "16", "--train.compile", "true", "--train.device", device]))
-    assert result.steps == 3 and np.isfinite(result.validation["loss"])
-    weights = load_file(result.run_dir / "model" / "model.safetensors")
-    assert not any("_orig_mod" in key for key in weights)
-    assert np.isfinite(Predictor(result.run_dir, device=device).predict_proba(TEXTS)).all()
-
-
 @pytest.fixture(scope="module", params=DEVICES)
 def trained_run(request, tiny_model_dir, ag_news_rows, tmp_path_factory) -> tuple[str, Path]:
     """A tiny run trained on the device (bf16 by default on a GPU), shared by the inference tests."""
@@ -319,3 +306,17 @@ def test_torchrun_trains_on_one_gpu_through_nccl(tiny_overrides, ag_news_csv, tm
     assert done.returncode == 0, done.stderr[-3000:]
     assert "backend nccl" in done.stdout and "all_reduce [1.0, 1.0]" in done.stdout
     assert (tmp_path / "runs" / "torchrun" / "results.json").is_file()
+
+
+# Last: compiling takes the longest, so under gpu_check.sh's time limit the other checks run first.
+@pytest.mark.parametrize("device", [on_cuda("cuda")])
+def test_compiled_model_trains_with_inductor_on_cuda(tiny_overrides, ag_news_csv, device):
+    """torch.compile with inductor (Triton kernels on GPU). The CPU runs of the same path are in
+    tests/training/test_speed_paths.py (aot_eager always, inductor with BERTFIT_SLOW_TESTS=1)."""
+    result = train(load_config(None, tiny_overrides + [
+        "--name", "compiled", "--data.train", str(ag_news_csv), "--data.max_train_rows", "48",
+        "--data.max_eval_rows", "16", "--train.compile", "true", "--train.device", device]))
+    assert result.steps == 3 and np.isfinite(result.validation["loss"])
+    weights = load_file(result.run_dir / "model" / "model.safetensors")
+    assert not any("_orig_mod" in key for key in weights)
+    assert np.isfinite(Predictor(result.run_dir, device=device).predict_proba(TEXTS)).all()

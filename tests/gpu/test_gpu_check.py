@@ -97,3 +97,19 @@ def test_travel_report_counts_the_tree_git_sends_and_the_bundle(tmp_path):
     assert report["fits"]
     (bundle / "wheels" / "b.whl").write_bytes(b"x" * 61 * 2**20)
     assert not gpu_bundle.travel_report(tmp_path, bundle)["fits"]
+
+
+def test_training_flops_count_weights_per_real_token_and_attention_per_text(tmp_path):
+    """bert-base (12 layers, hidden 768, MLP 3072): 85M matmul weights; two texts of 10 and 20 tokens."""
+    import train_speed
+    from transformers import BertConfig
+
+    BertConfig().save_pretrained(tmp_path)
+    weights = 12 * (4 * 768**2 + 2 * 768 * 3072) + 768 * 4
+    expected = 6 * weights * 30 + 12 * 12 * 768 * (10**2 + 20**2)
+    assert train_speed.training_flops(str(tmp_path), [10, 20]) == pytest.approx(expected)
+    assert weights == pytest.approx(85e6, rel=0.01)
+    results = {"bertfit": {"samples_per_second": 300.0}, "bertfit-compile": {"samples_per_second": 450.0},
+               "trainer-maxlen": {"samples_per_second": 100.0}, "trainer-dynamic": {"samples_per_second": 150.0}}
+    assert train_speed.ratios(results) == {"bertfit_vs_trainer-maxlen": 3.0, "bertfit_vs_trainer-dynamic": 2.0,
+                                           "bertfit-compile_vs_trainer-maxlen": 4.5, "bertfit-compile_vs_trainer-dynamic": 3.0}
