@@ -1,12 +1,20 @@
 """Training speed, side by side: bertfit vs Hugging Face Trainer, same model, data and hyper-parameters.
 
     python bench/train_speed.py                                   # CPU: embedded MiniLM-L6, AG News, 1 epoch
-    python bench/train_speed.py --model bert-base-random --rows 20000 --precision bf16   # a GPU machine
+    python bench/train_speed.py --model bert-base-random --rows 14000 --batch-size 128 --precision bf16 \
+        --eval-rows 1000 --variants bertfit,trainer-maxlen,trainer-dynamic,bertfit-compile   # a GPU (gpu_check.sh)
 
-Variants: `bertfit`, `trainer-maxlen` (padding="max_length", as in most notebooks) and
-`trainer-dynamic` (DataCollatorWithPadding). Each runs in its own subprocess so peak memory is its
-own; each writes bench/out/train_<variant>.json, and the parent writes bench/out/train_speed.json
-with ratios plus a markdown table on stdout. Accuracy is on the official 7,600-row AG News test set.
+Variants: `bertfit`, `trainer-maxlen` (padding="max_length", as in most notebooks),
+`trainer-dynamic` (DataCollatorWithPadding) and `bertfit-compile` (train.compile; its train time
+includes compiling). Each runs in its own subprocess so peak memory is its own; each writes
+bench/out/train_<variant>.json, and the parent writes bench/out/train_speed.json (after every
+variant, so a run stopped by --max-seconds or a kill keeps what finished) with ratios plus a markdown
+table on stdout. Accuracy is on the official 7,600-row AG News test set (or its first --eval-rows).
+
+On a GPU each variant also reports model FLOPs utilisation on real tokens: training FLOPs
+6 x N x real tokens (N: the encoder layers' and head's weights; embeddings are lookups) plus the
+attention term 12 x layers x hidden x length^2 per text, over the train time and the GPU's dense
+peak (--peak-tflops, default by device name: H100/H200 SXM 989 bf16). Padding is never credited.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
-VARIANTS = ("bertfit", "trainer-maxlen", "trainer-dynamic")
+VARIANTS = ("bertfit", "trainer-maxlen", "trainer-dynamic")  # the default set; bertfit-compile on request
 # Dense bf16 tensor-core peaks; looked up by substring of the device name, first match wins (PCIe first).
 PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -40,6 +48,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="bertfit side only: train.compile true")
     parser.add_argument("--eval-rows", type=int, help="test rows both sides score (default: all 7,600; small for smoke runs)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense peak for --precision (default: by device name)")
+    parser.add_argument("--max-seconds", type=float, help="stop starting (and stop) variants once this much time has passed")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
     if args.only:
@@ -47,14 +57,32 @@ def main() -> None:
         (OUT / f"train_{args.only}.json").write_text(json.dumps(result, indent=2))
         return
     OUT.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, stopped, started = {}, {}, time.monotonic()
     for variant in args.variants.split(","):
-        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", variant], check=True)
-        results[variant] = json.loads((OUT / f"train_{variant}.json").read_text())
+        left = None if args.max_seconds is None else args.max_seconds - (time.monotonic() - started)
+        outcome = run_child(variant, left) if left is None or left >= 10 else "not started: --max-seconds reached"
+        (results if isinstance(outcome, dict) else stopped)[variant] = outcome
+        write_summary(results, stopped)
+    print(table(results, ratios(results)))
+
+
+def run_child(variant: str, seconds: float | None) -> dict | str:
+    """One variant in its own process: its result, or why there is none."""
+    (OUT / f"train_{variant}.json").unlink(missing_ok=True)
+    try:
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", variant], check=True, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return "stopped: --max-seconds reached"
+    except subprocess.CalledProcessError as error:
+        return f"failed: exit code {error.returncode}"
+    return json.loads((OUT / f"train_{variant}.json").read_text())
+
+
+def write_summary(results: dict, stopped: dict) -> None:
     summary = {"command": " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
-               "machine": machine(), "results": results, "ratios": ratios(results)}
+               "machine": machine(), "cpu_flags": cpu_flags(), "loadavg": os.getloadavg(), "results": results,
+               "not_measured": stopped, "ratios": ratios(results)}
     (OUT / "train_speed.json").write_text(json.dumps(summary, indent=2))
-    print(table(results, summary["ratios"]))
 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
@@ -64,22 +92,26 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     model_path = model_folder(args.model)
     train_split, test_split, names = load_data(args.rows, args.eval_rows)
     started = time.perf_counter()
-    if variant == "bertfit":
-        result = run_bertfit(model_path, args)
+    if variant.startswith("bertfit"):
+        result = run_bertfit(model_path, args, compile=args.compile or variant == "bertfit-compile")
     else:
         result = run_trainer(model_path, train_split, test_split, len(names), args, dynamic=variant == "trainer-dynamic")
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    tokens = real_tokens(train_split.texts, args.max_length, model_path)
-    result["tokens_per_second"] = round(tokens * args.epochs / result["train_seconds"], 1)
+    lengths = real_lengths(train_split.texts, args.max_length, model_path)
+    result["tokens_per_second"] = round(int(lengths.sum()) * args.epochs / result["train_seconds"], 1)  # real tokens
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if torch.cuda.is_available():
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         # MFU against the bf16 peak means something for bf16 runs only (fp32 runs would look 10x worse).
-        result["mfu"] = mfu(model_path, result["tokens_per_second"]) if args.precision == "bf16" else None
+        peak = args.peak_tflops or peak_tflops(torch.cuda.get_device_name())
+        if args.precision == "bf16" and peak:
+            flops = training_flops(model_path, lengths) * args.epochs
+            result |= {"mfu": round(flops / result["train_seconds"] / (peak * 1e12), 4), "peak_tflops": peak,
+                       "model_tflops_per_second": round(flops / result["train_seconds"] / 1e12, 1)}
     return {"variant": variant, **result}
 
 
-def run_bertfit(model_path: str, args: argparse.Namespace) -> dict:
+def run_bertfit(model_path: str, args: argparse.Namespace, compile: bool) -> dict:
     from bertfit.config import load_config
     from bertfit.training.recipe import train
 
@@ -89,7 +121,7 @@ def run_bertfit(model_path: str, args: argparse.Namespace) -> dict:
             "--model.max_length", str(args.max_length), "--data.train", "ag_news", "--data.max_train_rows", str(args.rows),
             "--train.epochs", str(args.epochs), "--train.batch_size", str(args.batch_size), "--train.lr", str(args.lr),
             "--train.precision", args.precision, "--train.progress", "false", "--train.tensorboard", "false",
-            "--train.checkpoint_every_steps", "0", "--train.compile", str(args.compile).lower(),
+            "--train.checkpoint_every_steps", "0", "--train.compile", str(compile).lower(),
             *(["--data.max_eval_rows", str(args.eval_rows)] if args.eval_rows else [])])
         result = train(config, overwrite=True)  # kept in bench/out for bench/infer_speed.py
     return {"train_seconds": round(result.train_seconds, 2), "samples_per_second": round(result.samples_per_second, 2),
@@ -97,7 +129,6 @@ def run_bertfit(model_path: str, args: argparse.Namespace) -> dict:
 
 
 def run_trainer(model_path: str, train_split, test_split, num_labels: int, args: argparse.Namespace, dynamic: bool) -> dict:
-    import datasets
     import numpy as np
     import torch
     from transformers import (
@@ -111,11 +142,11 @@ def run_trainer(model_path: str, train_split, test_split, num_labels: int, args:
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
 
-    def encode(split):
-        table = datasets.Dataset.from_dict({"text": split.texts, "label": split.labels})
-        return table.map(lambda b: tokenizer(b["text"], truncation=True, max_length=args.max_length,
-                                             padding=False if dynamic else "max_length"),
-                         batched=True, remove_columns=["text"])
+    def encode(split) -> list[dict]:  # a list of feature dicts is a dataset to Trainer (no `datasets` needed)
+        encoded = tokenizer(split.texts, truncation=True, max_length=args.max_length,
+                            padding=False if dynamic else "max_length")
+        return [{**{key: values[i] for key, values in encoded.items()}, "label": int(label)}
+                for i, label in enumerate(split.labels)]
     train_set, test_set = encode(train_split), encode(test_split)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels)
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,12 +178,13 @@ def load_data(rows: int, eval_rows: int | None = None):
     return dataset.splits["train"], dataset.splits["test"], dataset.labels.names
 
 
-def real_tokens(texts: list[str], max_length: int, model_path: str) -> int:
-    """Tokens in the training rows after truncation: the work both sides must do; padding is waste."""
+def real_lengths(texts: list[str], max_length: int, model_path: str):
+    """Tokens per training row after truncation: the work both sides must do; padding is waste."""
+    import numpy as np
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    return sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
+    return np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]])
 
 
 def model_folder(name: str) -> str:
@@ -169,15 +201,33 @@ def model_folder(name: str) -> str:
     return str(folder)
 
 
-def mfu(model_path: str, tokens_per_second: float) -> float | None:
-    """Model FLOPs utilisation on real tokens: 6 x non-embedding parameters per token (forward + backward)."""
-    import torch
+def peak_tflops(device_name: str) -> float | None:
+    return next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
+
+
+def training_flops(model_path: str, lengths, num_labels: int = 4) -> float:
+    """One epoch's training FLOPs on the real tokens of texts of `lengths` (forward + backward = 3 x forward).
+
+    Weights: 6 x N per token, N = per layer 4h^2 (attention projections) + 2h x intermediate (MLP), plus
+    the head. Attention: scores and weighted values are 4 x h x length^2 per layer forward, 12 x in training.
+    """
+    import numpy as np
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_path)
-    layer_params = 12 * config.hidden_size ** 2 * config.num_hidden_layers
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
-    return None if peak is None else round(6 * layer_params * tokens_per_second / (peak * 1e12), 4)
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    weights = layers * (4 * hidden ** 2 + 2 * hidden * config.intermediate_size) + hidden * num_labels
+    lengths = np.asarray(lengths, dtype=np.float64)
+    return float(6 * weights * lengths.sum() + 12 * layers * hidden * (lengths ** 2).sum())
+
+
+def cpu_flags() -> dict[str, bool]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = set(next((line for line in cpuinfo if line.startswith("flags")), "").split())
+    except OSError:
+        flags = set()
+    return {name: name in flags for name in ("avx2", "avx512f", "avx512_vnni", "amx_tile")}
 
 
 def machine() -> str:
@@ -189,11 +239,9 @@ def machine() -> str:
 
 
 def ratios(results: dict) -> dict:
-    base = results.get("bertfit")
-    if base is None:
-        return {}
-    return {f"bertfit_vs_{k}": round(base["samples_per_second"] / v["samples_per_second"], 2)
-            for k, v in results.items() if k != "bertfit"}
+    return {f"{ours}_vs_{k}": round(results[ours]["samples_per_second"] / v["samples_per_second"], 2)
+            for ours in ("bertfit", "bertfit-compile") if ours in results
+            for k, v in results.items() if k.startswith("trainer")}
 
 
 def table(results: dict, speedups: dict) -> str:

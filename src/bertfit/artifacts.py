@@ -34,7 +34,7 @@ from bertfit.config import RunConfig, build_config, save_config
 from bertfit.data.labels import LabelMap
 from bertfit.errors import BertfitError
 from bertfit.meta import ExportMeta, ModelMeta, read_json
-from bertfit.model import TextClassifier, head_state, is_lora, load_encoder, merge_lora
+from bertfit.model import TextClassifier, float32_weights, head_state, is_lora, load_encoder, merge_lora
 
 MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR, EXPORT_DIR = "model", "checkpoint", "adapter", "export"
 WEIGHTS_FILE, META_FILE, TRAINING_STATE_FILE, EXPORT_META = "model.safetensors", "bertfit.json", "training.pt", "export.json"
@@ -155,7 +155,7 @@ def load_model(path: Path) -> LoadedModel:
     if meta.adapter:
         model = _load_lora_model(folder, meta)
     else:
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder), **float32_weights())
         model = TextClassifier(encoder, len(meta.labels), meta.pooling, meta.dropout)
         model.load_state_dict(load_file(folder / WEIGHTS_FILE))
     model.eval()
@@ -235,6 +235,7 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
                            "the run stopped before its first checkpoint, so start it again with --overwrite")
     model.load_state_dict(load_file(folder / WEIGHTS_FILE))
     # Our own file: it holds RNG states (numpy tuples), which the weights-only loader refuses.
-    saved = torch.load(folder / TRAINING_STATE_FILE, weights_only=False)
+    # map_location: a GPU run's optimizer state resumes on a CPU too (load_state_dict moves it to the parameters).
+    saved = torch.load(folder / TRAINING_STATE_FILE, weights_only=False, map_location="cpu")
     saved.setdefault("rng_ranks", [saved["rng"]])  # checkpoints before per-rank states: one process's
     return saved

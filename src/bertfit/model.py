@@ -70,10 +70,23 @@ def load_encoder(name: str) -> nn.Module:
 
     source = resolve_model_name(name)
     try:
-        return AutoModel.from_pretrained(source)
+        return AutoModel.from_pretrained(source, **float32_weights())
     except (OSError, ValueError) as error:
         where = "folder" if Path(source).exists() else "hub name"
         raise BertfitError(f"model.name: cannot load {where} {source!r}: {error}") from None
+
+
+def float32_weights() -> dict[str, torch.dtype]:
+    """The keyword that builds a transformers model in float32 whatever dtype its config.json names.
+
+    transformers 5 builds (from_pretrained and from_config) in the checkpoint's dtype, so a model saved
+    in bf16 or fp16 would train with half-precision weights and optimizer state; bertfit keeps weights
+    in float32 and leaves half precision to autocast. transformers before 4.56 called the keyword torch_dtype.
+    """
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": torch.float32}
 
 
 def load_tokenizer(name: str):

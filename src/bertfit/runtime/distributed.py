@@ -58,7 +58,7 @@ def init_distributed(device_spec: str = "auto") -> tuple[Distributed, torch.devi
     On GPU each process takes the GPU of its LOCAL_RANK, so one process drives one device.
     """
     dist = distributed_from_env()
-    if not dist.enabled:
+    if not dist.enabled and not _started_by_torchrun():
         if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ:
             # `accelerate launch --cpu --num_processes N` without --mpirun_hostfile starts ONE process.
             log.warning("accelerate launch --cpu started a single process; for N processes on CPU use "
@@ -71,10 +71,22 @@ def init_distributed(device_spec: str = "auto") -> tuple[Distributed, torch.devi
         device = choose_device(device_spec)
     if not torch.distributed.is_initialized():
         # Rank and world size given: env:// alone reads only RANK and WORLD_SIZE (not mpirun's names).
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=dist.rank,
-                                             world_size=dist.world_size)
+        # device_id binds NCCL to this rank's GPU and creates its communicator now, so a broken NCCL
+        # set-up fails here, at the start, rather than at the first all-reduce.
+        nccl = device.type == "cuda"
+        torch.distributed.init_process_group("nccl" if nccl else "gloo", rank=dist.rank, world_size=dist.world_size,
+                                             **({"device_id": device} if nccl else {}))
         dist = dataclasses.replace(dist, owns_group=True)
     return dist, device
+
+
+def _started_by_torchrun() -> bool:
+    """torchrun (or `accelerate launch`, which runs it) started this process, also as a job of one process.
+
+    A 1-process torchrun job joins its process group (nccl on GPU) like an N-process one, so a launch
+    tested on one GPU goes through the same start as on eight; it then trains as a single process.
+    """
+    return "TORCHELASTIC_RUN_ID" in os.environ and "MASTER_ADDR" in os.environ
 
 
 def close_distributed(dist: Distributed) -> None:
