@@ -166,6 +166,8 @@ def test_registry_names_resolve_or_say_how_to_install(tmp_path, monkeypatch, cap
     assert main(["train", "--model.name", "minilm-l3", "--output_dir", str(tmp_path / "runs")]) == 2
     assert "bertfit models install minilm-l3" in capsys.readouterr().err
 
+    assert main(["models", "install", "mpnet-large"]) == 2
+    assert "'mpnet-large' is not in the model registry (known: minilm-l6, mpnet-base, minilm-l3)" in capsys.readouterr().err
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in CATALOG) and "MPNet" in listing
