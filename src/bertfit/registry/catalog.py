@@ -6,7 +6,6 @@ names; `resolve` turns one into its installed folder or says how to install it.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +106,3 @@ def resolve(name: str) -> str | None:
         raise BertfitError(f"model.name: {name} is not installed; install it with: bertfit models install {name}")
     return str(path)
 
-
-def read_installed(folder: Path) -> dict:
-    """The install record (name, sha256, packages) of an installed folder."""
-    return json.loads((folder / INSTALLED_MARKER).read_text(encoding="utf-8"))
