@@ -11,11 +11,13 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 
+from bertfit.config_distill import DistillConfig, distill_problems
 from bertfit.config_values import build_dataclass, parse_overrides, read_yaml, set_dotted
+from bertfit.config_values import config_field as _field
 from bertfit.errors import ConfigError
 
 EMBEDDED_MODEL = "embedded"
@@ -23,11 +25,6 @@ EMBEDDED_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what the embedde
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 STREAMABLE_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"  # Hugging Face's problem_type
-
-
-def _field(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
-    """A dataclass field whose metadata carries its help text and an optional range check."""
-    return field(default=default, metadata={"help": help, "check": check, "rule": rule})
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _field(EMBEDDED_MODEL, "checkpoint folder, hub name, or 'embedded' for the packaged all-MiniLM-L6-v2")
+    name: str = _field(EMBEDDED_MODEL, "checkpoint folder, hub name, or a registry name (`bertfit models`): minilm-l6 "
+                                       "(= embedded, the packaged all-MiniLM-L6-v2), mpnet-base, minilm-l3")
     max_length: int = _field(128, "tokens kept per text; longer texts are truncated",
                              lambda v: 8 <= v <= 8192, "must be in 8..8192")
     keep_head: float = _field(1.0, "share of max_length kept from the start of a longer text, the rest from its end "
@@ -158,6 +156,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @property
     def uses_cached_features(self) -> bool:
@@ -202,7 +201,7 @@ def _combination_problems(config: RunConfig) -> list[str]:
         problems += _streaming_problems(config)
     if config.data.label_map and (config.data.multi_label or config.data.streaming):
         problems.append("data.label_map: not supported with data.multi_label or data.streaming; relabel the file instead")
-    return problems
+    return problems + distill_problems(config)
 
 
 def _streaming_problems(config: RunConfig) -> list[str]:

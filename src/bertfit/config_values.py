@@ -6,14 +6,18 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
 from bertfit.errors import BertfitError, ConfigError
 
+
+def config_field(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
+    """A dataclass field whose metadata carries its help text and an optional range check."""
+    return field(default=default, metadata={"help": help, "check": check, "rule": rule})
 
 def coerce(value: Any, hint: Any) -> Any:
     """Convert a YAML/CLI value to the annotated type, or raise ValueError saying what was expected."""

