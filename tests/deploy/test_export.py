@@ -20,10 +20,13 @@ def test_export_writes_files_and_self_check(tiny_run):
     assert (tiny_run / "export" / "model.onnx").is_file() and (tiny_run / "export" / "model.int8.onnx").is_file()
     assert sorted(meta["labels"]) == ["Business", "Sci/Tech", "Sports", "World"]
     check = meta["check"]
-    assert check["split"] == "test" and check["rows"] == 60  # capped by max_rows
-    assert check["fp32"]["max_probability_difference"] < 1e-4
-    assert check["fp32"]["accuracy"] == pytest.approx(check["torch_accuracy"])
-    assert 0 <= check["int8"]["max_probability_difference"] < 0.2
+    assert check["rows"] == 60 and check["split"].startswith("validation (30) + test (30)")  # capped by max_rows
+    assert check["onnx-fp32"]["max_probability_difference"] < 1e-4
+    assert check["onnx-fp32"]["accuracy"] == pytest.approx(check["torch_accuracy"])
+    assert 0 <= check["onnx-int8"]["max_probability_difference"] < 0.2
+    low, high = check["onnx-int8"]["disagreement_interval"]
+    assert low <= check["onnx-int8"]["disagreement"] <= high and high > 0  # an interval, even at 0 disagreement
+    assert meta["choice"] is None  # --target onnx chooses nothing: auto serves int8 as before
     assert meta["model_step"] is not None
 
 
