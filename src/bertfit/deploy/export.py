@@ -3,7 +3,7 @@
     RUN/export/
       model.onnx        input_ids, attention_mask (int64, dynamic batch and sequence) -> logits
       model.int8.onnx   the same graph with int8 weights (dynamic quantisation), when asked for
-      openvino/, ct2/   the OpenVINO and CTranslate2 variants (bertfit.deploy.variants), when asked for
+      openvino/, ct2/   the OpenVINO (fp32) and CTranslate2 (fp32, int8) variants (bertfit.deploy.variants)
       tokenizer files   so the folder serves on its own, without the PyTorch weights
       export.json       labels, temperature, max_length, pad id, files, the self-check, the choice
       README.md         what was exported, how it compares with PyTorch, and what serves
@@ -83,7 +83,8 @@ def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = No
         if target == "auto":
             meta = _choose(staging, meta, loaded, sample, settings, skipped)
         elif target != "onnx":
-            meta = dataclasses.replace(meta, choice=f"{target}-{'int8' if int8 else 'fp32'}")
+            int8_variant = f"{target}-int8"
+            meta = dataclasses.replace(meta, choice=int8_variant if int8_variant in files else f"{target}-fp32")
         artifacts.write_export_meta(staging, meta)
         write_text_atomic(staging / "README.md", "\n".join(export_card_lines(meta)) + "\n")
     log.info("exported %s to %s", run_dir, run_dir / artifacts.EXPORT_DIR)
@@ -113,7 +114,7 @@ def _write_variants(folder: Path, loaded: artifacts.LoadedModel, target: str,
         quantize_int8(folder / FP32_FILE, folder / INT8_FILE)
         files["onnx-int8"] = INT8_FILE
     skipped: dict[str, str] = {}
-    writers = {"openvino": lambda: variants.write_openvino(folder, dict(files)),
+    writers = {"openvino": lambda: variants.write_openvino(folder, FP32_FILE),
                "ct2": lambda: variants.write_ct2(folder, loaded.model, loaded.tokenizer, loaded.meta.pooling, int8)}
     for engine, write in writers.items():
         if target not in (engine, "auto"):
@@ -128,7 +129,8 @@ def _write_variants(folder: Path, loaded: artifacts.LoadedModel, target: str,
         if target == engine:
             raise BertfitError(f"target {engine}: {problem}")
         log.warning("skipping %s: %s", engine, problem)
-        skipped.update({f"{engine}-{p}": problem for p in (("fp32", "int8") if int8 else ("fp32",))})
+        precisions = ("fp32", "int8") if int8 and engine != "openvino" else ("fp32",)
+        skipped.update({f"{engine}-{precision}": problem for precision in precisions})
     return files, skipped
 
 

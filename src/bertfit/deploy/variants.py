@@ -1,12 +1,16 @@
 """Write the files of each export engine: OpenVINO IR and CTranslate2's encoder, beside the ONNX graphs.
 
     openvino/model.xml, .bin         OpenVINO IR converted from model.onnx (openvino-fp32)
-    openvino/model.int8.xml, .bin    the same from model.int8.onnx: int8 weights, activations quantised at run time
     ct2/                             CTranslate2's BERT encoder (fp32 weights; ct2-int8 quantises them on load)
                                      and head.npz: the classifier's pooling and head, run in NumPy
 
 An engine whose package is missing, or that cannot convert this architecture, is skipped with its
 reason; the caller records it.
+
+OpenVINO int8 is not written: OpenVINO ran ONNX Runtime's dynamic-int8 graph (DynamicQuantizeLinear +
+MatMulInteger) several times slower than its fp32 IR, and a statically calibrated QDQ graph was slower
+than fp32 too on the AVX-512 machine without VNNI where it was measured (see bench/RESULTS.md); an
+int8 OpenVINO variant needs NNCF's quantisation, which is not a dependency.
 """
 
 from __future__ import annotations
@@ -29,19 +33,15 @@ OPENVINO_DIR, CT2_DIR = "openvino", "ct2"
 CT2_MODEL_TYPES = ("bert",)  # the encoders CTranslate2's converter maps onto its TransformerEncoder
 
 
-def write_openvino(folder: Path, onnx_files: dict[str, str]) -> dict[str, str]:
-    """OpenVINO IR for each ONNX graph: variant -> relative path of the .xml."""
+def write_openvino(folder: Path, onnx_file: str) -> dict[str, str]:
+    """OpenVINO IR of the fp32 ONNX graph: {"openvino-fp32": relative path of the .xml}."""
     import openvino
 
+    target = f"{OPENVINO_DIR}/model.xml"
     (folder / OPENVINO_DIR).mkdir(exist_ok=True)
-    files = {}
-    for variant, onnx_name in onnx_files.items():
-        precision = variant.split("-", 1)[1]
-        target = f"{OPENVINO_DIR}/{'model.xml' if precision == 'fp32' else 'model.int8.xml'}"
-        model = openvino.convert_model(str(folder / onnx_name))
-        openvino.save_model(model, str(folder / target), compress_to_fp16=False)  # fp16 weights would change results
-        files[f"openvino-{precision}"] = target
-    return files
+    model = openvino.convert_model(str(folder / onnx_file))
+    openvino.save_model(model, str(folder / target), compress_to_fp16=False)  # fp16 weights would change results
+    return {"openvino-fp32": target}
 
 
 def ct2_problem(encoder: torch.nn.Module) -> str | None:
