@@ -56,5 +56,5 @@ def selection_record(choice: str, eligible: list[str], timings: dict[str, dict[s
                      settings: dict[str, Any], skipped: dict[str, str], cpu: dict[str, Any]) -> dict[str, Any]:
     """What export.json keeps about the choice: the machine, how it was timed, every figure, what was left out."""
     return {"choice": choice, "cpu": cpu, "load_average": [round(x, 2) for x in os.getloadavg()],
-            **settings, "timings": timings, "eligible": eligible, "skipped": skipped,
+            "settings": settings, "timings": timings, "eligible": eligible, "skipped": skipped,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

@@ -148,8 +148,7 @@ def _choose(folder: Path, meta: ExportMeta, loaded: artifacts.LoadedModel, sampl
     finally:
         torch.set_num_threads(previous_threads)
     choice, eligible = pick(timings, meta.check, settings.max_accuracy_loss)
-    record = selection_record(choice, eligible, timings, {"settings": dataclasses.asdict(settings)}, skipped,
-                              cpu_features())
+    record = selection_record(choice, eligible, timings, dataclasses.asdict(settings), skipped, cpu_features())
     log.info("chose %s (%.2fx PyTorch) on %s", choice, timings[choice]["vs_torch"], record["cpu"]["model"])
     return dataclasses.replace(meta, choice=choice, selection=record)
 
