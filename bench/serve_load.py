@@ -1,6 +1,7 @@
 """Load test of `bertfit serve` on loopback: latency percentiles and texts/s per backend.
 
     python bench/serve_load.py runs/demo --backends torch onnx-fp32 onnx-int8 --clients 20 --duration 60
+    python bench/serve_load.py runs/demo --backends torch auto     # auto: what `bertfit export --target auto` chose
 
 For each backend: start `bertfit serve RUN --backend B` on 127.0.0.1 (a child process), warm it up,
 run CLIENTS concurrent clients, each posting one AG News test text per request in a loop, for DURATION
@@ -117,13 +118,23 @@ def bad_inputs(base: str) -> dict:
 
 
 def accuracy_of(run: Path, backend: str) -> float | None:
-    """Test accuracy on the export check's rows (the same rows for all three backends)."""
-    path = run / "export" / "export.json"
-    if not path.is_file():
+    """Accuracy on the export check's rows (the same rows for every backend); auto: the recorded choice's."""
+    from bertfit.artifacts import read_export_meta
+
+    if not (run / "export" / "export.json").is_file():
         return None
-    check = json.loads(path.read_text())["check"]
-    return {"torch": check["torch_accuracy"], "onnx-fp32": check["fp32"]["accuracy"],
-            "onnx-int8": check.get("int8", {}).get("accuracy")}[backend]
+    export = read_export_meta(run / "export")
+    backend = export.default_variant() if backend == "auto" else backend
+    if backend == "torch":
+        return export.check["torch_accuracy"]
+    return (export.check or {}).get(backend, {}).get("accuracy")
+
+
+def machine() -> dict:
+    """CPU model, cores and the flags that decide int8 speed, with the load average when measured."""
+    from bertfit.runtime.cpu import cpu_features
+
+    return {**cpu_features(), "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main() -> None:
@@ -149,7 +160,7 @@ def main() -> None:
                       "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads,
                       **asyncio.run(load(base, texts, args.clients, args.duration)),
                       "accuracy": accuracy_of(args.run, backend), "bad_inputs": bad_inputs(base),
-                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "cpu": machine(),
                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         finally:
             child.send_signal(signal.SIGTERM)

@@ -43,8 +43,25 @@ def test_windows_thresholds_and_export_record():
                      thresholds={"y": 0.3}, step=9)
     assert (meta.windows.stride, meta.windows.pooling) == (7, "max") and meta.multi_label
     assert meta.label_thresholds() == [0.5, 0.3]
-    export = ExportMeta(meta, pad_token_id=0, files={"fp32": "model.onnx"}, opset=17)
+    export = ExportMeta(meta, pad_token_id=0, files={"onnx-fp32": "model.onnx"}, opset=17)
     data = export.to_dict()
     assert data["model_step"] == 9 and data["window_stride"] == 7  # the flat export.json layout of earlier versions
     back = ExportMeta.from_dict(data, "export.json")
     assert back.model.step == 9 and back.files == export.files and back.model.labels == meta.labels
+
+
+def test_export_json_before_more_engines_loads_with_variant_names(tmp_path):
+    """export.json of the ONNX-only exporter: files and check keyed by precision; they load as onnx-* variants."""
+    from bertfit.artifacts import read_export_meta
+
+    old = {"labels": ["a", "b"], "base_model": "embedded", "max_length": 64, "model_step": 3, "pad_token_id": 0,
+           "opset": 17, "files": {"fp32": "model.onnx", "int8": "model.int8.onnx"},
+           "check": {"split": "test", "rows": 10, "torch_accuracy": 0.5, "fp32": {"accuracy": 0.5}, "int8": {"accuracy": 0.4}}}
+    (tmp_path / "export.json").write_text(json.dumps(old))
+    meta = read_export_meta(tmp_path)
+    assert meta.files == {"onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx"}
+    assert meta.check["onnx-int8"] == {"accuracy": 0.4} and meta.choice is None and meta.selection is None
+    assert meta.default_variant() == "onnx-int8"  # what auto served before: int8 when exported
+    assert ExportMeta.from_dict(meta.to_dict(), "x") == meta
+    chosen = ExportMeta(meta.model, 0, meta.files, 17, choice="torch", selection={"choice": "torch"})
+    assert ExportMeta.from_dict(chosen.to_dict(), "x").default_variant() == "torch"

@@ -80,30 +80,47 @@ class ModelMeta:
         return [(self.thresholds or {}).get(name, 0.5) for name in self.labels]
 
 
+OLD_FILE_KEYS = {"fp32": "onnx-fp32", "int8": "onnx-int8"}  # export.json before more engines: precision -> ONNX file
+
+
 @dataclass(frozen=True)
 class ExportMeta:
-    """export/export.json: the exported graphs, what they need to be fed, and their check against PyTorch."""
+    """export/export.json: the exported variants, what they need to be fed, their check against PyTorch and,
+    after `bertfit export --target auto`, the variant chosen for this machine and why."""
 
     model: ModelMeta  # the exported model's labels, tokenising settings and temperature
     pad_token_id: int
-    files: dict[str, str]  # precision (fp32, int8) -> file name in the export folder
+    files: dict[str, str]  # variant (onnx-fp32, openvino-int8, ct2-int8, ...) -> file or folder in the export folder
     opset: int
     export_seconds: float | None = None
-    check: dict[str, Any] | None = None  # the self-check: accuracy of PyTorch and of every file
+    check: dict[str, Any] | None = None  # the self-check: accuracy of PyTorch and of every variant
+    choice: str | None = None  # the variant `serve` and `predict` use (None: onnx-int8 if exported, else onnx-fp32)
+    selection: dict[str, Any] | None = None  # how the choice was made: CPU features, timings, bound, skipped
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: Path | str) -> "ExportMeta":
         model = ModelMeta.from_dict({**data, "step": data.get("model_step")}, source)
         try:
-            return cls(model, int(data["pad_token_id"]), dict(data["files"]), int(data.get("opset", 0)),
-                       data.get("export_seconds"), data.get("check"))
-        except (KeyError, TypeError, ValueError) as error:
+            files = {OLD_FILE_KEYS.get(k, k): v for k, v in dict(data["files"]).items()}
+            check = data.get("check")
+            if check is not None:
+                check = {OLD_FILE_KEYS.get(k, k): v for k, v in check.items()}
+            return cls(model, int(data["pad_token_id"]), files, int(data.get("opset", 0)),
+                       data.get("export_seconds"), check, data.get("choice"), data.get("selection"))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise BertfitError(f"{source}: missing or bad field {error}; export the run again") from None
 
     def to_dict(self) -> dict[str, Any]:
         model = {k: v for k, v in self.model.to_dict().items() if k not in ("step", "pooling", "dropout")}
         return {**model, "model_step": self.model.step, "pad_token_id": self.pad_token_id, "opset": self.opset,
-                "files": self.files, "export_seconds": self.export_seconds, "check": self.check}
+                "files": self.files, "export_seconds": self.export_seconds, "check": self.check,
+                "choice": self.choice, "selection": self.selection}
+
+    def default_variant(self) -> str:
+        """What `auto` serves: the recorded choice, else the int8 ONNX file when there is one, else fp32."""
+        if self.choice is not None:
+            return self.choice
+        return "onnx-int8" if "onnx-int8" in self.files else "onnx-fp32"
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -20,10 +21,13 @@ def test_export_writes_files_and_self_check(tiny_run):
     assert (tiny_run / "export" / "model.onnx").is_file() and (tiny_run / "export" / "model.int8.onnx").is_file()
     assert sorted(meta["labels"]) == ["Business", "Sci/Tech", "Sports", "World"]
     check = meta["check"]
-    assert check["split"] == "test" and check["rows"] == 60  # capped by max_rows
-    assert check["fp32"]["max_probability_difference"] < 1e-4
-    assert check["fp32"]["accuracy"] == pytest.approx(check["torch_accuracy"])
-    assert 0 <= check["int8"]["max_probability_difference"] < 0.2
+    assert check["rows"] == 60 and re.fullmatch(r"validation \(\d+\) \+ test \(\d+\)", check["split"])  # capped by max_rows
+    assert check["onnx-fp32"]["max_probability_difference"] < 1e-4
+    assert check["onnx-fp32"]["accuracy"] == pytest.approx(check["torch_accuracy"])
+    assert 0 <= check["onnx-int8"]["max_probability_difference"] < 0.2
+    low, high = check["onnx-int8"]["disagreement_interval"]
+    assert low <= check["onnx-int8"]["disagreement"] <= high and high > 0  # an interval, even at 0 disagreement
+    assert meta["choice"] is None  # --target onnx chooses nothing: auto serves int8 as before
     assert meta["model_step"] is not None
 
 

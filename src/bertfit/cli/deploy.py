@@ -19,7 +19,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--device", default="auto")
     predict.add_argument("--backend", default="auto", choices=BACKENDS,
-                         help="auto: ONNX Runtime when RUN/export exists and the device is the CPU, else PyTorch")
+                         help="auto: on a CPU, the variant `bertfit export` chose (older exports: ONNX), else PyTorch")
     predict.set_defaults(handler=_predict)
 
     merge = commands.add_parser("merge", help="write a standalone model folder with LoRA adapters merged in")
@@ -31,12 +31,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
-    export = commands.add_parser("export", help="export a run for deployment (ONNX, optionally int8) and check it")
+    export = commands.add_parser("export", help="export a run for CPU serving (ONNX, OpenVINO, CTranslate2), check it, "
+                                                "and with --target auto pick the fastest for this machine")
     export.add_argument("run", type=Path)
-    export.add_argument("--onnx", action="store_true", help="write RUN/export/model.onnx (the only format so far)")
-    export.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantisation)")
-    export.add_argument("--max-rows", type=int, help="check the export on at most N test rows (default: all)")
+    export.add_argument("--target", choices=("onnx", "openvino", "ct2", "auto"),
+                        help="engine to export (ONNX is always written); auto: every engine available here in fp32 "
+                             "and int8, timed, the fastest within --max-accuracy-loss becomes what serve uses")
+    export.add_argument("--onnx", action="store_true", help="same as --target onnx")
+    export.add_argument("--int8", action="store_true", help="also write int8 copies (dynamic quantisation; auto: always)")
+    export.add_argument("--max-rows", type=int, help="check on at most N held-out rows, validation then test "
+                                                     "(default 4000: enough to tell 0.5 points apart)")
     export.add_argument("--batch-size", type=int, default=64)
+    export.add_argument("--max-accuracy-loss", type=float, default=0.5, help="auto: accuracy points a variant may lose")
+    export.add_argument("--threads", type=int, default=1, help="auto: CPU threads per model call while timing")
+    export.add_argument("--time-batch", type=int, default=10, help="auto: texts per model call while timing "
+                                                                   "(about what serve merges under load)")
+    export.add_argument("--time-rows", type=int, default=200, help="auto: held-out texts per timing round")
+    export.add_argument("--time-rounds", type=int, default=3, help="auto: interleaved timing rounds")
     export.set_defaults(handler=_export)
 
 
@@ -61,16 +72,27 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace, _: list[str]) -> int:
     from bertfit.deploy.export import export_run
 
-    if not args.onnx:
-        raise BertfitError("choose an export format: --onnx (add --int8 for a quantised copy)")
-    meta = export_run(args.run, int8=args.int8, max_rows=args.max_rows, batch_size=args.batch_size)
+    target = args.target or ("onnx" if args.onnx else None)
+    if target is None:
+        raise BertfitError("choose an export target: --target auto (measure every backend here) or --onnx "
+                           "(add --int8 for a quantised copy)")
+    meta = export_run(args.run, int8=args.int8, max_rows=args.max_rows, batch_size=args.batch_size, target=target,
+                      max_accuracy_loss=args.max_accuracy_loss, threads=args.threads, time_batch=args.time_batch,
+                      time_rows=args.time_rows, time_rounds=args.time_rounds)
     check = meta.check
-    print(f"exported to {args.run / 'export'} ({', '.join(meta.files.values())})")
-    print(f"check on {check['rows']} {check['split']} rows: torch accuracy {check['torch_accuracy']:.4f}")
-    for kind in meta.files:
-        c = check[kind]
-        print(f"  {kind}: accuracy {c['accuracy']:.4f} ({c['accuracy_change_points']:+.2f} points), "
-              f"max probability difference {c['max_probability_difference']:.2e}")
+    print(f"exported to {args.run / 'export'} ({', '.join(sorted(set(meta.files.values())))})")
+    print(f"check on {check['rows']} held-out rows ({check['split']}): torch accuracy {check['torch_accuracy']:.4f}")
+    timings = (meta.selection or {}).get("timings", {})
+    for variant in meta.files:
+        c = check[variant]
+        low, high = c["accuracy_change_interval_points"]
+        speed = f", {timings[variant]['vs_torch']:.2f}x PyTorch" if variant in timings else ""
+        print(f"  {variant}: accuracy {c['accuracy']:.4f} ({c['accuracy_change_points']:+.2f} points, 95% "
+              f"[{low:+.2f}, {high:+.2f}]), labels differ on {c['disagreement']:.2%}{speed}")
+    for variant, reason in (meta.selection or {}).get("skipped", {}).items():
+        print(f"  {variant}: skipped ({reason})")
+    if meta.choice:
+        print(f"serve and predict use: {meta.choice}")
     return 0
 
 

@@ -1,14 +1,19 @@
-"""ONNX export of a trained run, optional int8 quantisation, and a self-check against PyTorch.
+"""Export of a trained run for CPU serving, a self-check against PyTorch, and a choice of backend.
 
     RUN/export/
       model.onnx        input_ids, attention_mask (int64, dynamic batch and sequence) -> logits
       model.int8.onnx   the same graph with int8 weights (dynamic quantisation), when asked for
+      openvino/, ct2/   the OpenVINO (fp32) and CTranslate2 (fp32, int8) variants (bertfit.deploy.variants)
       tokenizer files   so the folder serves on its own, without the PyTorch weights
-      export.json       labels, temperature, max_length, pad id, files, and the self-check
+      export.json       labels, temperature, max_length, pad id, files, the self-check, the choice
+      README.md         what was exported, how it compares with PyTorch, and what serves
 
-The self-check runs PyTorch and every exported file on the run's test texts and writes the largest
-probability difference and each file's accuracy (and its change against PyTorch) to export.json,
-so a broken or lossy export is visible before anyone serves it.
+`--target onnx | openvino | ct2` writes that engine (ONNX always: the others start from it or sit
+beside it). `--target auto` writes every engine this machine can run, in fp32 and int8, times each
+with the serving batch shape, and records the fastest whose accuracy is within `max_accuracy_loss`
+points of PyTorch's as the choice `serve` and `predict` use. The self-check (bertfit.deploy.check)
+runs PyTorch and every variant on held-out labelled texts, so a broken or lossy export is visible
+before anyone serves it.
 """
 
 from __future__ import annotations
@@ -16,55 +21,136 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bertfit import __version__, artifacts
-from bertfit.atomic import atomic_dir
-from bertfit.data.labels import LabelMap, map_labels
-from bertfit.data.presets import PRESETS
-from bertfit.data.read import read_split
+from bertfit.atomic import atomic_dir, write_text_atomic
+from bertfit.deploy import variants
+from bertfit.deploy.check import CheckSample, check_sample, self_check
+from bertfit.deploy.choose import pick, selection_record, time_backends
 from bertfit.errors import BertfitError
-from bertfit.infer.backends import OnnxBackend, TorchBackend
-from bertfit.infer.engine import InferenceContext, tokenize_like_training
+from bertfit.evaluate.model_card import export_card_lines
+from bertfit.infer import ENGINES
+from bertfit.infer.backends import TorchBackend, open_export, unavailable
+from bertfit.infer.engine import InferenceContext
 from bertfit.meta import ExportMeta
-from bertfit.metrics import softmax
 from bertfit.model import merge_lora
+from bertfit.runtime.cpu import cpu_features
 
 log = logging.getLogger(__name__)
 
 FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 OPSET = 17
+TARGETS = ("onnx", *ENGINES[1:], "auto")
 
 
-def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = None,
-               batch_size: int = 64) -> ExportMeta:
-    """Export RUN's best model to RUN/export (fp32, and int8 when asked), check it, write export.json."""
-    if max_rows is not None and max_rows < 1:
-        raise BertfitError(f"max_rows: must be >= 1, got {max_rows}")
+@dataclass(frozen=True)
+class ChoiceSettings:
+    """How `--target auto` times the candidates and which accuracy loss it accepts."""
+
+    max_accuracy_loss: float = 0.5  # points of accuracy below PyTorch's on the check sample
+    threads: int = 1  # CPU threads per model call while timing (serve with the same --threads)
+    time_batch: int = 10  # texts per model call: about what the serve micro-batcher merges under load
+    time_rows: int = 200  # texts per timing round
+    time_rounds: int = 3
+
+
+def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = None, batch_size: int = 64,
+               target: str = "onnx", **choice: Any) -> ExportMeta:
+    """Export RUN's best model to RUN/export for `target`, check it, choose (auto), write export.json.
+    `choice` holds the fields of ChoiceSettings (max_accuracy_loss, threads, time_batch, time_rows, time_rounds)."""
+    settings = _validated(target, max_rows, ChoiceSettings(**choice))
     run_dir = Path(run_dir)
     loaded = artifacts.load_model(run_dir)
     if loaded.meta.multi_label:
-        raise BertfitError(f"{run_dir}: ONNX export of multi-label runs is not supported yet; "
-                           "serve it with backend torch")
+        raise BertfitError(f"{run_dir}: export of multi-label runs is not supported yet; serve it with backend torch")
     merge_lora(loaded.model)  # a plain encoder + head: no PEFT needed at inference
+    int8 = int8 or target == "auto"
     with atomic_dir(run_dir / artifacts.EXPORT_DIR) as staging:
         started = time.perf_counter()
-        export_onnx(loaded.model, staging / FP32_FILE)
-        files = {"fp32": FP32_FILE}
-        if int8:
-            quantize_int8(staging / FP32_FILE, staging / INT8_FILE)
-            files["int8"] = INT8_FILE
+        files, skipped = _write_variants(staging, loaded, target, int8)
         loaded.tokenizer.save_pretrained(staging)
         model = dataclasses.replace(loaded.meta, bertfit_version=__version__)
         meta = ExportMeta(model, loaded.tokenizer.pad_token_id, files, OPSET, round(time.perf_counter() - started, 2))
-        meta = dataclasses.replace(meta, check=self_check(run_dir, loaded, staging, files, max_rows, batch_size))
+        sample = check_sample(run_dir, loaded, max_rows)
+        reference = TorchBackend(loaded.model, InferenceContext.cpu(meta.pad_token_id, batch_size))
+        checked = {name: open_export(staging, meta, name, batch_size) for name in files}
+        meta = dataclasses.replace(meta, check=self_check(sample, reference, checked, loaded.meta.temperature))
+        if target == "auto":
+            meta = _choose(staging, meta, loaded, sample, settings, skipped)
+        elif target != "onnx":
+            int8_variant = f"{target}-int8"
+            meta = dataclasses.replace(meta, choice=int8_variant if int8_variant in files else f"{target}-fp32")
         artifacts.write_export_meta(staging, meta)
+        write_text_atomic(staging / "README.md", "\n".join(export_card_lines(meta)) + "\n")
     log.info("exported %s to %s", run_dir, run_dir / artifacts.EXPORT_DIR)
     return meta
+
+
+def _validated(target: str, max_rows: int | None, settings: ChoiceSettings) -> ChoiceSettings:
+    if target not in TARGETS:
+        raise BertfitError(f"target: unknown {target!r}; use one of {', '.join(TARGETS)}")
+    if max_rows is not None and max_rows < 1:
+        raise BertfitError(f"max_rows: must be >= 1, got {max_rows}")
+    if settings.max_accuracy_loss < 0:
+        raise BertfitError(f"max_accuracy_loss: must be >= 0 points, got {settings.max_accuracy_loss}")
+    for name in ("threads", "time_batch", "time_rows", "time_rounds"):
+        if getattr(settings, name) < 1:
+            raise BertfitError(f"{name}: must be >= 1, got {getattr(settings, name)}")
+    return settings
+
+
+def _write_variants(folder: Path, loaded: artifacts.LoadedModel, target: str,
+                    int8: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The files of every engine the target asks for: variant -> path, and variant -> why it was skipped.
+    An explicit target that cannot be written stops the export; auto skips it and says why."""
+    export_onnx(loaded.model, folder / FP32_FILE)
+    files = {"onnx-fp32": FP32_FILE}
+    if int8:
+        quantize_int8(folder / FP32_FILE, folder / INT8_FILE)
+        files["onnx-int8"] = INT8_FILE
+    skipped: dict[str, str] = {}
+    writers = {"openvino": lambda: variants.write_openvino(folder, FP32_FILE),
+               "ct2": lambda: variants.write_ct2(folder, loaded.model, loaded.tokenizer, loaded.meta.pooling, int8)}
+    for engine, write in writers.items():
+        if target not in (engine, "auto"):
+            continue
+        problem = variants.ct2_problem(loaded.model.encoder) if engine == "ct2" else unavailable(engine)
+        if problem is None:
+            try:
+                files.update(write())
+                continue
+            except Exception as error:  # a converter's failure: its message is the reason
+                problem = f"{type(error).__name__}: {str(error)[:300]}"
+        if target == engine:
+            raise BertfitError(f"target {engine}: {problem}")
+        log.warning("skipping %s: %s", engine, problem)
+        precisions = ("fp32", "int8") if int8 and engine != "openvino" else ("fp32",)
+        skipped.update({f"{engine}-{precision}": problem for precision in precisions})
+    return files, skipped
+
+
+def _choose(folder: Path, meta: ExportMeta, loaded: artifacts.LoadedModel, sample: CheckSample, settings: ChoiceSettings,
+            skipped: dict[str, str]) -> ExportMeta:
+    """Time PyTorch and every variant with the serving batch shape and record the fastest within the bound."""
+    texts = sample.texts[:settings.time_rows]  # held-out texts of real lengths
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        candidates = {"torch": TorchBackend(loaded.model, InferenceContext.cpu(meta.pad_token_id, settings.time_batch))}
+        candidates.update({name: open_export(folder, meta, name, settings.time_batch, settings.threads)
+                           for name in meta.files})
+        timings = time_backends(candidates, loaded.meta, loaded.tokenizer, texts, settings.time_batch, settings.time_rounds)
+    finally:
+        torch.set_num_threads(previous_threads)
+    choice, eligible = pick(timings, meta.check, settings.max_accuracy_loss)
+    record = selection_record(choice, eligible, timings, dataclasses.asdict(settings), skipped, cpu_features())
+    log.info("chose %s (%.2fx PyTorch) on %s", choice, timings[choice]["vs_torch"], record["cpu"]["model"])
+    return dataclasses.replace(meta, choice=choice, selection=record)
 
 
 def export_onnx(model: torch.nn.Module, path: Path) -> None:
@@ -122,42 +208,3 @@ def quantize_int8(source: Path, target: Path) -> None:
         root.setLevel(level)
 
 
-def check_texts(run_dir: Path, labels_names: tuple[str, ...], max_rows: int | None) -> tuple[str, list[str], list[int]]:
-    """The run's test texts and label ids (as evaluate.py reads them); training texts when it has no test data."""
-    config = artifacts.read_run_config(run_dir)
-    data = dataclasses.replace(config.data, label_names=labels_names)
-    if config.data.test is not None or config.data.train in PRESETS:
-        split, spec = "test", config.data.test or config.data.train
-    else:
-        split, spec = "train", config.data.train
-        log.warning("%s has no test data; the export check uses training texts", run_dir)
-    part = read_split(spec, split, data)
-    ids = map_labels(part, LabelMap(labels_names))
-    rows = max_rows or len(part.texts)
-    return split, part.texts[:rows], ids[:rows]
-
-
-def self_check(run_dir: Path, loaded: artifacts.LoadedModel, folder: Path, files: dict[str, str],
-               max_rows: int | None, batch_size: int) -> dict[str, Any]:
-    """PyTorch vs each ONNX file on real texts: max |p_onnx - p_torch| and accuracy with its change."""
-    split, texts, label_ids = check_texts(run_dir, loaded.meta.labels, max_rows)
-    if not texts:
-        raise BertfitError(f"{run_dir}: no texts to check the export with; its {split} data is empty")
-    tokens = tokenize_like_training(loaded.meta, loaded.tokenizer, texts, label_ids)
-    labels = np.asarray(label_ids)
-    pad_id = loaded.tokenizer.pad_token_id
-
-    def probabilities(backend: TorchBackend | OnnxBackend) -> np.ndarray:
-        return softmax(tokens.document_logits(backend.logits(tokens)) / loaded.meta.temperature)
-
-    reference = probabilities(TorchBackend(loaded.model, InferenceContext.cpu(pad_id, batch_size)))
-    torch_accuracy = float((reference.argmax(-1) == labels).mean())
-    result: dict[str, Any] = {"split": split, "rows": len(texts), "torch_accuracy": torch_accuracy}
-    for kind, name in files.items():
-        checked = probabilities(OnnxBackend(folder / name, pad_id, batch_size))
-        accuracy = float((checked.argmax(-1) == labels).mean())
-        result[kind] = {"max_probability_difference": float(np.abs(checked - reference).max()),
-                        "accuracy": accuracy, "accuracy_change_points": round(100 * (accuracy - torch_accuracy), 3),
-                        "same_label_fraction": float((checked.argmax(-1) == reference.argmax(-1)).mean())}
-        log.info("export check %s: %s", kind, result[kind])
-    return result

@@ -11,7 +11,9 @@ from typing import Any
 
 from bertfit import artifacts
 from bertfit.config import ModelConfig, RunConfig
+from bertfit.errors import BertfitError
 from bertfit.evaluate.report import HEADLINE, base_model_label, evaluation_label, load_evaluation, training_test
+from bertfit.meta import ExportMeta
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
@@ -62,6 +64,12 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         f"support {weakest[1]['support']}).",
     ]
     lines += _limit_lines(evaluation, confused, config)
+    export = artifacts.export_folder(run_dir)
+    if export is not None:
+        try:
+            lines += export_card_lines(artifacts.read_export_meta(export))
+        except BertfitError:
+            pass  # a damaged export.json: the card still describes the model
     path = folder / "README.md"
     artifacts.write_text_atomic(path, "\n".join(lines))
     return path
@@ -103,3 +111,41 @@ def _long_text_limit(model: ModelConfig) -> str:
         return (f"- Texts longer than {model.max_length} tokens keep their start and end "
                 f"({model.keep_head:.0%} head); the middle is not read.")
     return f"- Texts longer than {model.max_length} tokens are truncated; only their start is read."
+
+
+def export_card_lines(export: ExportMeta) -> list[str]:
+    """The card's deployment section: exported variants against PyTorch, the machine, timings and the choice."""
+    check = export.check or {}
+    lines = ["## Deployment (`bertfit export`)", "",
+             f"Checked on {check.get('rows', '?')} held-out rows ({check.get('split', '?')}): PyTorch accuracy "
+             f"{check.get('torch_accuracy', float('nan')):.2%}. Intervals are 95%.", "",
+             "| variant | accuracy | change (points) | labels differing from PyTorch |", "|---|---|---|---|"]
+    for variant in export.files:
+        c = check.get(variant)
+        if c is None:
+            continue
+        low, high = c.get("accuracy_change_interval_points", [None, None])
+        spread = f" [{low:+.2f}, {high:+.2f}]" if low is not None else ""
+        d_low, d_high = c.get("disagreement_interval", [None, None])
+        disagreement = 1 - c["same_label_fraction"]
+        interval = f" [{d_low:.2%}, {d_high:.2%}]" if d_low is not None else ""
+        lines.append(f"| {variant} | {c['accuracy']:.2%} | {c['accuracy_change_points']:+.2f}{spread} "
+                     f"| {disagreement:.2%}{interval} |")
+    lines.append("")
+    selection = export.selection
+    if selection is None:
+        served = export.choice or export.default_variant()
+        return lines + [f"Served by default on a CPU: **{served}** (no timing on this machine: `--target auto` measures).", ""]
+    cpu, settings = selection["cpu"], selection["settings"]
+    lines += [f"Timed on {cpu['model']} ({cpu['machine']}, {cpu['cores']} cores; flags: {', '.join(cpu['flags']) or 'none'}; "
+              f"int8 dot product: {'yes' if cpu['int8_dot_product'] else 'no'}), load average "
+              f"{', '.join(map(str, selection['load_average']))}, {selection['date']}: batches of {settings['time_batch']}, "
+              f"{settings['threads']} thread(s), {settings['time_rounds']} interleaved rounds of "
+              f"{settings['time_rows']} texts.", "",
+              "| candidate | texts/s (model only) | vs PyTorch |", "|---|---|---|"]
+    for name, timing in selection["timings"].items():
+        lines.append(f"| {name} | {timing['texts_per_second']:.1f} | {timing['vs_torch']:.2f}x |")
+    lines += ["", *[f"- skipped {name}: {reason}" for name, reason in selection["skipped"].items()],
+              f"Chosen: **{selection['choice']}**, the fastest whose accuracy is at most "
+              f"{settings['max_accuracy_loss']} points below PyTorch's; `bertfit serve` and `predict` use it.", ""]
+    return lines

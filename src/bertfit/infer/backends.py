@@ -1,7 +1,16 @@
-"""Inference backends: the same `logits(split)` from the PyTorch model or an exported ONNX graph."""
+"""Inference backends: the same `logits(split)` from the PyTorch model or an exported copy of it.
+
+    torch            the PyTorch classifier (any device)
+    onnx-fp32/int8   ONNX Runtime on model.onnx / model.int8.onnx (dynamic int8 quantisation)
+    openvino-fp32/int8  OpenVINO on the same graphs, compiled for this CPU
+    ct2-fp32/int8    CTranslate2's BERT encoder (ct2/), pooling and head in NumPy (ct2/head.npz)
+
+Each exported backend needs its runtime package; `unavailable(engine)` says why one cannot run here.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +18,9 @@ import torch
 
 from bertfit.data.batching import TokenizedSplit
 from bertfit.errors import BertfitError
+from bertfit.infer import ENGINE_PACKAGES, engine_of
 from bertfit.infer.engine import InferenceContext, batch_outputs, row_logits
+from bertfit.meta import ExportMeta
 
 
 class TorchBackend:
@@ -24,14 +35,45 @@ class TorchBackend:
         return row_logits(self.model, split, self.context)
 
 
-class OnnxBackend:
+def unavailable(engine: str) -> str | None:
+    """Why `engine` (onnx, openvino, ct2) cannot run on this machine, or None when it can."""
+    module, extra = ENGINE_PACKAGES[engine]
+    try:
+        importlib.import_module(module)
+    except ImportError as error:  # missing, or a wheel this CPU / OS cannot load
+        return f"{module} cannot be imported ({error}); pip install 'bertfit[{extra}]'"
+    return None
+
+
+def _require(engine: str):
+    reason = unavailable(engine)
+    if reason is not None:
+        raise BertfitError(f"the {engine} backend needs its runtime: {reason}")
+    return importlib.import_module(ENGINE_PACKAGES[engine][0])
+
+
+class _GraphBackend:
+    """Shared by the backends that run a whole exported graph: numpy in, logits out, batched by the engine."""
+
+    name: str
+    width: int
+    context: InferenceContext
+
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self._run(input_ids.numpy(), attention_mask.numpy())))
+
+    def logits(self, split: TokenizedSplit) -> np.ndarray:
+        return batch_outputs(self._forward, self.width, split, self.context)
+
+
+class OnnxBackend(_GraphBackend):
     """An exported model file run by ONNX Runtime on the CPU."""
 
-    def __init__(self, path: Path, pad_id: int, batch_size: int, threads: int | None = None):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise BertfitError("the ONNX backend needs onnxruntime: pip install 'bertfit[serve]'") from None
+    def __init__(self, path: Path, pad_id: int, batch_size: int, threads: int | None = None, name: str | None = None):
+        onnxruntime = _require("onnx")
         options = onnxruntime.SessionOptions()
         # Idle ORT worker threads spin by default; in a server they would starve the event loop and the
         # tokenizer of the same cores between batches.
@@ -41,11 +83,70 @@ class OnnxBackend:
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.context = InferenceContext.cpu(pad_id, batch_size)
         self.width = self.session.get_outputs()[0].shape[-1]
-        self.name = "onnx-int8" if ".int8." in Path(path).name else "onnx-fp32"
+        self.name = name or ("onnx-int8" if ".int8." in Path(path).name else "onnx-fp32")
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        inputs = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        return torch.from_numpy(self.session.run(["logits"], inputs)[0])
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
-    def logits(self, split: TokenizedSplit) -> np.ndarray:
-        return batch_outputs(self._forward, self.width, split, self.context)
+
+class OpenVinoBackend(_GraphBackend):
+    """An exported graph (ONNX or OpenVINO IR) compiled by OpenVINO for this CPU, fp32 arithmetic outside int8 ops."""
+
+    def __init__(self, path: Path, pad_id: int, batch_size: int, threads: int | None = None,
+                 name: str = "openvino-fp32"):
+        openvino = _require("openvino")
+        # f32: on AMX / AVX-512 BF16 CPUs OpenVINO would otherwise run in bf16, unlike what was checked.
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.output = self.compiled.output("logits")
+        self.context = InferenceContext.cpu(pad_id, batch_size)
+        self.width = int(self.output.get_partial_shape()[-1].get_length())
+        self.name = name
+
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.request.infer({"input_ids": input_ids, "attention_mask": attention_mask})[self.output].copy()
+
+
+class CTranslate2Backend(_GraphBackend):
+    """CTranslate2's encoder (its own int8/fp32 kernels) + the classifier's pooling and head in NumPy."""
+
+    def __init__(self, folder: Path, pad_id: int, batch_size: int, threads: int | None = None,
+                 name: str = "ct2-fp32"):
+        self.ctranslate2 = _require("ct2")
+        compute_type = "int8" if name.endswith("int8") else "float32"
+        self.encoder = self.ctranslate2.Encoder(str(folder), "cpu", compute_type=compute_type, intra_threads=threads or 0)
+        with np.load(Path(folder) / CT2_HEAD) as head:
+            self.weight, self.bias, self.pooling = head["weight"], head["bias"], str(head["pooling"])
+        self.context = InferenceContext.cpu(pad_id, batch_size)
+        self.width = self.bias.shape[0]
+        self.name = name
+
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        view = self.ctranslate2.StorageView.from_array
+        lengths = attention_mask.sum(1).astype(np.int32)
+        output = self.encoder.forward_batch(view(np.ascontiguousarray(input_ids, dtype=np.int32)), view(lengths))
+        hidden = np.asarray(output.last_hidden_state)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask[..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1.0)
+        return (pooled @ self.weight.T + self.bias).astype(np.float32)
+
+
+CT2_HEAD = "head.npz"  # weight, bias and pooling of the classifier, beside CTranslate2's model.bin
+GRAPH_BACKENDS = {"onnx": OnnxBackend, "openvino": OpenVinoBackend, "ct2": CTranslate2Backend}
+
+
+def open_export(folder: Path, export: ExportMeta, variant: str, batch_size: int,
+                threads: int | None = None) -> _GraphBackend:
+    """The backend for one exported variant (onnx-int8, openvino-fp32, ...) of the export in `folder`."""
+    name = export.files.get(variant)
+    if name is None or not (Path(folder) / name).exists():
+        exported = ", ".join(export.files) or "none"
+        raise BertfitError(f"{folder}: no {variant} export (exported: {exported}); "
+                           f"run `bertfit export RUN --target {engine_of(variant)}` or `--target auto`")
+    return GRAPH_BACKENDS[engine_of(variant)](Path(folder) / name, export.pad_token_id, batch_size, threads, variant)

@@ -1,8 +1,9 @@
 """Batch prediction from a run directory, model folder or export folder (imports nothing from training).
 
-`Predictor(path).predict(texts)` picks a backend: ONNX Runtime when the run has an export
-(RUN/export, written by `bertfit export`) and the device is the CPU, PyTorch otherwise; `backend=`
-forces one. Both run through the inference engine and return rows in input order.
+`Predictor(path).predict(texts)` picks a backend: when the run has an export (RUN/export, written by
+`bertfit export`) and the device is the CPU, the variant `bertfit export --target auto` chose for this
+machine (older exports: ONNX int8, else fp32); PyTorch otherwise. `backend=` forces one (torch, onnx,
+onnx-int8, openvino-fp32, ct2-int8, ...). All run through the inference engine and return rows in input order.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from bertfit.artifacts import (
 from bertfit.data.labels import LabelMap
 from bertfit.errors import BertfitError
 from bertfit.infer import BACKENDS
-from bertfit.infer.backends import OnnxBackend, TorchBackend
+from bertfit.infer.backends import TorchBackend, open_export
 from bertfit.infer.engine import InferenceContext, tokenize_like_training
 from bertfit.meta import ExportMeta
 from bertfit.metrics import sigmoid, softmax
@@ -43,21 +44,19 @@ class Prediction:
     labels: tuple[str, ...] | None = None  # multi-label models: every label at or above its threshold
 
 
-def choose_onnx_file(folder: Path, export: ExportMeta, backend: str) -> Path:
-    """onnx prefers the int8 file when it was exported; onnx-fp32 / onnx-int8 ask for one."""
-    kind = {"onnx-fp32": "fp32", "onnx-int8": "int8"}.get(backend) or ("int8" if "int8" in export.files else "fp32")
-    if kind not in export.files or not (folder / export.files[kind]).is_file():
-        flag = " --int8" if kind == "int8" else ""
-        raise BertfitError(f"{folder}: no {kind} ONNX model; run `bertfit export RUN --onnx{flag}`")
-    return folder / export.files[kind]
+def choose_variant(export: ExportMeta, backend: str) -> str:
+    """The exported variant a backend name asks for: onnx -> the int8 file when exported, else fp32."""
+    if backend == "onnx":
+        return "onnx-int8" if "onnx-int8" in export.files else "onnx-fp32"
+    return backend
 
 
 class Predictor:
-    """Model (PyTorch or ONNX) + tokenizer + labels; `predict(texts)` keeps the input order.
+    """Model (PyTorch or an exported variant) + tokenizer + labels; `predict(texts)` keeps the input order.
 
     `threads` caps the CPU threads one model call uses (default: every core). A server whose clients
     share its cores runs faster with fewer: threads that wait on each other are descheduled.
-    `meta` describes the model (labels, max_length, temperature, ...); `export` the ONNX export in use.
+    `meta` describes the model (labels, max_length, temperature, ...); `export` the export in use.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", batch_size: int = 64,
@@ -70,16 +69,17 @@ class Predictor:
         folder = export_folder(path)
         export = read_export_meta(folder) if folder is not None else None
         if backend == "auto":
-            use_onnx = export is not None and device in ("auto", "cpu") and choose_device(device).type == "cpu"
-            backend = "onnx" if use_onnx and _export_is_current(path, folder, export) else "torch"
+            use_export = export is not None and device in ("auto", "cpu") and choose_device(device).type == "cpu"
+            current = use_export and _export_is_current(path, folder, export)
+            backend = export.default_variant() if current else "torch"  # the choice may be torch itself
         self.export: ExportMeta | None = None
         if backend == "torch":
             self._load_torch(path, device, precision, batch_size, threads)
         elif export is None:
-            raise BertfitError(f"{path}: no ONNX export (expected {path / EXPORT_DIR / EXPORT_META}); "
-                               "run `bertfit export RUN --onnx` or use backend torch")
+            raise BertfitError(f"{path}: no export (expected {path / EXPORT_DIR / EXPORT_META}); "
+                               "run `bertfit export RUN --target auto` (or --onnx) or use backend torch")
         else:
-            self._load_onnx(folder, export, backend, path, batch_size, threads)
+            self._load_export(folder, export, choose_variant(export, backend), path, batch_size, threads)
         log.info("predictor for %s uses the %s backend", path, self.backend.name)
 
     def _load_torch(self, path: Path, device: str, precision: str, batch_size: int, threads: int | None) -> None:
@@ -90,8 +90,8 @@ class Predictor:
         context = InferenceContext.create(loaded.tokenizer.pad_token_id, batch_size, device, precision)
         self.backend = TorchBackend(loaded.model, context)
 
-    def _load_onnx(self, folder: Path, export: ExportMeta, backend: str, path: Path, batch_size: int,
-                   threads: int | None) -> None:
+    def _load_export(self, folder: Path, export: ExportMeta, variant: str, path: Path, batch_size: int,
+                     threads: int | None) -> None:
         from transformers import AutoTokenizer
 
         self.export, self.meta = export, export.model
@@ -99,9 +99,8 @@ class Predictor:
             self.meta = dataclasses.replace(self.meta, temperature=read_model_meta(path).temperature)
         except BertfitError:
             pass  # an export folder on its own carries the temperature it was exported with
-        model_file = choose_onnx_file(folder, self.export, backend)
+        self.backend = open_export(folder, export, variant, batch_size, threads)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.backend = OnnxBackend(model_file, self.export.pad_token_id, batch_size, threads)
 
     @property
     def backend_name(self) -> str:
@@ -121,7 +120,7 @@ class Predictor:
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """One row per text; with sliding windows, the pooled logits of its windows (pooled here, outside
-        the network, so the PyTorch and ONNX backends pool alike)."""
+        the network, so every backend pools alike)."""
         split = tokenize_like_training(self.meta, self.tokenizer, texts)
         return split.document_logits(self.backend.logits(split))
 
