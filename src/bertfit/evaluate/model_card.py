@@ -12,6 +12,7 @@ from typing import Any
 from bertfit import artifacts
 from bertfit.config import ModelConfig, RunConfig
 from bertfit.evaluate.report import HEADLINE, load_evaluation
+from bertfit.meta import ModelMeta
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
@@ -42,6 +43,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         "## Intended use", "",
         f"Classifying short English texts like those in `{config.data.train}` into the labels above. "
         "Scores below hold for text from the same source; check on a sample before using it elsewhere.", "",
+        *_loading_lines(run_dir, meta), "",
         "## Data", "",
         f"- train: `{config.data.train}` ({rows.get('train', '?')} rows used)",
         f"- validation: `{config.data.validation or f'{config.data.validation_fraction:.0%} of train, seeded split'}` "
@@ -62,6 +64,22 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
     path = folder / "README.md"
     artifacts.write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _loading_lines(run_dir: Path, meta: ModelMeta) -> list[str]:
+    """How to load the model: bertfit, or Hugging Face transformers with the modelling code this folder ships."""
+    folder = f"{run_dir.name}/{artifacts.MODEL_DIR}"
+    lines = ["## Loading it", "", f"bertfit: `bertfit predict {run_dir.name} \"your text\"`, or "
+             f"`Predictor(\"{run_dir.name}\").predict([...])` in Python.", "",
+             "Hugging Face transformers (this folder ships its modelling code, hence `trust_remote_code=True`; "
+             "the probabilities are bertfit's, temperature included):", "", "```python",
+             "from transformers import pipeline",
+             f"classifier = pipeline(\"text-classification\", model=\"{folder}\", trust_remote_code=True)",
+             "classifier(\"your text\", top_k=None)", "```"]
+    if meta.adapter:
+        lines.append(f"This run trained LoRA adapters: write a standalone folder with `bertfit merge {run_dir.name} "
+                     "OUT` and load OUT instead.")
+    return lines
 
 
 def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, config: RunConfig) -> list[str]:
