@@ -252,6 +252,20 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, training_state: dict[
         torch.save(training_state, staging / TRAINING_STATE_FILE)
 
 
+def drop_checkpoint(run_dir: Path) -> None:
+    """A finished run needs no resumable state: remove checkpoint/ (train.keep_checkpoint keeps it)."""
+    shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse to resume a finished run whose checkpoint was dropped (train.keep_checkpoint: false)."""
+    results = read_results(run_dir)
+    if results and not (Path(run_dir) / CHECKPOINT_DIR).is_dir():
+        raise BertfitError(f"resume: {run_dir} has finished (step {results.get('steps', '?')}, see "
+                           f"{Path(run_dir) / RESULTS_FILE}) and kept no checkpoint; nothing to resume. Train further "
+                           f"from its weights in a new run with model.init_from={run_dir}, or start it again with overwrite")
+
+
 def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not (folder / TRAINING_STATE_FILE).is_file():

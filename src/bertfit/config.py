@@ -137,6 +137,8 @@ class TrainConfig:
                                   "needs a C++ compiler on CPU, Triton on GPU)")
     tensorboard: bool = _field(True, "write TensorBoard scalars under RUN/tensorboard")
     progress: bool = _field(True, "show a progress bar")
+    keep_checkpoint: bool = _field(False, "keep RUN/checkpoint (optimizer state, hundreds of MB) after the run "
+                                          "finishes; it is only needed to resume an unfinished run")
 
 
 @dataclass(frozen=True)

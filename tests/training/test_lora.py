@@ -27,7 +27,7 @@ def lora_run(tiny_model_dir, ag_news_rows, tmp_path_factory):
         "--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(folder / "runs"),
         "--cache_dir", str(folder / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
         "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1", "--data.train", str(data),
-        "--data.max_train_rows", "64", "--data.max_eval_rows", "32", "--name", "lora"])
+        "--data.max_train_rows", "64", "--data.max_eval_rows", "32", "--name", "lora", "--train.keep_checkpoint", "true"])
     return train(config)
 
 
@@ -99,7 +99,8 @@ def test_lora_run_resumes(tiny_overrides, ag_news_csv):
     from bertfit.artifacts import read_metrics
 
     config = load_config(None, tiny_overrides + LORA + ["--data.train", str(ag_news_csv), "--data.max_train_rows", "32",
-                                                       "--data.max_eval_rows", "16", "--name", "resume"])
+                                                       "--data.max_eval_rows", "16", "--name", "resume",
+                                                       "--train.keep_checkpoint", "true"])
     run_dir = train(config).run_dir
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     saved["train"]["epochs"] = 2  # continue the finished run for one more epoch from its checkpoint
