@@ -21,8 +21,8 @@ from transformers import (
 from bertfit.artifacts import update_model_meta
 from bertfit.config import load_config
 from bertfit.hf_folder import MODELING_FILE, encoder_settings
-from bertfit.infer.engine import tokenize_like_training
 from bertfit.infer.predictor import Predictor
+from bertfit.infer.tokens import tokenize_like_training
 from bertfit.training.recipe import train
 from conftest import write_csv
 

@@ -1,15 +1,22 @@
-"""Inference backends: the same `logits(split)` from the PyTorch model or an exported ONNX graph."""
+"""Inference backends: the same `logits(split)` from the PyTorch model or an exported ONNX graph.
+
+The ONNX backend needs neither torch nor transformers: a cold `bertfit predict` on an export skips their imports.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from bertfit.data.batching import TokenizedSplit
+from bertfit.data.batching import TokenizedSplit, eval_batches, pad_rows
 from bertfit.errors import BertfitError
-from bertfit.infer.engine import InferenceContext, batch_outputs, row_logits
+
+if TYPE_CHECKING:
+    import torch
+
+    from bertfit.infer.engine import InferenceContext
 
 
 class TorchBackend:
@@ -21,11 +28,13 @@ class TorchBackend:
         self.model, self.context = model.to(context.device), context
 
     def logits(self, split: TokenizedSplit) -> np.ndarray:
+        from bertfit.infer.engine import row_logits
+
         return row_logits(self.model, split, self.context)
 
 
 class OnnxBackend:
-    """An exported model file run by ONNX Runtime on the CPU."""
+    """An exported model file run by ONNX Runtime on the CPU, batched like the engine: longest rows first."""
 
     def __init__(self, path: Path, pad_id: int, batch_size: int, threads: int | None = None):
         try:
@@ -39,13 +48,14 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.context = InferenceContext.cpu(pad_id, batch_size)
+        self.pad_id, self.batch_size = pad_id, batch_size
         self.width = self.session.get_outputs()[0].shape[-1]
         self.name = "onnx-int8" if ".int8." in Path(path).name else "onnx-fp32"
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        inputs = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        return torch.from_numpy(self.session.run(["logits"], inputs)[0])
-
     def logits(self, split: TokenizedSplit) -> np.ndarray:
-        return batch_outputs(self._forward, self.width, split, self.context)
+        outputs = np.zeros((len(split), self.width), dtype=np.float32)
+        for rows in eval_batches(split.lengths, self.batch_size):
+            input_ids, attention_mask = pad_rows(split, rows, self.pad_id)
+            feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+            outputs[rows] = self.session.run(["logits"], feed)[0]
+        return outputs
