@@ -124,3 +124,19 @@ def test_saved_lora_weights_load_into_a_live_model(lora_run):
     restored = live.state_dict()
     assert saved.keys() == restored.keys()
     assert all(torch.equal(saved[k], restored[k]) for k in saved)
+
+
+def test_lora_folder_asks_for_a_merge_and_the_merged_folder_loads_in_transformers(lora_run, tmp_path):
+    """model/ of a LoRA run holds adapters, not an encoder: transformers says to merge, and the merge loads."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    with pytest.raises(ValueError, match="bertfit merge"):
+        AutoModelForSequenceClassification.from_pretrained(lora_run.run_dir / "model", trust_remote_code=True)
+    merged = save_merged(lora_run.run_dir, tmp_path / "merged")
+    texts = ["Stocks rallied on Friday after the earnings report", "The team won the final match"]
+    model = AutoModelForSequenceClassification.from_pretrained(merged, trust_remote_code=True)
+    with torch.no_grad():
+        logits = model(**AutoTokenizer.from_pretrained(merged, trust_remote_code=True)(texts, padding=True,
+                                                                                         return_tensors="pt")).logits
+    np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), Predictor(lora_run.run_dir, device="cpu")
+                               .predict_proba(texts), atol=1e-5)

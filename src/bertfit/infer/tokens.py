@@ -50,8 +50,12 @@ class TokenizerFile:
 
     def __call__(self, texts: list[str], truncation: bool = False, max_length: int | None = None,
                  **_: Any) -> dict[str, list[list[int]]]:
-        if truncation and max_length:
-            self.backend.enable_truncation(max_length, direction=self.truncation_side)
-        else:
+        # Changed only when it differs (as transformers does): the server's threads share this tokenizer.
+        wanted = {"max_length": max_length, "stride": 0, "strategy": "longest_first", "direction": self.truncation_side} \
+            if truncation and max_length else None
+        current = self.backend.truncation
+        if wanted is None and current is not None:
             self.backend.no_truncation()
+        elif wanted is not None and (current is None or any(current.get(k) != v for k, v in wanted.items())):
+            self.backend.enable_truncation(**wanted)
         return {"input_ids": [encoding.ids for encoding in self.backend.encode_batch(texts, add_special_tokens=True)]}
