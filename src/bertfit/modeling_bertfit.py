@@ -24,15 +24,14 @@ class BertfitConfig(PretrainedConfig):
     """The encoder's own config (a dict, under `encoder`) plus how bertfit reads text and pools."""
 
     model_type = "bertfit"
+    # adapter: LoRA runs keep only adapters in the folder, which then needs `bertfit merge` first
+    SETTINGS = {"encoder_type": "bert", "pooling": "mean", "dropout": 0.1, "max_length": 512, "keep_head": 1.0,
+                "window_stride": 0, "window_pooling": "mean", "temperature": 1.0, "adapter": None}
 
-    def __init__(self, encoder: dict | None = None, encoder_type: str = "bert", pooling: str = "mean",  # noqa: PLR0913
-                 dropout: float = 0.1, max_length: int = 512, keep_head: float = 1.0, window_stride: int = 0,
-                 window_pooling: str = "mean", temperature: float = 1.0, adapter: str | None = None, **kwargs):
-        self.encoder, self.encoder_type = dict(encoder or {}), encoder_type
-        self.pooling, self.dropout, self.max_length, self.keep_head = pooling, dropout, max_length, keep_head
-        self.window_stride, self.window_pooling = window_stride, window_pooling
-        self.temperature = temperature
-        self.adapter = adapter  # LoRA runs keep only adapters here: the folder needs `bertfit merge` first
+    def __init__(self, encoder: dict | None = None, **kwargs):
+        self.encoder = dict(encoder or {})
+        for name, default in self.SETTINGS.items():
+            setattr(self, name, kwargs.pop(name, default))
         super().__init__(**kwargs)
 
     def encoder_config(self) -> PretrainedConfig:
