@@ -6,8 +6,10 @@
       env.json         versions, device, precision
       metrics.jsonl    one line per evaluation (step, epoch, train/*, eval/*)
       results.json     best validation and final test metrics, timings
-      model/           the best model: model.safetensors, config.json (id2label), bertfit.json (ModelMeta),
-                       tokenizer; with LoRA, model.safetensors holds the head only and adapter/ the PEFT adapter
+      model/           the best model, a Hugging Face model folder: model.safetensors, config.json (model_type
+                       bertfit, id2label, auto_map) and modeling_bertfit.py (bertfit.hf_folder), bertfit.json
+                       (ModelMeta), tokenizer; with LoRA, model.safetensors holds the head only and adapter/ the
+                       PEFT adapter (`bertfit merge` writes a standalone folder)
       checkpoint/      last resumable state: model, optimizer, scheduler, scaler, RNG of every rank, data position
       export/          ONNX graphs, tokenizer and export.json (ExportMeta), written by `bertfit export`
       tensorboard/     scalars
@@ -23,18 +25,20 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from bertfit import __version__
 from bertfit.atomic import atomic_dir, write_json_atomic, write_text_atomic
 from bertfit.config import RunConfig, build_config, save_config
 from bertfit.data.labels import LabelMap
 from bertfit.errors import BertfitError
+from bertfit.hf_folder import encoder_settings, sync_hf_config, write_hf_files
 from bertfit.meta import ExportMeta, ModelMeta, read_json
-from bertfit.model import TextClassifier, float32_weights, head_state, is_lora, load_encoder, merge_lora
+
+if TYPE_CHECKING:  # torch and the model load only where weights are read or written: `predict` on ONNX needs neither
+    import torch
+
+    from bertfit.model import TextClassifier
 
 MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR, EXPORT_DIR = "model", "checkpoint", "adapter", "export"
 WEIGHTS_FILE, META_FILE, TRAINING_STATE_FILE, EXPORT_META = "model.safetensors", "bertfit.json", "training.pt", "export.json"
@@ -107,10 +111,11 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
 
 
 def save_model(folder: Path, model: TextClassifier, tokenizer: Any, meta: ModelMeta) -> None:
-    """Weights, encoder config with id2label/label2id, bertfit.json and tokenizer, in one atomic folder."""
-    encoder_config = model.encoder.config
-    encoder_config.id2label = meta.label_map.id2label
-    encoder_config.label2id = meta.label_map.label2id
+    """Weights, bertfit.json, tokenizer and the Hugging Face config.json + modelling code, in one atomic folder."""
+    from safetensors.torch import save_file
+
+    from bertfit.model import head_state, is_lora
+
     with atomic_dir(folder) as staging:
         state = head_state(model) if is_lora(model) else model.state_dict()
         state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
@@ -118,8 +123,8 @@ def save_model(folder: Path, model: TextClassifier, tokenizer: Any, meta: ModelM
         if is_lora(model):  # adapters only: the base encoder is rebuilt from meta.base_model on load
             model.encoder.save_pretrained(staging / ADAPTER_DIR)
             meta = dataclasses.replace(meta, adapter=ADAPTER_DIR)
-        encoder_config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        write_hf_files(staging, model.encoder.config.to_dict(), meta, tokenizer.pad_token_id)
         write_json_atomic(staging / META_FILE, meta.to_dict())
 
 
@@ -143,23 +148,32 @@ def update_model_meta(path: Path, **fields: Any) -> ModelMeta:
     """Change fields (thresholds, temperature, ...) of a saved model's bertfit.json; returns the new meta."""
     meta = dataclasses.replace(read_model_meta(path), **fields)
     write_json_atomic(model_folder(path) / META_FILE, meta.to_dict())
+    sync_hf_config(model_folder(path), meta)
     return meta
 
 
 def load_model(path: Path) -> LoadedModel:
-    """Rebuild the classifier from a run directory or model folder, without touching the network."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    """Rebuild the classifier from a run directory or model folder, without touching the network.
+
+    The encoder is built without initialising weights (they are read from the file right after),
+    which saves seconds on a cold `bertfit predict`.
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from bertfit.model import TextClassifier, encoder_from_settings
 
     folder = model_folder(path)
     meta = read_model_meta(folder)
     if meta.adapter:
         model = _load_lora_model(folder, meta)
     else:
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder), **float32_weights())
-        model = TextClassifier(encoder, len(meta.labels), meta.pooling, meta.dropout)
+        model = TextClassifier(encoder_from_settings(encoder_settings(folder)), len(meta.labels), meta.pooling,
+                               meta.dropout)
         model.load_state_dict(load_file(folder / WEIGHTS_FILE))
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    # The encoder's config, passed on, keeps AutoTokenizer from reading config.json, whose remote code it would ask about.
+    tokenizer = AutoTokenizer.from_pretrained(folder, config=model.encoder.config)
     return LoadedModel(model, tokenizer, meta)
 
 
@@ -169,6 +183,8 @@ def load_saved_weights(path: Path, model: TextClassifier) -> None:
     The end of training uses this to return to the best checkpoint without rebuilding the model and
     its tokenizer from disk (load_model does that for a fresh process).
     """
+    from safetensors.torch import load_file
+
     folder = model_folder(path)
     meta = read_model_meta(folder)
     weights = load_file(folder / WEIGHTS_FILE)
@@ -185,6 +201,9 @@ def load_saved_weights(path: Path, model: TextClassifier) -> None:
 def _load_lora_model(folder: Path, meta: ModelMeta) -> TextClassifier:
     """Base encoder (from meta.base_model) + PEFT adapter + saved head."""
     from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from bertfit.model import TextClassifier, load_encoder
 
     model = TextClassifier(load_encoder(meta.base_model), len(meta.labels), meta.pooling, meta.dropout)
     model.encoder = PeftModel.from_pretrained(model.encoder, folder / meta.adapter)
@@ -196,6 +215,8 @@ def _load_lora_model(folder: Path, meta: ModelMeta) -> TextClassifier:
 
 def save_merged(path: Path, out: Path) -> Path:
     """Write a standalone copy of a (LoRA) model folder with the adapters merged into the encoder."""
+    from bertfit.model import merge_lora
+
     loaded = load_model(path)
     meta = dataclasses.replace(loaded.meta, adapter=None, lora=None, bertfit_version=__version__, merged_from=str(path))
     save_model(Path(out), merge_lora(loaded.model), loaded.tokenizer, meta)
@@ -222,10 +243,27 @@ def write_export_meta(folder: Path, meta: ExportMeta) -> None:
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, training_state: dict[str, Any]) -> None:
     """Model weights plus optimizer, scheduler, scaler, RNG (per rank) and loop position, replaced atomically."""
+    import torch
+    from safetensors.torch import save_file
+
     with atomic_dir(run_dir / CHECKPOINT_DIR) as staging:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, staging / WEIGHTS_FILE)
         torch.save(training_state, staging / TRAINING_STATE_FILE)
+
+
+def drop_checkpoint(run_dir: Path) -> None:
+    """A finished run needs no resumable state: remove checkpoint/ (train.keep_checkpoint keeps it)."""
+    shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse to resume a finished run whose checkpoint was dropped (train.keep_checkpoint: false)."""
+    results = read_results(run_dir)
+    if results and not (Path(run_dir) / CHECKPOINT_DIR).is_dir():
+        raise BertfitError(f"resume: {run_dir} has finished (step {results.get('steps', '?')}, see "
+                           f"{Path(run_dir) / RESULTS_FILE}) and kept no checkpoint; nothing to resume. Train further "
+                           f"from its weights in a new run with model.init_from={run_dir}, or start it again with overwrite")
 
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
@@ -233,6 +271,9 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
     if not (folder / TRAINING_STATE_FILE).is_file():
         raise BertfitError(f"{run_dir}: no checkpoint to resume from ({folder} is missing); "
                            "the run stopped before its first checkpoint, so start it again with --overwrite")
+    import torch
+    from safetensors.torch import load_file
+
     model.load_state_dict(load_file(folder / WEIGHTS_FILE))
     # Our own file: it holds RNG states (numpy tuples), which the weights-only loader refuses.
     # map_location: a GPU run's optimizer state resumes on a CPU too (load_state_dict moves it to the parameters).

@@ -145,6 +145,8 @@ class TrainConfig:
     max_steps: int = _field(0, "stop after N optimizer steps, the schedule ending there (a short probe run, e.g. to "
                                "compare learning rates); 0: train.epochs decides", lambda v: v >= 0, "must be >= 0")
     progress: bool = _field(True, "show a progress bar")
+    keep_checkpoint: bool = _field(False, "keep RUN/checkpoint (optimizer state, hundreds of MB) after the run "
+                                          "finishes; it is only needed to resume an unfinished run")
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from bertfit.config import LoraConfig, ModelConfig
 from bertfit.errors import BertfitError, brief
+from bertfit.modeling_bertfit import pool_tokens as pool
 from bertfit.registry.catalog import resolve
 
 log = logging.getLogger(__name__)
@@ -45,14 +47,6 @@ class TextClassifier(nn.Module):
         return pool(hidden, attention_mask, self.pooling)
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector per text: the [CLS] token, or the mean of the real (unpadded) tokens."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-
 def resolve_model_name(name: str) -> str:
     """A registry name ('minilm-l6' or 'embedded', 'mpnet-base', 'minilm-l3') -> its installed folder;
     folders and hub names unchanged. An uninstalled registry name says how to install it."""
@@ -82,6 +76,21 @@ def float32_weights() -> dict[str, torch.dtype]:
 
     major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
     return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": torch.float32}
+
+
+def encoder_from_settings(settings: dict[str, Any]) -> nn.Module:
+    """An encoder of the architecture `settings` (a config dict) describes, its weights left uninitialised:
+    the caller loads them from a file next, so the random initialisation would be seconds thrown away."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4
+        from transformers.modeling_utils import no_init_weights
+
+    settings = dict(settings)
+    with no_init_weights():
+        return AutoModel.from_config(AutoConfig.for_model(settings.pop("model_type"), **settings), **float32_weights())
 
 
 def load_tokenizer(name: str):

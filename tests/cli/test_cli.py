@@ -30,8 +30,8 @@ def test_train_predict_evaluate_on_the_embedded_model(tmp_path, ag_news_csv, cap
     assert json.loads((run_dir / "model" / "config.json").read_text())["id2label"] == {
         "0": "Business", "1": "Sci/Tech", "2": "Sports", "3": "World"}
     assert (run_dir / "tensorboard").is_dir() and list((run_dir / "tensorboard").iterdir())
-    assert {"config.yaml", "labels.json", "env.json", "metrics.jsonl", "model", "checkpoint"} <= {
-        p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "labels.json", "env.json", "metrics.jsonl", "model"} <= {p.name for p in run_dir.iterdir()}
+    assert not (run_dir / "checkpoint").exists()  # a finished run drops its checkpoint (train.keep_checkpoint)
 
     assert main(["predict", str(run_dir), "Shares of Apple rose after strong quarterly earnings"]) == 0
     label, confidence = capsys.readouterr().out.split("\t")[:2]

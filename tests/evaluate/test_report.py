@@ -143,3 +143,18 @@ def test_bad_input_exits_2(run_dir, tmp_path, capsys):
     assert main(["compare", str(run_dir)]) == 2
     assert main(["report", str(tmp_path)]) == 2
     assert "run `bertfit evaluate" in capsys.readouterr().err
+
+
+def test_model_card_lines_load_the_model_in_transformers(run_dir, monkeypatch):
+    """The card's Python lines, run as written from the runs folder, classify with bertfit's probabilities."""
+    from bertfit.evaluate.model_card import render_model_card
+    from bertfit.infer.predictor import Predictor
+
+    code = render_model_card(run_dir).read_text().split("```python\n")[1].split("```")[0]
+    assert "trust_remote_code=True" in code and code.count("\n") == 3
+    monkeypatch.chdir(run_dir.parent)
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 (the card's own three lines)
+    scores = {s["label"]: s["score"] for s in namespace["classifier"]("your text", top_k=None)}
+    expected = Predictor(run_dir, device="cpu", backend="torch").predict(["your text"])[0].probabilities
+    assert scores == pytest.approx(expected, abs=1e-5)

@@ -25,7 +25,8 @@ def flags(no_dropout_model_dir, tiny_overrides, ag_news_csv) -> list[str]:
     # 64 rows in batches of 7: the last global batch has 1 row, so one rank gets an empty share.
     return tiny_overrides + ["--model.name", str(no_dropout_model_dir), "--model.dropout", "0",
                              "--data.train", str(ag_news_csv), "--data.max_train_rows", "64",
-                             "--data.max_eval_rows", "24", "--train.batch_size", "7", "--train.eval_every_steps", "5"]
+                             "--data.max_eval_rows", "24", "--train.batch_size", "7", "--train.eval_every_steps", "5",
+                             "--train.keep_checkpoint", "true"]  # compared after the runs finish, and resumed
 
 
 def test_shards_cover_each_batch_once():
@@ -100,7 +101,8 @@ def test_two_process_resume_with_dropout_is_exact(tiny_model_dir, tiny_overrides
     """Dropout on: each rank's own RNG state comes back from the checkpoint, so masks repeat exactly."""
     flags = tiny_overrides + ["--model.name", str(tiny_model_dir), "--data.train", str(ag_news_csv),
                               "--data.max_train_rows", "48", "--data.max_eval_rows", "16", "--train.batch_size", "8",
-                              "--train.eval_every_steps", "3"]  # 6 steps; evaluations and checkpoints at 3 and 6
+                              "--train.eval_every_steps", "3",  # 6 steps; evaluations and checkpoints at 3 and 6
+                              "--train.keep_checkpoint", "true"]
     torchrun = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2"]
     _run(torchrun + ["-m", "bertfit.cli", "train", *flags, "--name", "straight"])
     driver = tmp_path / "interrupting_cli.py"

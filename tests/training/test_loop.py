@@ -59,7 +59,7 @@ def resumable(tiny_overrides, ag_news_csv):
         return load_config(None, tiny_overrides + [
             "--name", name, "--data.train", str(ag_news_csv), "--data.max_train_rows", "96",
             "--data.max_eval_rows", "40", "--train.epochs", "2", "--train.eval_every_steps", "4",
-            "--train.checkpoint_every_steps", "3"])
+            "--train.checkpoint_every_steps", "3", "--train.keep_checkpoint", "true"])
     return config
 
 
@@ -134,3 +134,23 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_overrides, ag_news_csv, m
     assert [r["eval/accuracy"] for r in history] == [0.5, 0.7, 0.6, 0.65]
     assert result.steps == 4 and result.best_step == 2
     assert json.loads((result.run_dir / "model" / "bertfit.json").read_text())["step"] == 2
+
+
+def test_a_finished_run_drops_its_checkpoint_unless_kept(tiny_overrides, ag_news_csv, monkeypatch):
+    from bertfit.errors import BertfitError
+
+    def config(name: str, *extra: str):  # 3 steps, a checkpoint after each
+        return load_config(None, tiny_overrides + ["--name", name, "--data.train", str(ag_news_csv),
+                                                   "--data.max_train_rows", "48", "--data.max_eval_rows", "16",
+                                                   "--train.checkpoint_every_steps", "1", *extra])
+    with monkeypatch.context() as patch:
+        _stop_at(patch, 2, "interrupt")
+        stopped = train(config("dropped"))
+    assert stopped.interrupted and (stopped.run_dir / "checkpoint").is_dir()  # unfinished: kept to resume from
+    finished = train(resume=stopped.run_dir)
+    assert finished.steps == 3 and not finished.interrupted
+    assert not (finished.run_dir / "checkpoint").exists() and (finished.run_dir / "model" / "bertfit.json").is_file()
+    with pytest.raises(BertfitError, match="has finished .* nothing to resume"):
+        train(resume=finished.run_dir)
+    kept = train(config("kept", "--train.keep_checkpoint", "true"))
+    assert (kept.run_dir / "checkpoint" / "model.safetensors").is_file()

@@ -27,7 +27,7 @@ def lora_run(tiny_model_dir, ag_news_rows, tmp_path_factory):
         "--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(folder / "runs"),
         "--cache_dir", str(folder / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
         "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1", "--data.train", str(data),
-        "--data.max_train_rows", "64", "--data.max_eval_rows", "32", "--name", "lora"])
+        "--data.max_train_rows", "64", "--data.max_eval_rows", "32", "--name", "lora", "--train.keep_checkpoint", "true"])
     return train(config)
 
 
@@ -99,7 +99,8 @@ def test_lora_run_resumes(tiny_overrides, ag_news_csv):
     from bertfit.artifacts import read_metrics
 
     config = load_config(None, tiny_overrides + LORA + ["--data.train", str(ag_news_csv), "--data.max_train_rows", "32",
-                                                       "--data.max_eval_rows", "16", "--name", "resume"])
+                                                       "--data.max_eval_rows", "16", "--name", "resume",
+                                                       "--train.keep_checkpoint", "true"])
     run_dir = train(config).run_dir
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     saved["train"]["epochs"] = 2  # continue the finished run for one more epoch from its checkpoint
@@ -123,3 +124,19 @@ def test_saved_lora_weights_load_into_a_live_model(lora_run):
     restored = live.state_dict()
     assert saved.keys() == restored.keys()
     assert all(torch.equal(saved[k], restored[k]) for k in saved)
+
+
+def test_lora_folder_asks_for_a_merge_and_the_merged_folder_loads_in_transformers(lora_run, tmp_path):
+    """model/ of a LoRA run holds adapters, not an encoder: transformers says to merge, and the merge loads."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    with pytest.raises(ValueError, match="bertfit merge"):
+        AutoModelForSequenceClassification.from_pretrained(lora_run.run_dir / "model", trust_remote_code=True)
+    merged = save_merged(lora_run.run_dir, tmp_path / "merged")
+    texts = ["Stocks rallied on Friday after the earnings report", "The team won the final match"]
+    model = AutoModelForSequenceClassification.from_pretrained(merged, trust_remote_code=True)
+    with torch.no_grad():
+        logits = model(**AutoTokenizer.from_pretrained(merged, trust_remote_code=True)(texts, padding=True,
+                                                                                         return_tensors="pt")).logits
+    np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), Predictor(lora_run.run_dir, device="cpu")
+                               .predict_proba(texts), atol=1e-5)

@@ -29,7 +29,7 @@ def frozen_config(tiny_overrides, ag_news_csv, no_dropout_model_dir):
             "--data.test", str(ag_news_csv.parent / "test.csv"), "--data.max_train_rows", "96",
             "--data.max_eval_rows", "40", "--train.epochs", "2", "--train.eval_every_steps", "4",
             "--train.checkpoint_every_steps", "3", "--model.freeze", "encoder", "--model.dropout", "0",
-            "--train.lr", "1e-2", *extra])
+            "--train.lr", "1e-2", "--train.keep_checkpoint", "true", *extra])
     return config
 
 

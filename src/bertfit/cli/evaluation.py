@@ -114,7 +114,7 @@ def _inspect(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _tokenize(args: argparse.Namespace, _: list[str]) -> int:
-    from bertfit.infer.tokens import view_tokens
+    from bertfit.infer.token_view import view_tokens
 
     view = view_tokens(args.model, args.text, args.max_length)
     for number, (tokens, ids, mask) in enumerate(zip(view.tokens, view.ids, view.attention_mask), start=1):

@@ -14,13 +14,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from bertfit.atomic import atomic_dir
 from bertfit.data.windows import WindowSettings, encode_windows, pool_logits
 from bertfit.errors import BertfitError
+
+if TYPE_CHECKING:  # torch is imported where batches become tensors: tokenising and ONNX prediction run without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +233,19 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return batches
 
 
-class PaddedBatches(torch.utils.data.Dataset):
+def pad_rows(split: TokenizedSplit, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) of `rows`, int64, padded to their longest row rounded up to PAD_MULTIPLE."""
+    starts, ends = split.offsets[rows], split.offsets[rows + 1]
+    width = padded_width(int((ends - starts).max(initial=0)))  # 0 rows: a rank's empty share of a tiny batch
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, (start, end) in enumerate(zip(starts, ends)):
+        input_ids[i, : end - start] = split.ids[start:end]
+        attention_mask[i, : end - start] = 1
+    return input_ids, attention_mask
+
+
+class PaddedBatches:
     """Maps an array of row indices to one padded batch of tensors (used with DataLoader(batch_size=None))."""
 
     def __init__(self, split: TokenizedSplit, pad_id: int):
@@ -238,13 +253,9 @@ class PaddedBatches(torch.utils.data.Dataset):
         self.pad_id = pad_id
 
     def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        starts, ends = self.split.offsets[rows], self.split.offsets[rows + 1]
-        width = padded_width(int((ends - starts).max(initial=0)))  # 0 rows: a rank's empty share of a tiny batch
-        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, (start, end) in enumerate(zip(starts, ends)):
-            input_ids[i, : end - start] = self.split.ids[start:end]
-            attention_mask[i, : end - start] = 1
+        import torch
+
+        input_ids, attention_mask = pad_rows(self.split, rows, self.pad_id)
         return {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(attention_mask),
@@ -256,13 +267,15 @@ class PaddedBatches(torch.utils.data.Dataset):
         return len(self.split)
 
 
-class FeatureBatches(torch.utils.data.Dataset):
+class FeatureBatches:
     """Maps an array of row indices to a batch of cached pooled vectors (the model takes them as `features`)."""
 
     def __init__(self, split: FeatureSplit):
         self.split = split
 
     def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        import torch
+
         return {"features": torch.from_numpy(self.split.features[rows]),
                 "labels": torch.from_numpy(np.asarray(self.split.labels[rows])),
                 "rows": torch.from_numpy(np.asarray(rows, dtype=np.int64))}
@@ -274,6 +287,8 @@ class FeatureBatches(torch.utils.data.Dataset):
 def loader(split: TokenizedSplit | FeatureSplit, batches: list[np.ndarray], pad_id: int, num_workers: int = 0,
            pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over precomputed batches; workers build padded tensors while the model runs."""
+    import torch
+
     dataset = FeatureBatches(split) if isinstance(split, FeatureSplit) else PaddedBatches(split, pad_id)
     # Its own generator: a DataLoader otherwise draws a seed from the global RNG at every iter(),
     # which would make dropout depend on how often loaders were created (and break exact resume).

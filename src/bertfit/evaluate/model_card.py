@@ -13,7 +13,7 @@ from bertfit import artifacts
 from bertfit.config import ModelConfig, RunConfig
 from bertfit.errors import BertfitError
 from bertfit.evaluate.report import HEADLINE, base_model_label, evaluation_label, load_evaluation, training_test
-from bertfit.meta import ExportMeta
+from bertfit.meta import ExportMeta, ModelMeta
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
@@ -45,6 +45,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         "## Intended use", "",
         f"Classifying short English texts like those in `{config.data.train}` into the labels above. "
         "Scores below hold for text from the same source; check on a sample before using it elsewhere.", "",
+        *_loading_lines(run_dir, meta), "",
         "## Data", "",
         f"- train: `{config.data.train}` ({rows.get('train', '?')} rows used)",
         f"- validation: `{config.data.validation or f'{config.data.validation_fraction:.0%} of train, seeded split'}` "
@@ -82,6 +83,22 @@ def _training_test_lines(run_dir: Path) -> list[str]:
         return []
     return [f"At the end of training, on the whole test data `{test['data']}` ({test['rows']} rows): "
             f"accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f}.", ""]
+
+
+def _loading_lines(run_dir: Path, meta: ModelMeta) -> list[str]:
+    """How to load the model: bertfit, or Hugging Face transformers with the modelling code this folder ships."""
+    folder = f"{run_dir.name}/{artifacts.MODEL_DIR}"
+    lines = ["## Loading it", "", f"bertfit: `bertfit predict {run_dir.name} \"your text\"`, or "
+             f"`Predictor(\"{run_dir.name}\").predict([...])` in Python.", "",
+             "Hugging Face transformers (this folder ships its modelling code, hence `trust_remote_code=True`; "
+             "the probabilities are bertfit's, temperature included):", "", "```python",
+             "from transformers import pipeline",
+             f"classifier = pipeline(\"text-classification\", model=\"{folder}\", trust_remote_code=True)",
+             "classifier(\"your text\", top_k=None)", "```"]
+    if meta.adapter:
+        lines.append(f"This run trained LoRA adapters: write a standalone folder with `bertfit merge {run_dir.name} "
+                     "OUT` and load OUT instead.")
+    return lines
 
 
 def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, config: RunConfig) -> list[str]:

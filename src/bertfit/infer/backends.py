@@ -6,21 +6,27 @@
     ct2-fp32/int8    CTranslate2's BERT encoder (ct2/), pooling and head in NumPy (ct2/head.npz)
 
 Each exported backend needs its runtime package; `unavailable(engine)` says why one cannot run here.
+
+The exported backends need neither torch nor transformers: a cold `bertfit predict` on an export skips their imports.
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from bertfit.data.batching import TokenizedSplit
+from bertfit.data.batching import TokenizedSplit, eval_batches, pad_rows
 from bertfit.errors import BertfitError
 from bertfit.infer import ENGINE_PACKAGES, engine_of
-from bertfit.infer.engine import InferenceContext, batch_outputs, row_logits
 from bertfit.meta import ExportMeta
+
+if TYPE_CHECKING:
+    import torch
+
+    from bertfit.infer.engine import InferenceContext
 
 
 class TorchBackend:
@@ -32,6 +38,8 @@ class TorchBackend:
         self.model, self.context = model.to(context.device), context
 
     def logits(self, split: TokenizedSplit) -> np.ndarray:
+        from bertfit.infer.engine import row_logits
+
         return row_logits(self.model, split, self.context)
 
 
@@ -57,16 +65,18 @@ class _GraphBackend:
 
     name: str
     width: int
-    context: InferenceContext
+    pad_id: int
+    batch_size: int
 
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self._run(input_ids.numpy(), attention_mask.numpy())))
-
     def logits(self, split: TokenizedSplit) -> np.ndarray:
-        return batch_outputs(self._forward, self.width, split, self.context)
+        """Batched like the engine, longest rows first, in numpy: no torch on this path."""
+        outputs = np.zeros((len(split), self.width), dtype=np.float32)
+        for rows in eval_batches(split.lengths, self.batch_size):
+            outputs[rows] = self._run(*pad_rows(split, rows, self.pad_id))
+        return outputs
 
 
 class OnnxBackend(_GraphBackend):
@@ -81,7 +91,7 @@ class OnnxBackend(_GraphBackend):
         if threads:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.context = InferenceContext.cpu(pad_id, batch_size)
+        self.pad_id, self.batch_size = pad_id, batch_size
         self.width = self.session.get_outputs()[0].shape[-1]
         self.name = name or ("onnx-int8" if ".int8." in Path(path).name else "onnx-fp32")
 
@@ -102,7 +112,7 @@ class OpenVinoBackend(_GraphBackend):
         self.compiled = openvino.Core().compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output("logits")
-        self.context = InferenceContext.cpu(pad_id, batch_size)
+        self.pad_id, self.batch_size = pad_id, batch_size
         self.width = int(self.output.get_partial_shape()[-1].get_length())
         self.name = name
 
@@ -120,7 +130,7 @@ class CTranslate2Backend(_GraphBackend):
         self.encoder = self.ctranslate2.Encoder(str(folder), "cpu", compute_type=compute_type, intra_threads=threads or 0)
         with np.load(Path(folder) / CT2_HEAD) as head:
             self.weight, self.bias, self.pooling = head["weight"], head["bias"], str(head["pooling"])
-        self.context = InferenceContext.cpu(pad_id, batch_size)
+        self.pad_id, self.batch_size = pad_id, batch_size
         self.width = self.bias.shape[0]
         self.name = name
 

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from bertfit.data.batching import FeatureSplit, TokenizedSplit, eval_batches, loader, tokenize
+from bertfit.data.batching import FeatureSplit, TokenizedSplit, eval_batches, loader
+from bertfit.infer.tokens import tokenize_like_training
 from bertfit.meta import ModelMeta
 from bertfit.runtime.device import Precision, autocast, choose_device, choose_precision
 
@@ -102,11 +103,3 @@ def _feature_logits(model: torch.nn.Module, split: FeatureSplit, context: Infere
         with autocast(context.device, context.precision):
             logits[start:start + context.batch_size] = model(features=features).float().cpu().numpy()
     return logits
-
-
-def tokenize_like_training(meta: ModelMeta, tokenizer: Any, texts: list[str], labels: Any = None) -> TokenizedSplit:
-    """Tokens cut as the model was trained: max_length, head+tail share and sliding windows from its
-    meta; with windows, pass the rows' logits through split.document_logits."""
-    labels = np.zeros(len(texts), dtype=np.int64) if labels is None else labels
-    return tokenize(list(texts), labels, tokenizer, meta.max_length, cache_dir=None, keep_head=meta.keep_head,
-                    windows=meta.windows)

@@ -3,7 +3,9 @@
 `Predictor(path).predict(texts)` picks a backend: when the run has an export (RUN/export, written by
 `bertfit export`) and the device is the CPU, the variant `bertfit export --target auto` chose for this
 machine (older exports: ONNX int8, else fp32); PyTorch otherwise. `backend=` forces one (torch, onnx,
-onnx-int8, openvino-fp32, ct2-int8, ...). All run through the inference engine and return rows in input order.
+onnx-int8, openvino-fp32, ct2-int8, ...). All run through the inference engine and return rows in input order. The
+exported backends import neither torch nor transformers (tokenizer.json is read by `tokenizers` alone),
+so a cold `bertfit predict` on an export starts in about a second of CPU.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from bertfit.data.labels import LabelMap
 from bertfit.errors import BertfitError
 from bertfit.infer import BACKENDS
 from bertfit.infer.backends import TorchBackend, open_export
-from bertfit.infer.engine import InferenceContext, tokenize_like_training
+from bertfit.infer.tokens import TokenizerFile, tokenize_like_training
 from bertfit.meta import ExportMeta
 from bertfit.metrics import sigmoid, softmax
-from bertfit.runtime.device import choose_device, set_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class Predictor:
         folder = export_folder(path)
         export = read_export_meta(folder) if folder is not None else None
         if backend == "auto":
-            use_export = export is not None and device in ("auto", "cpu") and choose_device(device).type == "cpu"
+            use_export = export is not None and _runs_on_cpu(device)
             current = use_export and _export_is_current(path, folder, export)
             backend = export.default_variant() if current else "torch"  # the choice may be torch itself
         self.export: ExportMeta | None = None
@@ -83,6 +84,9 @@ class Predictor:
         log.info("predictor for %s uses the %s backend", path, self.backend.name)
 
     def _load_torch(self, path: Path, device: str, precision: str, batch_size: int, threads: int | None) -> None:
+        from bertfit.infer.engine import InferenceContext
+        from bertfit.runtime.device import set_cpu_threads
+
         loaded = load_model(path)
         if threads:
             set_cpu_threads(threads)
@@ -92,15 +96,13 @@ class Predictor:
 
     def _load_export(self, folder: Path, export: ExportMeta, variant: str, path: Path, batch_size: int,
                      threads: int | None) -> None:
-        from transformers import AutoTokenizer
-
         self.export, self.meta = export, export.model
         try:  # `bertfit evaluate` may calibrate after the export: the temperature is the model's, not the graph's
             self.meta = dataclasses.replace(self.meta, temperature=read_model_meta(path).temperature)
         except BertfitError:
             pass  # an export folder on its own carries the temperature it was exported with
         self.backend = open_export(folder, export, variant, batch_size, threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer = TokenizerFile(folder)
 
     @property
     def backend_name(self) -> str:
@@ -139,6 +141,27 @@ class Predictor:
                     for text, row, found in zip(texts, probabilities, chosen)]
         return [Prediction(text, names[int(row.argmax())], float(row.max()), dict(zip(names, map(float, row))))
                 for text, row in zip(texts, probabilities)]
+
+
+def _runs_on_cpu(device: str) -> bool:
+    """Whether `device` means the CPU here; for auto, torch is asked only where an accelerator could exist
+    (importing it takes seconds, and predicting on an export needs it nowhere else)."""
+    if device != "auto":
+        return device == "cpu"
+    if not _accelerator_possible():
+        return True
+    from bertfit.runtime.device import choose_device
+
+    return choose_device(device).type == "cpu"
+
+
+def _accelerator_possible() -> bool:
+    """A GPU device node (NVIDIA, AMD ROCm, WSL) or an Apple-silicon Mac: torch might find a GPU."""
+    import glob
+    import platform
+
+    apple_silicon = platform.system() == "Darwin" and platform.machine() == "arm64"
+    return apple_silicon or bool(glob.glob("/dev/nvidia[0-9]*") or glob.glob("/dev/kfd") or glob.glob("/dev/dxg"))
 
 
 def _export_is_current(path: Path, folder: Path, export: ExportMeta) -> bool:

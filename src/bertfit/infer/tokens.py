@@ -1,61 +1,61 @@
-"""How a model reads one text: its tokens, ids and attention mask, cut as in training (`bertfit tokenize`)."""
+"""Texts into token rows as the model was trained, and a tokenizer that needs only the `tokenizers` package.
+
+`TokenizerFile` reads a folder's tokenizer.json directly and gives the ids transformers' AutoTokenizer
+gives: the ONNX path of `bertfit predict` and `serve` then starts without importing transformers or
+torch (seconds on a small CPU).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bertfit import artifacts
+from bertfit.data.batching import TokenizedSplit, tokenize
 from bertfit.errors import BertfitError
-from bertfit.infer.engine import tokenize_like_training
 from bertfit.meta import ModelMeta
-from bertfit.model import load_tokenizer
-
-DEFAULT_MAX_LENGTH = 128  # model.max_length's default, for a model that is not a trained run
 
 
-@dataclass(frozen=True)
-class TokenView:
-    """One text as the model gets it: one row per window (a single row unless sliding windows are on)."""
-
-    tokens: tuple[tuple[str, ...], ...]
-    ids: tuple[tuple[int, ...], ...]
-    attention_mask: tuple[tuple[int, ...], ...]  # 1 for every token here; padding in a batch gets 0
-    text_tokens: int  # the whole text's length in tokens, special tokens included, before any cut
-    max_length: int
-    source: str  # the run or model whose tokenizer and settings were used
-
-    @property
-    def cut_tokens(self) -> int:
-        """Tokens of the text the model never reads (0 with windows: they cover it all)."""
-        return 0 if len(self.ids) > 1 else max(0, self.text_tokens - len(self.ids[0]))
+def tokenize_like_training(meta: ModelMeta, tokenizer: Any, texts: list[str], labels: Any = None) -> TokenizedSplit:
+    """Tokens cut as the model was trained: max_length, head+tail share and sliding windows from its
+    meta; with windows, pass the rows' logits through split.document_logits."""
+    labels = np.zeros(len(texts), dtype=np.int64) if labels is None else labels
+    return tokenize(list(texts), labels, tokenizer, meta.max_length, cache_dir=None, keep_head=meta.keep_head,
+                    windows=meta.windows)
 
 
-def view_tokens(source: str | Path, text: str, max_length: int | None = None) -> TokenView:
-    """`text` tokenised by a trained run or model folder (its max_length, head+tail and windows), or by any
-    tokenizer `model.name` accepts ('embedded', a folder, a hub name) at `max_length` (default 128)."""
-    if not text:
-        raise BertfitError("text: give a non-empty text to tokenise")
-    trained = _trained_folder(Path(source))
-    if trained is not None:
-        if max_length is not None:
-            raise BertfitError(f"max_length: {source} is a trained model, which reads texts at its own max_length; "
-                               "leave max_length out")
-        meta, tokenizer = artifacts.read_model_meta(trained), load_tokenizer(str(trained))
-    else:
-        tokenizer = load_tokenizer(str(source))
-        meta = ModelMeta(labels=(), base_model=str(source), max_length=max_length or DEFAULT_MAX_LENGTH)
-    split = tokenize_like_training(meta, tokenizer, [text])
-    rows = [np.asarray(split.ids[split.offsets[i]:split.offsets[i + 1]]).tolist() for i in range(len(split))]
-    whole = len(tokenizer(text, truncation=False, verbose=False)["input_ids"])
-    return TokenView(tuple(tuple(tokenizer.convert_ids_to_tokens(row)) for row in rows), tuple(map(tuple, rows)),
-                     tuple((1,) * len(row) for row in rows), whole, meta.max_length, str(source))
+class TokenizerFile:
+    """The calls bertfit makes of a fast tokenizer (batch encode with or without truncation, special-token
+    count, pad id), served by the `tokenizers` library from tokenizer.json and tokenizer_config.json."""
 
+    def __init__(self, folder: Path):
+        from tokenizers import Tokenizer
 
-def _trained_folder(path: Path) -> Path | None:
-    try:
-        return artifacts.model_folder(path)
-    except BertfitError:
-        return None
+        path = Path(folder) / "tokenizer.json"
+        if not path.is_file():
+            raise BertfitError(f"{folder}: no tokenizer.json; export the run again (`bertfit export RUN --onnx`)")
+        self.backend = Tokenizer.from_file(str(path))
+        self.backend.no_padding()  # the saved file may carry padding and truncation settings of its last use
+        settings_file = Path(folder) / "tokenizer_config.json"
+        settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
+        self.truncation_side = settings.get("truncation_side", "right")
+        pad = settings.get("pad_token")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        self.pad_token_id = self.backend.token_to_id(pad) if pad else None
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return self.backend.num_special_tokens_to_add(pair)
+
+    def __call__(self, texts: list[str], truncation: bool = False, max_length: int | None = None,
+                 **_: Any) -> dict[str, list[list[int]]]:
+        # Changed only when it differs (as transformers does): the server's threads share this tokenizer.
+        wanted = {"max_length": max_length, "stride": 0, "strategy": "longest_first", "direction": self.truncation_side} \
+            if truncation and max_length else None
+        current = self.backend.truncation
+        if wanted is None and current is not None:
+            self.backend.no_truncation()
+        elif wanted is not None and (current is None or any(current.get(k) != v for k, v in wanted.items())):
+            self.backend.enable_truncation(**wanted)
+        return {"input_ids": [encoding.ids for encoding in self.backend.encode_batch(texts, add_special_tokens=True)]}

@@ -70,6 +70,7 @@ def train(config: RunConfig | None = None, resume: str | Path | None = None, ove
     """
     if resume is not None:
         config = artifacts.read_run_config(Path(resume))
+        artifacts.check_resumable(Path(resume))
     elif config is None:
         raise BertfitError("train() needs a config or a run directory to resume")
     dist, device = init_distributed(config.train.device)
@@ -227,6 +228,8 @@ def _finish(run_dir: Path, session: Session, tokens: Splits, labels: LabelMap, c
         **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
         "rows": {name: split.documents for name, split in tokens.items()}})
+    if not config.train.keep_checkpoint:  # finished: the checkpoint could only resume what is done
+        artifacts.drop_checkpoint(run_dir)
     return result
 
 

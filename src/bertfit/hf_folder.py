@@ -1,0 +1,70 @@
+"""config.json of a model folder: the Hugging Face face of bertfit.json, so transformers loads the folder.
+
+A model folder holds bertfit's weights (`encoder.*`, `head.*`), bertfit.json (ModelMeta) and a
+config.json of model_type `bertfit` whose auto_map points at modeling_bertfit.py, copied beside it
+(see bertfit.modeling_bertfit). Folders written before this layout have the encoder's own config as
+config.json; `encoder_settings` reads both. Torch-free: bertfit.json updates rewrite config.json too.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bertfit.atomic import write_json_atomic
+from bertfit.meta import ModelMeta, read_json
+
+HF_CONFIG_FILE, MODELING_FILE = "config.json", "modeling_bertfit.py"
+HF_MODEL_TYPE = "bertfit"
+HF_CLASSES = {"AutoConfig": "BertfitConfig", "AutoModelForSequenceClassification": "BertfitForSequenceClassification"}
+# The encoder config's fields that describe the classifier, not the encoder: config.json keeps them at the top.
+# model_type is kept apart as encoder_type: a stock config class (BertConfig) would otherwise adopt the nested dict.
+_NOT_ENCODER = ("model_type", "id2label", "label2id", "architectures", "_name_or_path", "problem_type", "auto_map")
+# Sizes every stock encoder config needs, left empty at the top: `BertModel.from_pretrained(folder)` then fails
+# (transformers 5 refuses the config, 4 cannot build the model) instead of loading random weights.
+_TRIPWIRES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def hf_config(encoder: dict[str, Any], meta: ModelMeta, pad_token_id: int | None) -> dict[str, Any]:
+    """config.json for a model: the encoder's settings nested, labels and bertfit's reading settings on top."""
+    module = Path(MODELING_FILE).stem
+    return {
+        "model_type": HF_MODEL_TYPE,
+        "architectures": [HF_CLASSES["AutoModelForSequenceClassification"]],
+        "auto_map": {auto: f"{module}.{name}" for auto, name in HF_CLASSES.items()},
+        "encoder_type": encoder["model_type"],
+        "encoder": {k: v for k, v in encoder.items() if k not in _NOT_ENCODER},
+        **dict.fromkeys(_TRIPWIRES),
+        "id2label": {str(i): name for i, name in enumerate(meta.labels)},
+        "label2id": {name: i for i, name in enumerate(meta.labels)},
+        "problem_type": meta.problem_type,
+        "pad_token_id": pad_token_id,
+        "pooling": meta.pooling, "dropout": meta.dropout, "max_length": meta.max_length, "keep_head": meta.keep_head,
+        "window_stride": meta.window_stride, "window_pooling": meta.window_pooling,
+        "temperature": meta.temperature, "adapter": meta.adapter,
+    }
+
+
+def write_hf_files(folder: Path, encoder: dict[str, Any], meta: ModelMeta, pad_token_id: int | None) -> None:
+    """config.json and the modelling code it names, into a model folder being written."""
+    write_json_atomic(Path(folder) / HF_CONFIG_FILE, hf_config(encoder, meta, pad_token_id))
+    shutil.copyfile(Path(__file__).with_name(MODELING_FILE), Path(folder) / MODELING_FILE)
+
+
+def sync_hf_config(folder: Path, meta: ModelMeta) -> None:
+    """After bertfit.json changed (temperature fitted, ...): the same values in config.json, if it is ours."""
+    path = Path(folder) / HF_CONFIG_FILE
+    if not path.is_file():
+        return
+    data = read_json(path)
+    if data.get("model_type") == HF_MODEL_TYPE:
+        write_json_atomic(path, hf_config(encoder_settings(folder), meta, data.get("pad_token_id")))
+
+
+def encoder_settings(folder: Path) -> dict[str, Any]:
+    """The encoder's config as a dict (model_type included), from either config.json layout."""
+    data = read_json(Path(folder) / HF_CONFIG_FILE)
+    if data.get("model_type") != HF_MODEL_TYPE:
+        return data
+    return {**data["encoder"], "model_type": data["encoder_type"]}
