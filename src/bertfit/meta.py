@@ -57,6 +57,8 @@ class ModelMeta:
             meta = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as error:  # a required field is missing
             raise BertfitError(f"{source}: {error}; the file is damaged, train the model again") from None
+        if meta.adapter is not None:
+            confined_path(meta.adapter, "adapter", source)
         return dataclasses.replace(meta, labels=tuple(meta.labels), temperature=float(meta.temperature))
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,15 +97,28 @@ class ExportMeta:
     def from_dict(cls, data: dict[str, Any], source: Path | str) -> "ExportMeta":
         model = ModelMeta.from_dict({**data, "step": data.get("model_step")}, source)
         try:
-            return cls(model, int(data["pad_token_id"]), dict(data["files"]), int(data.get("opset", 0)),
+            meta = cls(model, int(data["pad_token_id"]), dict(data["files"]), int(data.get("opset", 0)),
                        data.get("export_seconds"), data.get("check"))
         except (KeyError, TypeError, ValueError) as error:
             raise BertfitError(f"{source}: missing or bad field {error}; export the run again") from None
+        for kind, name in meta.files.items():
+            confined_path(name, f"files.{kind}", source)
+        return meta
 
     def to_dict(self) -> dict[str, Any]:
         model = {k: v for k, v in self.model.to_dict().items() if k not in ("step", "pooling", "dropout")}
         return {**model, "model_step": self.model.step, "pad_token_id": self.pad_token_id, "opset": self.opset,
                 "files": self.files, "export_seconds": self.export_seconds, "check": self.check}
+
+
+def confined_path(value: Any, field: str, source: Path | str) -> Path:
+    """A path a file names inside its own folder: relative, without `..`; anything else is refused, so a
+    planted bertfit.json or export.json cannot point a load at files elsewhere."""
+    path = Path(str(value))
+    if not isinstance(value, str) or not value or path.is_absolute() or path.drive or ".." in path.parts:
+        raise BertfitError(f"{source}: {field} {value!r} must be a path inside its folder; "
+                           "the file is damaged or was tampered with, so it is not used")
+    return path
 
 
 def read_json(path: Path) -> dict[str, Any]:

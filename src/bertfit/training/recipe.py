@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bertfit import artifacts
-from bertfit.atomic import write_json_atomic
+from bertfit.atomic import recover_stale, write_json_atomic
 from bertfit.config import RunConfig, replace
 from bertfit.data.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
 from bertfit.data.labels import LabelMap
@@ -35,6 +35,7 @@ from bertfit.runtime.distributed import (
 )
 from bertfit.runtime.env import environment
 from bertfit.runtime.seed import restore_rng_states, seed_everything
+from bertfit.training.checkpoint import load_checkpoint
 from bertfit.training.features import encode_splits
 from bertfit.training.growth import forgetting, initial_weights
 from bertfit.training.loop import LoopState, Session, Trainer, state_from_dict, steps_per_epoch
@@ -134,6 +135,10 @@ def _open_run(config: RunConfig, labels: LabelMap, session: Session, resume: str
               overwrite: bool) -> tuple[Path, LoopState]:
     """The run directory, created (rank 0) or resumed, and the loop state to start from."""
     if resume is not None:
+        if session.dist.is_main:  # a crash mid-save leaves staging folders (and, rarely, model/ as .model.old)
+            for folder in (artifacts.MODEL_DIR, artifacts.CHECKPOINT_DIR):
+                recover_stale(Path(resume) / folder)
+        barrier(session.dist)
         return Path(resume), _restore(Path(resume), session, config.train.seed)
     run_dir = Path(config.output_dir) / config.name
     if session.dist.is_main:
@@ -177,7 +182,7 @@ def _setup_session(model: torch.nn.Module, train_split: TokenizedSplit | Feature
 
 
 def _restore(run_dir: Path, session: Session, seed: int) -> LoopState:
-    saved = artifacts.load_checkpoint(run_dir, session.model)
+    saved = load_checkpoint(run_dir, session.model)
     session.optimizer.load_state_dict(saved["optimizer"])
     session.scheduler.load_state_dict(saved["scheduler"])
     session.scaler.load_state_dict(saved["scaler"])
