@@ -97,7 +97,7 @@ def _read_delimited(path: Path, text: str, delimiter: str, header: bool) -> Colu
 
 def iter_delimited(path: Path, lines: Iterable[str], delimiter: str, header: bool) -> Iterator[list[str]]:
     """The column names first, then each row checked against them (shared by the streaming reader)."""
-    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_BYTES))  # process-wide; only ever raised
+    csv.field_size_limit(MAX_FIELD_BYTES)  # process-wide (csv has no per-reader limit)
     reader = csv.reader(lines, delimiter=delimiter)
     try:
         yield from _checked_rows(path, reader, header)
