@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from hostile_support are redefined as test arguments)
 """Damaged or odd files end in one line naming the file and what to do, never a traceback or a silent guess."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import logging
 import shutil
 
 import pytest
+from hostile_support import run_copy, tiny_run  # noqa: F401  (fixtures)
 
 from bertfit.cli.main import main
 from bertfit.config import DataConfig, load_config
@@ -14,7 +16,6 @@ from bertfit.data import read
 from bertfit.data.splits import load_dataset
 from bertfit.errors import BertfitError
 from conftest import write_csv
-from hostile_support import run_copy, tiny_run  # noqa: F401  (fixtures)
 
 ROWS = [("stocks rally", "business"), ("team wins cup", "sports"), ("new chip", "tech"), ("fed rates", "business"),
         ("late goal", "sports"), ("phone launch", "tech")]
