@@ -84,6 +84,37 @@ def test_a_failing_model_call_is_retried_per_request():
     assert good.shape == (1, 2) and pair.shape == (2, 2) and isinstance(bad, ValueError)
 
 
+def test_a_large_request_runs_in_pieces_that_others_join_and_stops_when_abandoned():
+    from bertfit.deploy.microbatch import MicroBatcher
+
+    calls: list[list[str]] = []
+
+    def predict(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        time.sleep(0.02)
+        return np.asarray([[float(len(t))] for t in texts])
+
+    async def main():
+        batcher = MicroBatcher(predict, max_batch=4, max_wait_ms=1)
+        await batcher.start()
+        large = asyncio.create_task(batcher.submit(["x" * 10] * 40))
+        await asyncio.sleep(0.03)
+        small = await batcher.submit(["small"])  # joins the next piece instead of waiting for all 40
+        small_done_after = len(calls)
+        abandoned = asyncio.create_task(batcher.submit(["y" * 3] * 400))
+        await asyncio.sleep(0.05)
+        abandoned.cancel()
+        rows = await large
+        await batcher.stop()
+        return rows, small, small_done_after, batcher
+
+    rows, small, small_done_after, batcher = asyncio.run(main())
+    assert rows[:, 0].tolist() == [10.0] * 40 and small[:, 0].tolist() == [5.0]
+    assert small_done_after < 10 and all(len(c) <= 4 for c in calls)
+    assert sum(c.count("yyy") for c in calls) < 400  # the abandoned request's later pieces never ran
+    assert batcher.dropped_requests == 1
+
+
 def test_a_full_queue_answers_503_with_retry_after(predictor, tiny_run):
     gate = Gate(predictor.predict_proba)
     predictor_copy = _with_predict(predictor, gate)
