@@ -4,12 +4,14 @@
 
 Two phases, each on a fresh `bertfit serve RUN` child process on 127.0.0.1:
 1. baseline: CLIENTS normal clients post one AG News text per request in a loop for DURATION s;
-2. abuse: the same normal load while abusive clients, in the same event loop,
+2. abuse: the same normal load while abusive clients, in a second process (so their event loop
+   never delays the normal clients' clocks; they share the CPU with the server, as on one machine),
    - hold IDLE_SOCKETS connections open (half send nothing, half trickle a header byte now and then),
      reopening each one the server closes;
    - send poison requests in a loop: a lone surrogate, an empty text, an over-long text, malformed
      JSON, wrong types, non-UTF-8 bytes (each must get a 4xx);
-   - send large requests (256 long texts) and abandon them right after sending.
+   - send a large request (256 long texts) every ABANDON_EVERY_S seconds and abandon it right after
+     sending (the server drops it at the next model call; each costs at most one call).
 Compares the normal clients' failed requests and p99 latency (target: 0 failed, p99 within 2x of the
 baseline) and counts traceback lines in the server's log. Raises this process's open-file limit to
 its hard limit first (the server raises its own). Writes bench/out/serve_abuse.json.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -34,7 +37,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import HOST, ag_news_texts, free_port  # noqa: E402  (the sibling bench's helpers)
+from serve_load import HOST, ag_news_texts, client, free_port, wait_until_healthy  # noqa: E402  (the sibling bench's helpers)
 
 POISON = {
     "lone surrogate": b'{"texts": ["a fine text", "\\ud800"]}',
@@ -67,32 +70,7 @@ def start_server(run: Path, port: int, args: argparse.Namespace, log: Path) -> s
                "--backend", args.backend, "--max-batch", str(args.max_batch)]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
                              env={**os.environ, "BERTFIT_API_KEY": ""})
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://{HOST}:{port}/health", timeout=1).status_code == 200:
-                return child
-        except httpx.TransportError:
-            time.sleep(0.3)
-    child.kill()
-    raise SystemExit("server did not start in 180 s")
-
-
-async def normal_client(http: httpx.AsyncClient, url: str, texts: list[str], offset: int, stop_at: float,
-                        latencies: list[float], failures: list[str]) -> None:
-    i = offset
-    while time.perf_counter() < stop_at:
-        started = time.perf_counter()
-        try:
-            response = await http.post(url, json={"text": texts[i % len(texts)]})
-            if response.status_code != 200:
-                failures.append(f"{response.status_code}: {response.text[:200]}")
-        except httpx.HTTPError as error:
-            failures.append(repr(error))
-        latencies.append(time.perf_counter() - started)
-        i += 7
+    return wait_until_healthy(child, port, "server", lambda: log.read_text()[-2000:], seconds=180)
 
 
 async def idle_holder(port: int, slow_header: bool, stop_at: float, stats: dict) -> None:
@@ -152,7 +130,7 @@ async def poisoner(port: int, stop_at: float, statuses: dict) -> None:
         await asyncio.sleep(0.1)
 
 
-async def abandoner(port: int, texts: list[str], stop_at: float, stats: dict) -> None:
+async def abandoner(port: int, texts: list[str], stop_at: float, every_s: float, stats: dict) -> None:
     body = json.dumps({"texts": [(t + " ") * 8 for t in texts[:256]]}).encode()  # 256 long texts
     while time.perf_counter() < stop_at:
         try:
@@ -160,41 +138,57 @@ async def abandoner(port: int, texts: list[str], stop_at: float, stats: dict) ->
             stats["abandoned"] += 1
         except OSError:
             stats["abandon_errors"] += 1
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(every_s)
 
 
-async def phase(port: int, texts: list[str], args: argparse.Namespace, abuse: bool) -> dict:
+async def abuse(port: int, texts: list[str], duration: float, idle_sockets: int, abandon_every_s: float) -> dict:
+    """Every abuser for `duration` seconds; their counters."""
+    stop_at = time.perf_counter() + duration
+    idle = {"opened": 0, "closed_by_server": 0, "connect_errors": 0}
+    poison: dict = {}
+    abandoned = {"abandoned": 0, "abandon_errors": 0}
+    await asyncio.gather(*(idle_holder(port, k % 2 == 1, stop_at, idle) for k in range(idle_sockets)),
+                         poisoner(port, stop_at, poison), abandoner(port, texts, stop_at, abandon_every_s, abandoned))
+    return {"idle_sockets": idle, "poison_statuses": poison, "abandoned_large_requests": abandoned}
+
+
+def abuse_process(port: int, texts: list[str], args: argparse.Namespace, results: multiprocessing.Queue) -> None:
+    """The abusers in their own process: their event loop never delays the normal clients' timing."""
+    raise_open_file_limit()
+    results.put(asyncio.run(abuse(port, texts, args.duration + 4, args.idle_sockets, args.abandon_every_s)))
+
+
+async def normal_load(port: int, texts: list[str], args: argparse.Namespace) -> dict:
     base = f"http://{HOST}:{port}"
     latencies: list[float] = []
     failures: list[str] = []
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-    idle = {"opened": 0, "closed_by_server": 0, "connect_errors": 0}
-    poison: dict = {}
-    abandoned = {"abandoned": 0, "abandon_errors": 0}
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        for text in texts[:20]:  # warm-up
-            await http.post(f"{base}/predict", json={"text": text})
-        stop_at = time.perf_counter() + args.duration
-        abusers = []
-        if abuse:
-            abusers = [asyncio.create_task(idle_holder(port, k % 2 == 1, stop_at, idle)) for k in range(args.idle_sockets)]
-            abusers += [asyncio.create_task(poisoner(port, stop_at, poison)),
-                        asyncio.create_task(abandoner(port, texts, stop_at, abandoned))]
-            await asyncio.sleep(2)  # the idle sockets are open before the measured load starts
-            stop_at = time.perf_counter() + args.duration
         started = time.perf_counter()
-        await asyncio.gather(*(normal_client(http, f"{base}/predict", texts, k * 97, stop_at, latencies, failures)
-                               for k in range(args.clients)))
+        await asyncio.gather(*(client(http, f"{base}/predict", texts, k * 97, started + args.duration, latencies,
+                                             failures) for k in range(args.clients)))
         elapsed = time.perf_counter() - started
-        await asyncio.gather(*abusers)
         health = (await http.get(f"{base}/health")).json()
     ms = np.asarray(latencies) * 1000
     return {"requests": len(latencies), "failed": len(failures), "failures_sample": failures[:5],
             "seconds": round(elapsed, 1), "requests_per_second": round(len(latencies) / elapsed, 2),
             "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "server_dropped_requests": health.get("dropped_requests"),
-            **({"idle_sockets": idle, "poison_statuses": poison, "abandoned_large_requests": abandoned} if abuse else {})}
+            "p99_ms": round(float(np.percentile(ms, 99)), 1), "server_dropped_requests": health.get("dropped_requests")}
+
+
+def phase(port: int, texts: list[str], args: argparse.Namespace, with_abuse: bool) -> dict:
+    for text in texts[:20]:  # warm-up
+        httpx.post(f"http://{HOST}:{port}/predict", json={"text": text}, timeout=120)
+    if not with_abuse:
+        return asyncio.run(normal_load(port, texts, args))
+    results: multiprocessing.Queue = multiprocessing.Queue()
+    abusers = multiprocessing.Process(target=abuse_process, args=(port, texts, args, results))
+    abusers.start()
+    time.sleep(2)  # the idle sockets are open before the measured load starts
+    measured = asyncio.run(normal_load(port, texts, args))
+    counters = results.get(timeout=120)
+    abusers.join(30)
+    return {**measured, **counters}
 
 
 def run_phase(texts: list[str], args: argparse.Namespace, abuse: bool, logs: Path) -> dict:
@@ -202,7 +196,7 @@ def run_phase(texts: list[str], args: argparse.Namespace, abuse: bool, logs: Pat
     log = logs / f"server_{'abuse' if abuse else 'baseline'}.log"
     child = start_server(args.run, port, args, log)
     try:
-        result = asyncio.run(phase(port, texts, args, abuse))
+        result = phase(port, texts, args, abuse)
     finally:
         child.send_signal(signal.SIGTERM)
         child.wait(60)
@@ -217,6 +211,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of normal load per phase")
     parser.add_argument("--idle-sockets", type=int, default=1000)
+    parser.add_argument("--abandon-every-s", type=float, default=5.0,
+                        help="seconds between abandoned large requests (each costs at most one model call)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
@@ -239,6 +235,7 @@ def main() -> None:
                "cpu_flags": cpu_flags(), "load_average_before": [round(x, 2) for x in load_before],
                "load_average_after": [round(x, 2) for x in os.getloadavg()], "open_file_limit": limits[0],
                "clients": args.clients, "duration_s": args.duration, "idle_sockets": args.idle_sockets,
+               "abandon_every_s": args.abandon_every_s,
                "baseline": baseline, "abuse": abused, "p99_ratio": round(ratio, 2),
                "target": "abuse phase: 0 failed normal requests and p99 <= 2x baseline",
                "passed": abused["failed"] == 0 and ratio <= 2.0}

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import write_csv
+from conftest import LiveServer, write_csv
 
 
 @pytest.fixture(scope="session")
@@ -36,37 +34,17 @@ def run_copy(tiny_run, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_run, tmp_path / "runs" / "copy"))
 
 
-class GuardedServer:
+def guarded_server(app, settings, max_connections: int | None = None) -> LiveServer:
     """The app under uvicorn with serve()'s own config (timeouts, connection cap), on a free loopback port."""
+    from bertfit.deploy.guard import guarded_protocol
+    from bertfit.deploy.serve import uvicorn_config
 
-    def __init__(self, app, settings, max_connections: int | None = None):
-        import uvicorn
+    config = uvicorn_config(app, settings, log_level="warning")
+    if max_connections is not None:
+        config.http = guarded_protocol(settings.request_timeout_s, max_connections)
+    return LiveServer(app, config)
 
-        from bertfit.deploy.guard import guarded_protocol
-        from bertfit.deploy.serve import uvicorn_config
 
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn_config(app, settings, log_level="warning")
-        if max_connections is not None:
-            config.http = guarded_protocol(settings.request_timeout_s, max_connections)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
-
-    def __enter__(self) -> "GuardedServer":
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.socket.close()
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=15)
+def connect(live: LiveServer) -> socket.socket:
+    """A raw client socket to the server (a 15 s timeout: a read the server never ends raises)."""
+    return socket.create_connection(("127.0.0.1", live.port), timeout=15)

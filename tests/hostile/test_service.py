@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from hostile_support import GuardedServer, tiny_run  # noqa: F401  (fixture)
+from hostile_support import connect, guarded_server, tiny_run  # noqa: F401  (fixture)
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -25,11 +25,11 @@ def predictor(tiny_run):
     return Predictor(tiny_run, backend="torch", batch_size=8)
 
 
-def _server(predictor, run_dir, max_connections=None, **settings) -> GuardedServer:
+def _server(predictor, run_dir, max_connections=None, **settings):
     from bertfit.deploy.serve import ServeSettings, create_app
 
     settings = ServeSettings(**settings)
-    return GuardedServer(create_app(predictor, settings, run_dir), settings, max_connections)
+    return guarded_server(create_app(predictor, settings, run_dir), settings, max_connections)
 
 
 class Gate:
@@ -133,7 +133,7 @@ def test_work_of_a_client_that_went_away_is_dropped(predictor, tiny_run):
         first = pool.submit(httpx.post, f"{live.url}/predict", json={"text": "first"}, timeout=60)
         _wait_for(lambda: gate.texts, "the first request in the model")
         body = b'{"text": "abandoned"}'
-        sock = live.connect()
+        sock = connect(live)
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         health = lambda: httpx.get(f"{live.url}/health", timeout=10).json()  # noqa: E731
@@ -150,7 +150,7 @@ def test_work_of_a_client_that_went_away_is_dropped(predictor, tiny_run):
                                   b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"te"])
 def test_idle_and_half_sent_connections_are_closed(predictor, tiny_run, sent):
     with _server(predictor, tiny_run, request_timeout_s=0.5, keep_alive_s=0.5) as live:
-        sock = live.connect()  # a 15 s socket timeout: an open connection would raise here
+        sock = connect(live)  # a 15 s socket timeout: an open connection would raise here
         sock.sendall(sent)
         assert sock.recv(1024) == b""  # the server closed it
         sock.close()
@@ -159,7 +159,7 @@ def test_idle_and_half_sent_connections_are_closed(predictor, tiny_run, sent):
 
 def test_past_the_connection_cap_the_oldest_idle_connection_is_closed(predictor, tiny_run):
     with _server(predictor, tiny_run, max_connections=4, request_timeout_s=60) as live:
-        idle = [live.connect() for _ in range(6)]
+        idle = [connect(live) for _ in range(6)]
         time.sleep(0.3)  # let the server accept them all
         assert httpx.post(f"{live.url}/predict", json={"text": "still serving"}, timeout=60).status_code == 200
         assert idle[0].recv(1024) == b"" and idle[1].recv(1024) == b""
