@@ -74,7 +74,8 @@ def start_server(run: Path, port: int, args: argparse.Namespace, log: Path) -> s
 
 
 async def idle_holder(port: int, slow_header: bool, stop_at: float, stats: dict) -> None:
-    """Keep one connection open, doing nothing useful; reopen it whenever the server closes it."""
+    """Keep one connection open doing nothing useful (or trickling a header byte every 5 s); reopen it
+    whenever the server closes it."""
     while time.perf_counter() < stop_at:
         try:
             reader, writer = await asyncio.open_connection(HOST, port)
@@ -86,16 +87,14 @@ async def idle_holder(port: int, slow_header: bool, stop_at: float, stats: dict)
         try:
             if slow_header:
                 writer.write(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
-            while time.perf_counter() < stop_at:
-                if slow_header:
-                    writer.write(b"X")  # one more header byte now and then
-                    await writer.drain()
+            while (left := stop_at - time.perf_counter()) > 0:
                 try:
-                    if await asyncio.wait_for(reader.read(1024), timeout=3) == b"":
+                    if await asyncio.wait_for(reader.read(1024), timeout=min(left, 5) if slow_header else left) == b"":
                         stats["closed_by_server"] += 1
                         break
                 except asyncio.TimeoutError:
-                    continue
+                    if slow_header:
+                        writer.write(b"X")  # one more header byte now and then
         except OSError:
             stats["closed_by_server"] += 1
         finally:
