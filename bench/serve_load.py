@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import numpy as np
@@ -58,17 +59,23 @@ def start_server(run: Path, backend: str, port: int, args: argparse.Namespace) -
         command += ["--threads", str(args.threads)]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "BERTFIT_API_KEY": ""})
-    deadline = time.monotonic() + 120
+    return wait_until_healthy(child, port, f"server for {backend}", lambda: child.stderr.read()[-2000:])
+
+
+def wait_until_healthy(child: subprocess.Popen, port: int, what: str, error_text: Callable[[], str],
+                       seconds: float = 120) -> subprocess.Popen:
+    """The child once GET /health answers 200; exits with `error_text()` when it dies first."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise SystemExit(f"server for {backend} exited: {child.stderr.read()[-2000:]}")
+            raise SystemExit(f"{what} exited: {error_text()}")
         try:
             if httpx.get(f"http://{HOST}:{port}/health", timeout=1).status_code == 200:
                 return child
         except httpx.TransportError:
             time.sleep(0.3)
     child.kill()
-    raise SystemExit(f"server for {backend} did not start in 120 s")
+    raise SystemExit(f"{what} did not start in {seconds:.0f} s")
 
 
 async def client(http: httpx.AsyncClient, url: str, texts: list[str], offset: int, stop_at: float,

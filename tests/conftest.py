@@ -104,13 +104,14 @@ def tiny_exported_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
 class LiveServer:
     """uvicorn in a thread, bound to 127.0.0.1 on a port the OS picks."""
 
-    def __init__(self, app):
+    def __init__(self, app, config=None):  # config: a uvicorn.Config of `app` (default: uvicorn's defaults)
         import uvicorn
 
         self.socket = socket.socket()
         self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.port = self.socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(config or uvicorn.Config(app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> "LiveServer":

@@ -11,6 +11,7 @@
                        (ModelMeta), tokenizer; with LoRA, model.safetensors holds the head only and adapter/ the
                        PEFT adapter (`bertfit merge` writes a standalone folder)
       checkpoint/      last resumable state: model, optimizer, scheduler, scaler, RNG of every rank, data position
+                       (written and read by training.checkpoint: safetensors and a weights-only state file)
       export/          ONNX graphs, tokenizer and export.json (ExportMeta), written by `bertfit export`
       tensorboard/     scalars
 
@@ -27,22 +28,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safetensors import SafetensorError
+
 from bertfit import __version__
 from bertfit.atomic import atomic_dir, write_json_atomic, write_text_atomic
-from bertfit.config import RunConfig, build_config, save_config
+from bertfit.config import RunConfig, build_config, is_run_name, save_config
 from bertfit.data.labels import LabelMap
 from bertfit.errors import BertfitError
 from bertfit.hf_folder import encoder_settings, sync_hf_config, write_hf_files
 from bertfit.meta import ExportMeta, ModelMeta, read_json
 
 if TYPE_CHECKING:  # torch and the model load only where weights are read or written: `predict` on ONNX needs neither
-    import torch
 
     from bertfit.model import TextClassifier
 
 MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR, EXPORT_DIR = "model", "checkpoint", "adapter", "export"
-WEIGHTS_FILE, META_FILE, TRAINING_STATE_FILE, EXPORT_META = "model.safetensors", "bertfit.json", "training.pt", "export.json"
-RESULTS_FILE = "results.json"
+WEIGHTS_FILE, META_FILE, EXPORT_META = "model.safetensors", "bertfit.json", "export.json"
+RESULTS_FILE, RUN_MARKER = "results.json", ".bertfit-run"
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,25 @@ class LoadedModel:
 
 
 def check_run_dir_free(config: RunConfig, overwrite: bool) -> Path:
-    """Refuse, before any work is done, to write over an existing run unless overwrite is set."""
+    """Refuse, before any work is done, to write over an existing run unless overwrite is set, and to
+    replace anything that is not a bertfit run (the name is one folder name inside output_dir)."""
+    if config.name is None or not is_run_name(config.name):
+        raise BertfitError(f"name: must be one folder name (no / or \\, not . or ..), got {config.name!r}")
     run_dir = Path(config.output_dir) / config.name
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise BertfitError(f"{run_dir} exists and is not a run directory; choose another name (name)")
     if run_dir.exists() and not overwrite:
         raise BertfitError(f"run directory {run_dir} already exists; choose another name (name), "
                            f"continue it (resume {run_dir}) or replace it (overwrite)")
+    if run_dir.exists() and not is_run_dir(run_dir):
+        raise BertfitError(f"{run_dir} is not a bertfit run directory (no {RUN_MARKER}), so overwrite will not "
+                           "delete it; choose another name (name) or remove it yourself")
     return run_dir
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder bertfit created for a run: its marker, or (runs of earlier versions) the files it wrote first."""
+    return (path / RUN_MARKER).is_file() or all((path / name).is_file() for name in ("config.yaml", "labels.json", "env.json"))
 
 
 def create_run_dir(config: RunConfig, labels: LabelMap, environment: dict[str, Any], overwrite: bool) -> Path:
@@ -71,6 +86,7 @@ def create_run_dir(config: RunConfig, labels: LabelMap, environment: dict[str, A
     if run_dir.exists():
         shutil.rmtree(run_dir)
     with atomic_dir(run_dir) as staging:
+        write_text_atomic(staging / RUN_MARKER, "a bertfit run directory: `bertfit train --overwrite` may replace it\n")
         save_config(config, staging / "config.yaml")
         write_json_atomic(staging / "labels.json", list(labels.names))
         write_json_atomic(staging / "env.json", {"bertfit": __version__, **environment})
@@ -154,17 +170,27 @@ def update_model_meta(path: Path, **fields: Any) -> ModelMeta:
 
 def load_model(path: Path) -> LoadedModel:
     """Rebuild the classifier from a run directory or model folder, without touching the network.
+    A damaged folder (bad JSON, missing or truncated weights, a missing key) raises one line naming it.
 
     The encoder is built without initialising weights (they are read from the file right after),
     which saves seconds on a cold `bertfit predict`.
     """
+    folder = model_folder(path)
+    meta = read_model_meta(folder)
+    try:
+        return _load_model(folder, meta)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise BertfitError(f"{folder}: damaged model folder ({first}); restore it from a copy or train "
+                           "the run again") from None
+
+
+def _load_model(folder: Path, meta: ModelMeta) -> LoadedModel:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
     from bertfit.model import TextClassifier, encoder_from_settings
 
-    folder = model_folder(path)
-    meta = read_model_meta(folder)
     if meta.adapter:
         model = _load_lora_model(folder, meta)
     else:
@@ -240,43 +266,3 @@ def read_export_meta(folder: Path) -> ExportMeta:
 def write_export_meta(folder: Path, meta: ExportMeta) -> None:
     write_json_atomic(Path(folder) / EXPORT_META, meta.to_dict())
 
-
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, training_state: dict[str, Any]) -> None:
-    """Model weights plus optimizer, scheduler, scaler, RNG (per rank) and loop position, replaced atomically."""
-    import torch
-    from safetensors.torch import save_file
-
-    with atomic_dir(run_dir / CHECKPOINT_DIR) as staging:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, staging / WEIGHTS_FILE)
-        torch.save(training_state, staging / TRAINING_STATE_FILE)
-
-
-def drop_checkpoint(run_dir: Path) -> None:
-    """A finished run needs no resumable state: remove checkpoint/ (train.keep_checkpoint keeps it)."""
-    shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
-
-
-def check_resumable(run_dir: Path) -> None:
-    """Refuse to resume a finished run whose checkpoint was dropped (train.keep_checkpoint: false)."""
-    results = read_results(run_dir)
-    if results and not (Path(run_dir) / CHECKPOINT_DIR).is_dir():
-        raise BertfitError(f"resume: {run_dir} has finished (step {results.get('steps', '?')}, see "
-                           f"{Path(run_dir) / RESULTS_FILE}) and kept no checkpoint; nothing to resume. Train further "
-                           f"from its weights in a new run with model.init_from={run_dir}, or start it again with overwrite")
-
-
-def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if not (folder / TRAINING_STATE_FILE).is_file():
-        raise BertfitError(f"{run_dir}: no checkpoint to resume from ({folder} is missing); "
-                           "the run stopped before its first checkpoint, so start it again with --overwrite")
-    import torch
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(folder / WEIGHTS_FILE))
-    # Our own file: it holds RNG states (numpy tuples), which the weights-only loader refuses.
-    # map_location: a GPU run's optimizer state resumes on a CPU too (load_state_dict moves it to the parameters).
-    saved = torch.load(folder / TRAINING_STATE_FILE, weights_only=False, map_location="cpu")
-    saved.setdefault("rng_ranks", [saved["rng"]])  # checkpoints before per-rank states: one process's
-    return saved

@@ -63,6 +63,7 @@ def atomic_dir(final: Path, keep_existing: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _follow_umask(staging)
     if keep_existing:
         try:
             os.rename(staging, final)
@@ -75,3 +76,22 @@ def atomic_dir(final: Path, keep_existing: bool = False) -> Iterator[Path]:
         os.rename(final, old)
     os.rename(staging, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give every file in `folder` the umask's permissions: some writers (safetensors) make theirs private."""
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
+def recover_stale(final: Path) -> None:
+    """Tidy what a crash inside atomic_dir(final) left: put `final` back from its .old copy when the crash
+    came between the two renames, and remove staging folders. Only for folders one process writes."""
+    final = Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir() and not final.exists():
+        os.rename(old, final)
+    for stale in [old, *final.parent.glob(f".{final.name}.tmp-*")]:
+        shutil.rmtree(stale, ignore_errors=True)

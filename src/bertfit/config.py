@@ -151,7 +151,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str | None = _field(None, "run name; the run directory is OUTPUT_DIR/NAME (default: a timestamp)")
+    name: str | None = _field(None, "run name; the run directory is OUTPUT_DIR/NAME (default: a timestamp)",
+                              lambda v: is_run_name(v), "must be one folder name (no / or \\, not . or ..)")
     output_dir: str = _field("runs", "folder holding run directories")
     cache_dir: str | None = _field(None, "token cache folder (default: $BERTFIT_CACHE or ~/.cache/bertfit)")
     data: DataConfig = field(default_factory=DataConfig)
@@ -164,6 +165,11 @@ class RunConfig:
     def uses_cached_features(self) -> bool:
         """The head trains on encoder outputs computed once (frozen encoder, no LoRA; see training.features)."""
         return self.model.freeze == "encoder" and self.lora.r == 0 and self.train.cache_features != "none"
+
+
+def is_run_name(name: str) -> bool:
+    """One path component: a run directory is always a direct child of output_dir, never a parent or root."""
+    return bool(name) and not set(name) & {"/", "\\", "\0"} and name.strip(".") != "" and name == name.strip()
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -80,9 +80,19 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
                 raise ConfigError([f"{key}: missing value (write --{key} VALUE)"])
             i += 1
             value = args[i]
-        pairs.append((key, yaml.safe_load(value) if value.strip() else value))
+        pairs.append((key, _flag_value(value)))
         i += 1
     return pairs
+
+
+def _flag_value(value: str) -> Any:
+    """A flag's value read as YAML (numbers, lists, booleans), or the text itself when it is not YAML (`...`)."""
+    if not value.strip():
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -57,6 +57,8 @@ class ModelMeta:
             meta = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as error:  # a required field is missing
             raise BertfitError(f"{source}: {error}; the file is damaged, train the model again") from None
+        if meta.adapter is not None:
+            confined_path(meta.adapter, "adapter", source)
         return dataclasses.replace(meta, labels=tuple(meta.labels), temperature=float(meta.temperature))
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,10 +107,13 @@ class ExportMeta:
             check = data.get("check")
             if check is not None:
                 check = {OLD_FILE_KEYS.get(k, k): v for k, v in check.items()}
-            return cls(model, int(data["pad_token_id"]), files, int(data.get("opset", 0)),
+            meta = cls(model, int(data["pad_token_id"]), files, int(data.get("opset", 0)),
                        data.get("export_seconds"), check, data.get("choice"), data.get("selection"))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise BertfitError(f"{source}: missing or bad field {error}; export the run again") from None
+        for kind, name in meta.files.items():
+            confined_path(name, f"files.{kind}", source)
+        return meta
 
     def to_dict(self) -> dict[str, Any]:
         model = {k: v for k, v in self.model.to_dict().items() if k not in ("step", "pooling", "dropout")}
@@ -121,6 +126,16 @@ class ExportMeta:
         if self.choice is not None:
             return self.choice
         return "onnx-int8" if "onnx-int8" in self.files else "onnx-fp32"
+
+
+def confined_path(value: Any, field: str, source: Path | str) -> Path:
+    """A path a file names inside its own folder: relative, without `..`; anything else is refused, so a
+    planted bertfit.json or export.json cannot point a load at files elsewhere."""
+    path = Path(str(value))
+    if not isinstance(value, str) or not value or path.is_absolute() or path.drive or ".." in path.parts:
+        raise BertfitError(f"{source}: {field} {value!r} must be a path inside its folder; "
+                           "the file is damaged or was tampered with, so it is not used")
+    return path
 
 
 def read_json(path: Path) -> dict[str, Any]:

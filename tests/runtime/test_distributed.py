@@ -14,9 +14,10 @@ import torch
 import yaml
 from safetensors.numpy import load_file
 
-from bertfit.artifacts import load_checkpoint, read_metrics, save_checkpoint
+from bertfit.artifacts import read_metrics
 from bertfit.runtime import distributed, seed
 from bertfit.runtime.distributed import Distributed, distributed_from_env, shard_rows
+from bertfit.training.checkpoint import load_checkpoint, save_checkpoint
 from launch import ACCELERATE, TORCHRUN, _assert_same_run, _env, _free_port, _run, _single
 
 

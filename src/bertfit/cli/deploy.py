@@ -64,8 +64,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-texts", type=int, default=256, help="texts per request")
     serve.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text")
     serve.add_argument("--max-body-bytes", type=int, default=2_000_000, help="request body size")
+    serve.add_argument("--max-queued-texts", type=int, default=4096, help="texts waiting for the model (beyond: 503)")
+    serve.add_argument("--request-timeout-s", type=float, default=10.0,
+                       help="seconds a connection has to send a whole request (headers and body)")
+    serve.add_argument("--keep-alive-s", type=float, default=5.0, help="seconds an idle keep-alive connection stays open")
     serve.add_argument("--api-key-env", default="BERTFIT_API_KEY",
                        help="environment variable holding the API key; when set, requests need header X-API-Key")
+    serve.add_argument("--allow-public", action="store_true",
+                       help="serve a non-loopback --host without an API key (anyone who reaches it can use the model)")
     serve.set_defaults(handler=_serve)
 
 
@@ -103,17 +109,20 @@ def _serve(args: argparse.Namespace, _: list[str]) -> int:
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
                              max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
-                             api_key=os.environ.get(args.api_key_env) or None)
+                             max_queued_texts=args.max_queued_texts, request_timeout_s=args.request_timeout_s,
+                             keep_alive_s=args.keep_alive_s, api_key=os.environ.get(args.api_key_env) or None)
     print(f"serving {args.run} on http://{args.host}:{args.port} (docs: /docs); Ctrl-C stops after in-flight requests")
-    serve(args.run, settings, host=args.host, port=args.port, backend=args.backend, device=args.device,
-          threads=args.threads)
+    serve(args.run, settings, host=args.host, port=args.port, allow_public=args.allow_public, backend=args.backend,
+          device=args.device, threads=args.threads)
     return 0
 
 
 def _predict(args: argparse.Namespace, _: list[str]) -> int:
-    from bertfit.infer.files import read_texts, write_predictions
+    from bertfit.infer.files import check_out_path, read_texts, write_predictions
     from bertfit.infer.predictor import Predictor
 
+    if args.out is not None:
+        check_out_path(args.out)
     texts = list(args.texts) + (read_texts(args.file, args.text_column) if args.file is not None else [])
     if not texts:
         raise BertfitError("nothing to predict: give texts as arguments or --file FILE")

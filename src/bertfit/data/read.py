@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -19,6 +20,11 @@ from bertfit.data.presets import PRESETS, Columns, preset_path
 from bertfit.errors import BertfitError
 
 log = logging.getLogger(__name__)
+
+# A text field may be long (a whole article), but csv's default cap of 128 KiB is too low; past this a
+# field is almost surely a quote left open, and the error says so instead of reading the rest as one field.
+MAX_FIELD_BYTES = 64 << 20
+MISSING_VALUES = ("nan", "null")  # what pandas and JSON exports write for an empty cell
 
 
 @dataclass(frozen=True)
@@ -99,11 +105,24 @@ def _read_delimited(path: Path, text: str, delimiter: str, header: bool) -> Colu
 
 def iter_delimited(path: Path, lines: Iterable[str], delimiter: str, header: bool) -> Iterator[list[str]]:
     """The column names first, then each row checked against them (shared by the streaming reader)."""
+    csv.field_size_limit(MAX_FIELD_BYTES)  # process-wide (csv has no per-reader limit)
     reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        yield from _checked_rows(path, reader, header)
+    except csv.Error as error:
+        hint = f"; a field is over {MAX_FIELD_BYTES >> 20} MiB: check its quoting" if "field limit" in str(error) else ""
+        raise BertfitError(f"{path} line {reader.line_num}: unreadable CSV ({error}){hint}") from None
+
+
+def _checked_rows(path: Path, reader: Any, header: bool) -> Iterator[list[str]]:
     first = next(reader, None)
     if first is None:
         raise BertfitError(f"{path}: the file is empty")
     names = first if header else [str(i) for i in range(len(first))]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise BertfitError(f"{path}: the header names column {repeated[0]!r} more than once; give every column "
+                           "its own name (or set data.header false)")
     yield names
     if not header:
         yield first
@@ -113,6 +132,9 @@ def iter_delimited(path: Path, lines: Iterable[str], delimiter: str, header: boo
         if len(row) != len(names):
             raise BertfitError(f"{path} line {reader.line_num}: {len(row)} fields where the header has {len(names)}; "
                                "check quoting, or set data.format / data.header")
+        if header and row == names:
+            raise BertfitError(f"{path} line {reader.line_num}: the header row again (files joined together?); "
+                               "remove the line")
         yield row
 
 
@@ -211,6 +233,13 @@ def check_rows(columns: Columns, source: str, text_columns: tuple[str, ...], lab
             raise BertfitError(f"{source} row {row}: empty text in {', '.join(text_columns)}; fix or remove the row")
         if label is None or (isinstance(label, str) and not label.strip()):
             raise BertfitError(f"{source} row {row}: missing label in column {label_column!r}")
+        if _is_missing_value(label) and str(label).strip() not in (label_names or ()):
+            raise BertfitError(f"{source} row {row}: label {label!r} in column {label_column!r} is a missing value "
+                               "(an empty cell exported as NaN); fix or remove the row")
     if not texts:
         raise BertfitError(f"{source}: no rows")
     return RawSplit(source, texts, list(columns[label_column]), label_names, first_row)
+
+
+def _is_missing_value(label: Any) -> bool:
+    return (isinstance(label, float) and math.isnan(label)) or str(label).strip().lower() in MISSING_VALUES

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from bertfit.config import DataConfig
 from bertfit.data.labels import LabelMap, build_label_map, build_multi_label_map, map_labels, multi_hot
 from bertfit.data.presets import PRESETS
-from bertfit.data.read import read_split
+from bertfit.data.read import RawSplit, read_split
 from bertfit.errors import BertfitError
 
 
@@ -51,6 +51,8 @@ def load_dataset(config: DataConfig, seed: int) -> TextDataset:
                   for name, part in raw.items()}
     else:
         labels = build_label_map(raw, config.label_names)
+        if not config.label_names:
+            _require_labels_in_train(raw)
         splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
         _require_two_classes(splits["train"], labels)
     rng = random.Random(seed)
@@ -128,3 +130,16 @@ def _require_two_classes(train: Split, labels: LabelMap) -> None:
         only = labels.names[present[0]] if present else "none"
         raise BertfitError(f"{train.source}: every training row has label {only!r}; "
                            "classification needs at least two classes")
+
+
+def _require_labels_in_train(raw: dict[str, RawSplit]) -> None:
+    """A label that only a validation or test file uses would become a class no training row teaches."""
+    if raw["train"].label_names:  # the source declares its names (preset, hub): ids index into them
+        return
+    known = {str(label).strip() for label in raw["train"].raw_labels}
+    for part in (part for name, part in raw.items() if name != "train"):
+        for row, label in enumerate(part.raw_labels, start=part.first_row):
+            if str(label).strip() not in known:
+                raise BertfitError(f"{part.source} row {row}: label {label!r} never occurs in the training data "
+                                   f"({raw['train'].source}); fix the row, add training rows for it, or list every "
+                                   "class in data.label_names")

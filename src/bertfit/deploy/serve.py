@@ -7,11 +7,16 @@
 
 Concurrent requests are merged into one model call (deploy.microbatch). Bad requests get a 4xx
 that says what to change: 400 unreadable body, 401 missing API key, 413 body too large, 422 wrong
-shape, empty list, too many texts or a text too long. The service binds to loopback by default.
+shape, empty list, too many texts, a text too long, empty or not valid Unicode (that request alone:
+its neighbours in the same model call are answered), 503 with Retry-After when the queue is full.
+The service binds to loopback by default; another address needs an API key or allow_public.
+Connections are guarded (deploy.guard): a request must arrive whole within request_timeout_s, idle
+keep-alive connections close after keep_alive_s, a client that goes away has its work dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -22,14 +27,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from fastapi import Depends, FastAPI, HTTPException, Security
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.responses import HTMLResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, model_validator
 
 from bertfit import __version__, artifacts
-from bertfit.deploy.microbatch import MicroBatcher
+from bertfit.deploy.guard import connection_cap, guarded_protocol, quiet_floods, raise_open_file_limit
+from bertfit.deploy.microbatch import MicroBatcher, QueueFull
 from bertfit.errors import BertfitError
+from bertfit.infer.predictor import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,9 @@ class ServeSettings:
     max_texts: int = 256  # texts per request
     max_text_chars: int = 20_000  # characters per text (the model truncates tokens; this bounds tokenizer work)
     max_body_bytes: int = 2_000_000
+    max_queued_texts: int = 4096  # texts waiting for the model; beyond, 503 with Retry-After
+    request_timeout_s: float = 10.0  # a connection must deliver a whole request (headers + body) in this time
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
     api_key: str | None = None  # when set, /predict and /metadata need header X-API-Key
 
     def __post_init__(self) -> None:
@@ -106,9 +116,10 @@ def read_results(run_dir: Path) -> dict[str, Any]:
 
 
 def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
-          **predictor_options: Any) -> None:
+          allow_public: bool = False, **predictor_options: Any) -> None:
     """Load the run and serve it with uvicorn until SIGINT/SIGTERM; in-flight requests are finished first.
 
+    A non-loopback `host` needs settings.api_key, or allow_public to serve without one on purpose.
     `predictor_options` go to the Predictor (backend, device, threads); its batch size is settings.max_batch.
     """
     import uvicorn
@@ -116,12 +127,25 @@ def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1",
     from bertfit.infer.predictor import Predictor
 
     if not is_loopback(host) and settings.api_key is None:
+        if not allow_public:
+            raise BertfitError(f"host: {host} is reachable from other machines and no API key is set; set one "
+                               "(serve reads BERTFIT_API_KEY) or serve without one on purpose (allow_public)")
         log.warning("serving on %s without an API key: anyone who can reach this address can use the model", host)
     run_dir = Path(run_dir)
     predictor = Predictor(run_dir, batch_size=settings.max_batch, **predictor_options)
-    config = uvicorn.Config(create_app(predictor, settings, run_dir), host=host, port=port,
-                            timeout_graceful_shutdown=30, log_level="info", access_log=False)
-    uvicorn.Server(config).run()
+    quiet_floods()
+    uvicorn.Server(uvicorn_config(create_app(predictor, settings, run_dir), settings, host, port)).run()
+
+
+def uvicorn_config(app: Any, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
+                   log_level: str = "info") -> Any:
+    """uvicorn settings with the connection guards (deploy.guard) and the open-file limit raised."""
+    import uvicorn
+
+    protocol = guarded_protocol(settings.request_timeout_s, connection_cap(raise_open_file_limit()))
+    return uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=settings.keep_alive_s,
+                          h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=30,
+                          log_level=log_level, access_log=False)
 
 
 def is_loopback(host: str) -> bool:
@@ -164,7 +188,7 @@ class PredictResponse(BaseModel):
 
 def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAPI:
     """The FastAPI app for one loaded Predictor (any backend)."""
-    batcher = MicroBatcher(predictor.predict_proba, settings.max_batch, settings.max_wait_ms)
+    batcher = MicroBatcher(predictor.predict_proba, settings.max_batch, settings.max_wait_ms, settings.max_queued_texts)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -187,17 +211,18 @@ def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAP
                 "auth_required": settings.api_key is not None}
 
     @app.post("/predict", response_model=PredictResponse, dependencies=auth)
-    async def predict(request: PredictRequest) -> PredictResponse:
-        texts = [request.text] if request.text is not None else request.texts
+    async def predict(body: PredictRequest, request: Request) -> PredictResponse:
+        texts = [body.text] if body.text is not None else body.texts
         check_texts(texts, settings)
-        probabilities = await batcher.submit(texts)
-        return PredictResponse(predictions=[to_prediction(row, names, request.top_k) for row in probabilities],
+        probabilities = await answer_unless_gone(batcher, texts, request)
+        return PredictResponse(predictions=[to_prediction(row, names, body.top_k) for row in probabilities],
                                backend=predictor.backend_name)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "backend": predictor.backend_name, "batches_run": batcher.batches_run,
-                "texts_run": batcher.texts_run, "auth_required": settings.api_key is not None}
+                "texts_run": batcher.texts_run, "queued_texts": batcher.queued_texts,
+                "dropped_requests": batcher.dropped_requests, "auth_required": settings.api_key is not None}
 
     @app.get("/metadata", dependencies=auth)
     async def get_metadata() -> dict[str, Any]:
@@ -220,6 +245,33 @@ def check_texts(texts: list[str], settings: ServeSettings) -> None:
         if len(text) > settings.max_text_chars:
             raise HTTPException(422, f"text {i} has {len(text):,} characters; the limit is "
                                      f"{settings.max_text_chars:,} (serve --max-text-chars)")
+        problem = text_problem(text)
+        if problem is not None:
+            raise HTTPException(422, f"text {i} {problem}")
+
+
+async def answer_unless_gone(batcher: MicroBatcher, texts: list[str], request: Request) -> Any:
+    """The batcher's rows for `texts`; 503 when its queue is full; the work is dropped if the client leaves."""
+    work = asyncio.ensure_future(batcher.submit(texts))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():  # the client went away (or this handler was cancelled): nobody wants the rows
+            work.cancel()
+    if not work.done():
+        raise HTTPException(499, "client closed the request")  # nobody reads it; ends the handler
+    try:
+        return work.result()
+    except QueueFull as full:
+        raise HTTPException(503, f"busy: {full}; retry later", headers={"Retry-After": str(full.retry_after_s)}) from None
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone: the body is read, so the next ASGI message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def to_prediction(row: Any, names: tuple[str, ...], top_k: int | None) -> PredictionOut:

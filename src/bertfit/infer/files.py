@@ -24,6 +24,15 @@ def read_texts(path: Path, text_column: str = "text") -> list[str]:
     return [str(text) for text in columns[text_column]]
 
 
+def check_out_path(path: Path) -> None:
+    """Refuse, before any prediction is computed, an output path that cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise BertfitError(f"out: {path} is a folder; give a file name such as {path / 'predictions.csv'}")
+    if not path.parent.is_dir():
+        raise BertfitError(f"out: folder {path.parent} does not exist; create it first or choose another path")
+
+
 def write_predictions(path: Path, predictions: list[Prediction]) -> None:
     """text, label, confidence and one prob_<label> column per label, one row per prediction."""
     names = list(predictions[0].probabilities) if predictions else []

@@ -20,7 +20,9 @@ import numpy as np
 from bertfit.artifacts import (
     EXPORT_DIR,
     EXPORT_META,
+    RESULTS_FILE,
     export_folder,
+    is_run_dir,
     load_model,
     read_export_meta,
     read_model_meta,
@@ -50,6 +52,20 @@ def choose_variant(export: ExportMeta, backend: str) -> str:
     if backend == "onnx":
         return "onnx-int8" if "onnx-int8" in export.files else "onnx-fp32"
     return backend
+
+
+def text_problem(text: object) -> str | None:
+    """Why a text cannot be classified (what training refuses too), or None: not a string, empty or only
+    spaces, or not encodable as UTF-8 (a lone surrogate from JSON such as "\\ud800")."""
+    if not isinstance(text, str):
+        return f"is a {type(text).__name__}, not a string"
+    if not text.strip():
+        return "is empty; send text to classify"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"has an invalid character at position {error.start} (a lone UTF-16 surrogate); send valid Unicode"
+    return None
 
 
 class Predictor:
@@ -82,6 +98,9 @@ class Predictor:
         else:
             self._load_export(folder, export, choose_variant(export, backend), path, batch_size, threads)
         log.info("predictor for %s uses the %s backend", path, self.backend.name)
+        if is_run_dir(path) and not (path / RESULTS_FILE).is_file():
+            log.warning("%s has not finished (no %s): its model is the best one saved so far, with no test metrics; "
+                        "finish it with `bertfit train --resume %s`", path, RESULTS_FILE, path)
 
     def _load_torch(self, path: Path, device: str, precision: str, batch_size: int, threads: int | None) -> None:
         from bertfit.infer.engine import InferenceContext
@@ -128,6 +147,10 @@ class Predictor:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities (rows sum to 1), or for multi-label models one independent probability per label."""
+        for index, text in enumerate(texts):
+            problem = text_problem(text)
+            if problem is not None:
+                raise BertfitError(f"texts: text {index} {problem}")
         scaled = self.logits(texts) / self.temperature
         return sigmoid(scaled) if self.multi_label else softmax(scaled)
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bertfit import artifacts
-from bertfit.atomic import write_json_atomic
+from bertfit.atomic import recover_stale, write_json_atomic
 from bertfit.config import RunConfig, config_to_dict, flatten, replace
 from bertfit.data.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
 from bertfit.data.labels import LabelMap
@@ -35,6 +35,7 @@ from bertfit.runtime.distributed import (
 )
 from bertfit.runtime.env import environment
 from bertfit.runtime.seed import restore_rng_states, seed_everything
+from bertfit.training.checkpoint import check_resumable, drop_checkpoint, load_checkpoint
 from bertfit.training.distill import with_teacher_targets
 from bertfit.training.features import encode_splits
 from bertfit.training.growth import forgetting, initial_weights
@@ -70,7 +71,7 @@ def train(config: RunConfig | None = None, resume: str | Path | None = None, ove
     """
     if resume is not None:
         config = artifacts.read_run_config(Path(resume))
-        artifacts.check_resumable(Path(resume))
+        check_resumable(Path(resume))
     elif config is None:
         raise BertfitError("train() needs a config or a run directory to resume")
     dist, device = init_distributed(config.train.device)
@@ -146,6 +147,10 @@ def _open_run(config: RunConfig, labels: LabelMap, session: Session, resume: str
               overwrite: bool) -> tuple[Path, LoopState]:
     """The run directory, created (rank 0) or resumed, and the loop state to start from."""
     if resume is not None:
+        if session.dist.is_main:  # a crash mid-save leaves staging folders (and, rarely, model/ as .model.old)
+            for folder in (artifacts.MODEL_DIR, artifacts.CHECKPOINT_DIR):
+                recover_stale(Path(resume) / folder)
+        barrier(session.dist)
         return Path(resume), _restore(Path(resume), session, config.train.seed)
     run_dir = Path(config.output_dir) / config.name
     if session.dist.is_main:
@@ -189,7 +194,7 @@ def _setup_session(model: torch.nn.Module, train_split: TokenizedSplit | Feature
 
 
 def _restore(run_dir: Path, session: Session, seed: int) -> LoopState:
-    saved = artifacts.load_checkpoint(run_dir, session.model)
+    saved = load_checkpoint(run_dir, session.model)
     session.optimizer.load_state_dict(saved["optimizer"])
     session.scheduler.load_state_dict(saved["scheduler"])
     session.scaler.load_state_dict(saved["scaler"])
@@ -229,7 +234,7 @@ def _finish(run_dir: Path, session: Session, tokens: Splits, labels: LabelMap, c
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
         "rows": {name: split.documents for name, split in tokens.items()}})
     if not config.train.keep_checkpoint:  # finished: the checkpoint could only resume what is done
-        artifacts.drop_checkpoint(run_dir)
+        drop_checkpoint(run_dir)
     return result
 
 

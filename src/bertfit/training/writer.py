@@ -11,6 +11,7 @@ from bertfit import artifacts
 from bertfit.meta import ModelMeta
 from bertfit.runtime.distributed import Distributed
 from bertfit.runtime.seed import gather_rng_states
+from bertfit.training.checkpoint import save_checkpoint
 from bertfit.training.loop import LoopState, Session, state_dict
 from bertfit.training.trackers import Tracker
 
@@ -49,7 +50,7 @@ class RunWriter:
     def on_checkpoint(self, state: LoopState) -> None:
         session, rng_ranks = self.session, gather_rng_states(self.session.dist)
         # "rng" (rank 0's) stays for bertfit versions that read only that key.
-        artifacts.save_checkpoint(self.run_dir, session.model, {
+        save_checkpoint(self.run_dir, session.model, {
             "loop": state_dict(state), "optimizer": session.optimizer.state_dict(),
             "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(),
             "rng": rng_ranks[0], "rng_ranks": rng_ranks})
