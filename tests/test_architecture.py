@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "src" / "bertfit"
 
 # The stages a text goes through, earliest first. A module may import from its own stage and earlier ones.
-STAGES = ["ground", "runtime", "data", "model", "infer", "training", "evaluate", "deploy", "cli"]
+STAGES = ["ground", "runtime", "data", "model", "infer", "training", "curate", "evaluate", "deploy", "cli"]
 GROUND = {"__init__", "errors", "config_values", "config", "atomic", "metrics"}  # no torch, no other stage
 MODEL = {"model", "meta", "artifacts"}  # the classifier and the run-directory contract it is saved under
 # Beyond the order: serving and evaluating a run never need the training code.

@@ -11,6 +11,7 @@
       checkpoint/      last resumable state: model, optimizer, scheduler, scaler, RNG of every rank, data position
       export/          ONNX graphs, tokenizer and export.json (ExportMeta), written by `bertfit export`
       tensorboard/     scalars
+      audit/           audit.json, label_issues.csv, conflicts.csv (and a --relabel's changes), by `bertfit audit`
 
 `ModelMeta` and `ExportMeta` (bertfit.meta) are the typed records of bertfit.json and export.json:
 they are read and written here and nowhere else. Writes go through bertfit.atomic: a crash leaves the old copy or the new.
@@ -39,6 +40,8 @@ from bertfit.model import TextClassifier, head_state, is_lora, load_encoder, mer
 MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR, EXPORT_DIR = "model", "checkpoint", "adapter", "export"
 WEIGHTS_FILE, META_FILE, TRAINING_STATE_FILE, EXPORT_META = "model.safetensors", "bertfit.json", "training.pt", "export.json"
 RESULTS_FILE = "results.json"
+# `bertfit audit RUN` writes RUN/audit/: the summary, the ranked likely label errors, near-duplicates with conflicting labels
+AUDIT_DIR, AUDIT_SUMMARY, AUDIT_ISSUES, AUDIT_CONFLICTS = "audit", "audit.json", "label_issues.csv", "conflicts.csv"
 
 
 @dataclass(frozen=True)
