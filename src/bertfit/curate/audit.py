@@ -86,8 +86,10 @@ def audit_run(run_dir: str | Path, settings: AuditSettings = AuditSettings()) ->
 
 def audit(config: RunConfig, out_dir: str | Path, settings: AuditSettings = AuditSettings()) -> AuditResult:
     """Out-of-fold probabilities for every row of data.train, label issues and conflicting near-duplicates."""
-    from cleanlab.filter import find_label_issues
-
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        raise BertfitError("the audit needs cleanlab and scikit-learn: pip install 'bertfit[curate]'") from None
     settings.check()
     started = time.perf_counter()
     out_dir = Path(out_dir)
