@@ -72,7 +72,7 @@ def plot(sizes: list[int], curves: dict[str, np.ndarray], path: Path) -> None:
         axis.fill_between(sizes, low, high, alpha=0.2)
     axis.set_xlabel("labelled rows")
     axis.set_ylabel("AG News test accuracy")
-    axis.set_title("Labelling loop: suggest vs random (frozen MiniLM + logistic regression)")
+    axis.set_title("Labelling loop on AG News: suggest vs random\n(frozen MiniLM vectors + logistic regression)", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()

@@ -47,7 +47,7 @@ def test_audit_finds_deliberately_flipped_rows(tmp_path, ag_news_rows, capsys):
     assert scores == sorted(scores)  # most likely errors first
     for issue in issues:
         row = int(issue["row"])
-        assert issue["text"] == rows[row - 1][0] and issue["given_label"] == rows[row - 1][1]
+        assert issue["text"] == rows[row - 1][0].strip() and issue["given_label"] == rows[row - 1][1]
         assert issue["suggested_label"] != issue["given_label"] and issue["new_label"] == ""
     flip_suggestions = {int(r["row"]): r["suggested_label"] for r in issues if int(r["row"]) in changed}
     truth = {i + 1: label for i, (_, label) in enumerate(ag_news_rows[:240])}
