@@ -133,3 +133,15 @@ def test_too_few_rows_per_class_for_the_folds(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--folds: 5-fold cross-fitting needs >= 5 rows per class;" in err and "too few ('b' has 2)" in err
     assert err.count("\n") == 1
+
+
+def test_finetune_method_scores_every_row_with_a_run_that_never_saw_it(tmp_path, tiny_overrides, ag_news_rows):
+    from bertfit.config import load_config
+    from bertfit.curate.audit import AuditSettings, audit
+
+    train = write_csv(tmp_path / "train.csv", ag_news_rows[:60])
+    config = load_config(None, [*tiny_overrides, "--data.train", str(train), "--model.max_length", "32"])
+    result = audit(config, tmp_path / "audit", AuditSettings(folds=2, method="finetune"))
+    assert result.probabilities.shape == (60, 4) and (result.probabilities.sum(axis=1) > 0.999).all()
+    assert not list((tmp_path / "audit").glob(".folds-*"))  # the fold runs are scratch, removed afterwards
+    assert (tmp_path / "audit" / "label_issues.csv").is_file() and not (tmp_path / "runs").exists()
