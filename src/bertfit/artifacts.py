@@ -14,6 +14,7 @@
                        (written and read by training.checkpoint: safetensors and a weights-only state file)
       export/          ONNX graphs, tokenizer and export.json (ExportMeta), written by `bertfit export`
       tensorboard/     scalars
+      audit/           audit.json, label_issues.csv, conflicts.csv (and a --relabel's changes), by `bertfit audit`
 
 `ModelMeta` and `ExportMeta` (bertfit.meta) are the typed records of bertfit.json and export.json:
 they are read and written here and nowhere else. Writes go through bertfit.atomic: a crash leaves the old copy or the new.
@@ -45,6 +46,8 @@ if TYPE_CHECKING:  # torch and the model load only where weights are read or wri
 MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR, EXPORT_DIR = "model", "checkpoint", "adapter", "export"
 WEIGHTS_FILE, META_FILE, EXPORT_META = "model.safetensors", "bertfit.json", "export.json"
 RESULTS_FILE, RUN_MARKER = "results.json", ".bertfit-run"
+# `bertfit audit RUN` writes RUN/audit/: the summary, the ranked likely label errors, near-duplicates with conflicting labels
+AUDIT_DIR, AUDIT_SUMMARY, AUDIT_ISSUES, AUDIT_CONFLICTS = "audit", "audit.json", "label_issues.csv", "conflicts.csv"
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def test_paths_named_in_run_files_stay_inside_the_run(run_copy, where, value):
     else:
         (run_copy / "export").mkdir()
         (run_copy / "export" / "export.json").write_text(json.dumps({**meta, "pad_token_id": 0, "files": {"fp32": value}}))
-        with pytest.raises(BertfitError, match="files.fp32 .* must be a path inside its folder"):
+        with pytest.raises(BertfitError, match="files.onnx-fp32 .* must be a path inside its folder"):
             read_export_meta(run_copy / "export")
 
 

@@ -11,11 +11,11 @@ import logging
 import re
 import sys
 
-from bertfit.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, deploy, evaluation, info, models, training
+from bertfit.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, curate, deploy, evaluation, info, models, training
 from bertfit.errors import BertfitError
 
-COMMAND_GROUPS = (training, evaluation, deploy, info, models)  # each adds its commands: add_commands(subparsers)
-TAKES_FIELD_FLAGS = ("train", "search", "distill")  # commands whose unknown flags are config fields (--train.lr 3e-5)
+COMMAND_GROUPS = (training, evaluation, curate, deploy, info, models)  # each adds its commands: add_commands(subparsers)
+TAKES_FIELD_FLAGS = ("train", "search", "distill", "audit")  # commands whose unknown flags are config fields (--train.lr 3e-5)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,11 +60,7 @@ def load_evaluation(run_dir: Path, split: str = "test") -> dict[str, Any]:
 
 
 def read_errors(run_dir: Path, split: str = "test", limit: int = 20) -> list[dict[str, str]]:
-    path = Path(run_dir) / "eval" / split / "errors.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as file:
-        return [row for _, row in zip(range(limit), csv.DictReader(file))]
+    return _read_csv(Path(run_dir) / "eval" / split / "errors.csv", limit)
 
 
 def embed_png(path: Path) -> str:
@@ -128,6 +124,7 @@ def render_report(run_dir: str | Path, split: str = "test", explain_errors: int 
                  "<h2>Confusion matrix</h2>", embed_png(folder / "confusion.png"),
                  "<h2>Reliability</h2>", embed_png(folder / "reliability.png")]
     sections += _errors_section(run_dir, split, explain_errors)
+    sections += _audit_section(run_dir / artifacts.AUDIT_DIR)
     sections += ["<h2>Hyper-parameters</h2>",
                  f"<pre>{html.escape(yaml.safe_dump(config_to_dict(config), sort_keys=False))}</pre>"]
     out = Path(out) if out else run_dir / "report.html"
@@ -169,6 +166,39 @@ def _errors_section(run_dir: Path, split: str, explain_errors: int) -> list[str]
             parts.append(f"<p>row {html.escape(error['row'])}, true <b>{html.escape(error['true'])}</b></p>"
                          + attribution_html(attribution, special_tokens_of(loaded)))
     return parts
+
+
+def _audit_section(folder: Path, limit: int = 20) -> list[str]:
+    """What `bertfit audit RUN` found, when it was run: likely label errors and conflicting near-duplicates."""
+    if not (folder / artifacts.AUDIT_SUMMARY).is_file():
+        return []
+    found = json.loads((folder / artifacts.AUDIT_SUMMARY).read_text(encoding="utf-8"))
+    settings = found["settings"]
+    parts = ["<h2>Data audit: likely label errors</h2>",
+             f"<p>{found['rows']} training rows, {settings['folds']}-fold out-of-fold probabilities ({settings['method']}), "
+             f"confident learning (cleanlab): <b>{found['label_issues']}</b> likely label errors, "
+             f"<b>{found['conflicting_pairs']}</b> near-duplicate pairs with conflicting labels; out-of-fold accuracy "
+             f"against the given labels {found['out_of_fold_accuracy']:.4f}. Review {artifacts.AUDIT_ISSUES} and apply it "
+             "with <code>bertfit audit RUN --relabel FILE</code>.</p>"]
+    issues = _read_csv(folder / artifacts.AUDIT_ISSUES, limit)
+    if issues:
+        parts.append(table(["row", "text", "given", "suggested", "score"],
+                           [[r["row"], r["text"][:300], r["given_label"], r["suggested_label"], float(r["score"])]
+                            for r in issues], 4))
+    conflicts = _read_csv(folder / artifacts.AUDIT_CONFLICTS, limit // 2)
+    if conflicts:
+        parts += ["<h3>Near-duplicates labelled differently</h3>",
+                  table(["rows", "labels", "text a", "text b", "similarity"],
+                        [[f"{r['row_a']}, {r['row_b']}", f"{r['label_a']} / {r['label_b']}", r["text_a"][:200],
+                          r["text_b"][:200], float(r["similarity"])] for r in conflicts], 4)]
+    return parts
+
+
+def _read_csv(path: Path, limit: int) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as file:
+        return [row for _, row in zip(range(limit), csv.DictReader(file))]
 
 
 def render_compare(run_dirs: list[str | Path], out: Path, split: str = "test") -> Path:
