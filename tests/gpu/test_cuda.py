@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertfit.artifacts import CHECKPOINT_DIR, TRAINING_STATE_FILE
+from bertfit.artifacts import CHECKPOINT_DIR
 from bertfit.config import ModelConfig, TrainConfig, load_config
 from bertfit.data.batching import padded_width, tokenize
 from bertfit.infer.engine import InferenceContext
@@ -30,6 +30,7 @@ from bertfit.infer.predictor import Predictor
 from bertfit.model import build_classifier, load_tokenizer
 from bertfit.runtime.device import Precision, choose_precision, make_scaler
 from bertfit.training import loop
+from bertfit.training.checkpoint import STATE_FILE
 from bertfit.training.loop import Session, epoch_batches, train_step
 from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
@@ -129,7 +130,7 @@ def test_resume_matches_uninterrupted(tiny_overrides, ag_news_csv, monkeypatch, 
         return load_config(None, tiny_overrides + [
             "--name", name, "--data.train", str(ag_news_csv), "--data.max_train_rows", "36", "--data.max_eval_rows", "8",
             "--train.batch_size", "8", "--train.eval_every_steps", "3", "--train.device", device,
-            "--train.precision", precision])
+            "--train.precision", precision, "--train.keep_checkpoint", "true"])
     straight = train(config("straight"))
     real_step, calls = loop.train_step, {"n": 0}
 
@@ -150,7 +151,7 @@ def test_resume_matches_uninterrupted(tiny_overrides, ag_news_csv, monkeypatch, 
     tolerance = {"rtol": 1e-5, "atol": 1e-6} if device == "cpu" else {"rtol": 1e-3, "atol": 1e-4}
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, **tolerance, msg=key)
-    states = [torch.load(run.run_dir / CHECKPOINT_DIR / TRAINING_STATE_FILE, weights_only=False, map_location="cpu")
+    states = [torch.load(run.run_dir / CHECKPOINT_DIR / STATE_FILE, weights_only=True, map_location="cpu")
               for run in (straight, resumed)]
     assert states[0]["scaler"] == states[1]["scaler"]
     assert bool(states[1]["scaler"]) == (precision == "fp16")  # a disabled scaler saves an empty state
