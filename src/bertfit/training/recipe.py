@@ -13,7 +13,7 @@ import torch
 
 from bertfit import artifacts
 from bertfit.atomic import write_json_atomic
-from bertfit.config import RunConfig, replace
+from bertfit.config import RunConfig, override, replace
 from bertfit.data.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
 from bertfit.data.labels import LabelMap
 from bertfit.data.splits import TextDataset, load_dataset
@@ -35,6 +35,8 @@ from bertfit.runtime.distributed import (
 )
 from bertfit.runtime.env import environment
 from bertfit.runtime.seed import restore_rng_states, seed_everything
+from bertfit.training import defaults
+from bertfit.training.contrastive import tune_encoder
 from bertfit.training.features import encode_splits
 from bertfit.training.growth import forgetting, initial_weights
 from bertfit.training.loop import LoopState, Session, Trainer, state_from_dict, steps_per_epoch
@@ -86,9 +88,10 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     tokenizer = load_tokenizer(config.model.name)
     context = InferenceContext(device, choose_precision(config.train.precision, device), tokenizer.pad_token_id,
                                config.train.eval_batch_size)
-    dataset, tokens, model = _setup_data_and_model(config, tokenizer, context, dist)
+    config, dataset, tokens, model, encoder_seconds = _setup_data_and_model(config, tokenizer, context, dist, resume)
     session = _setup_session(model, tokens["train"], config, context, dist)
     run_dir, state = _open_run(config, dataset.labels, session, resume, overwrite)
+    state.train_seconds += encoder_seconds  # the contrastive encoder stage is training time too
     trainable, total = count_parameters(model)
     log.info("run %s: %d train / %d validation %s, %s of %s parameters train, %s %s%s", run_dir,
              len(tokens["train"]), len(tokens["validation"]), "windows" if config.model.window_stride else "rows",
@@ -110,10 +113,13 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     return _finish(run_dir, session, tokens, dataset.labels, config, state)
 
 
-def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext,
-                          dist: Distributed) -> tuple[TextDataset, Splits, torch.nn.Module]:
-    """The splits (tokens, or with a frozen encoder its pooled vectors) and the model on its device."""
+def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, dist: Distributed,
+                          resume: str | Path | None) -> tuple[RunConfig, TextDataset, Splits, torch.nn.Module, float]:
+    """The config with its unset fields chosen from the data (training.defaults), the splits (tokens, or with
+    a frozen encoder its pooled vectors), the model on its device, and the seconds of a contrastive encoder stage."""
     if config.data.streaming:  # the training split is read chunk by chunk during fit (data.streaming)
+        if config.train.batch_size is None:  # a stream cuts its batches as it reads: the size is needed now
+            config = override(config, {"train.batch_size": defaults.batch_size(None)})
         dataset, stream = load_streamed(config, tokenizer)
     else:
         dataset, stream = load_dataset(config.data, config.train.seed), None
@@ -121,13 +127,19 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     dataset, initial, label_rows = initial_weights(config, dataset)
     tokens = ({"train": stream} if stream is not None else {}) | tokenize_dataset(dataset, tokenizer, config)
     model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
+    facts = defaults.DataFacts(len(tokens["train"]), None if stream is not None else len(dataset.splits["train"]),
+                               len(dataset.labels), sum(p.numel() for p in model.encoder.parameters()))
+    config = defaults.fill_defaults(config, facts, dataset.validation_fraction)
     model = model.to(context.device)
     broadcast_parameters(model, dist)
+    encoder_seconds = 0.0
+    if config.train.method == "contrastive":
+        encoder_seconds = tune_encoder(model, tokens["train"], config, context, resume and Path(resume), dist)
     if config.uses_cached_features:  # from here on the splits are pooled vectors, not tokens
         tokens = encode_splits(model, tokens, context, _cache_dir(config) if config.train.cache_features == "disk" else None)
     elif config.train.compile:
         compile_model(model)
-    return dataset, tokens, model
+    return config, dataset, tokens, model, encoder_seconds
 
 
 def _open_run(config: RunConfig, labels: LabelMap, session: Session, resume: str | Path | None,
