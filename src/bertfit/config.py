@@ -104,7 +104,7 @@ class TrainConfig:
     epochs: int | None = _field(None, "passes over the data (unset: 3, or more for 150 steps)", lambda v: v >= 1, "must be >= 1")
     batch_size: int | None = _field(None, "rows a step and device (unset: <= 32, <= rows/8)", lambda v: v >= 1, "must be >= 1")
     eval_batch_size: int = _field(128, "samples per batch when evaluating", lambda v: v >= 1, "must be >= 1")
-    lr: float | None = _field(None, "peak learning rate (unset: by encoder size)", lambda v: 0 < v < 1, "must be in (0, 1)")
+    lr: float | None = _field(None, "peak learning rate (unset: by model size)", lambda v: 0 < v < 1, "must be between 0 and 1")
     weight_decay: float = _field(0.01, "decoupled weight decay (not applied to biases and LayerNorm)",
                                  lambda v: v >= 0, "must be >= 0")
     warmup_ratio: float | None = _field(None, "share of steps warming up (unset: 0.06-0.1)", lambda v: 0 <= v < 1, "in [0, 1)")

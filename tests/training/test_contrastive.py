@@ -21,7 +21,7 @@ def test_pairs_alternate_same_and_different_labels_and_repeat():
     labels = np.array([0, 0, 1, 1, 2, 2, 2])
     pairs = draw_pairs(labels, 70, seed=3)
     first, second, same = pairs.T
-    assert (same == np.arange(70) % 2 == 0).all()
+    assert (same == (np.arange(70) % 2 == 0)).all()
     assert ((labels[first] == labels[second]) == same.astype(bool)).all()
     assert (first != second).all()  # every class has two texts or more: nobody is paired with itself
     assert np.bincount(first, minlength=7).tolist() == [10] * 7  # every text an anchor in turn
