@@ -72,9 +72,9 @@ class ModelConfig:
                              lambda v: 8 <= v <= 8192, "must be in 8..8192")
     keep_head: float = _field(1.0, "share of max_length kept from the start of a longer text, the rest from its end "
                                    "(1: cut the end; 0.25: head+tail truncation)", lambda v: 0 <= v <= 1, "must be in [0, 1]")
-    window_stride: int = _field(0, "sliding windows: 0 off; N > 0 cuts a longer text into windows of max_length tokens "
-                                    "starting every N tokens, and pools the windows' logits per text",
-                                lambda v: v >= 0, "must be >= 0")
+    window_stride: int | None = _field(None, "sliding windows: 0 off; N > 0: windows of max_length tokens every N tokens, "
+                                             "logits pooled per text (unset: half-overlapping when most texts are longer)",
+                                       lambda v: v >= 0, "must be >= 0")
     window_pooling: Literal["mean", "max"] = _field("mean", "how the windows' logits become one text's logits")
     max_windows: int = _field(8, "windows per training text, spread evenly over it (0: all); evaluation uses all",
                               lambda v: v >= 0, "must be >= 0")
@@ -182,10 +182,10 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
 def _combination_problems(config: RunConfig) -> list[str]:
     """Fields that are valid alone but not together: every such rule of bertfit, checked before any file is read."""
     model, problems = config.model, []
-    if model.window_stride > 0 and model.keep_head < 1:
+    if (model.window_stride or 0) > 0 and model.keep_head < 1:
         problems.append("model.window_stride: sliding windows read the whole text, so model.keep_head must stay 1 "
                         f"(got {model.keep_head}); set one of them")
-    if model.window_stride > model.max_length - 2:
+    if (model.window_stride or 0) > model.max_length - 2:
         problems.append(f"model.window_stride: {model.window_stride} would skip tokens between windows of "
                         f"{model.max_length - 2} text tokens (max_length minus [CLS] and [SEP]); "
                         f"use at most {model.max_length - 2}, e.g. {(model.max_length - 2) // 2} for half overlap")
@@ -218,7 +218,7 @@ def _streaming_problems(config: RunConfig) -> list[str]:
         problems.append("model.init_from: not supported with data.streaming")
     if config.uses_cached_features:
         problems.append("train.cache_features: set none with data.streaming and model.freeze encoder")
-    if config.model.window_stride > 0:  # windows per text are unknown until read: batch sizes need them up front
+    if (config.model.window_stride or 0) > 0:  # windows per text are unknown until read: batch sizes need them up front
         problems.append("model.window_stride: sliding windows are not supported with data.streaming; "
                         "use model.keep_head (head+tail truncation) for long texts")
     return problems

@@ -38,7 +38,7 @@ def few_shot(tiny_model_dir, ag_news_rows, tmp_path):
     write_csv(tmp_path / "test.csv", ag_news_rows[300:])
 
     def flags(name: str) -> list[str]:
-        return ["--model.name", str(tiny_model_dir), "--model.max_length", "32", "--output_dir", str(tmp_path / "runs"),
+        return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
                 "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
                 "--data.train", str(tmp_path / "train.csv"), "--data.test", str(tmp_path / "test.csv"), "--name", name,
                 "--train.checkpoint_every_steps", "20"]

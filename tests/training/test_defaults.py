@@ -76,7 +76,7 @@ def test_validation_share_keeps_rows_for_every_class(ag_news_csv):
 
 def test_chosen_settings_are_logged_saved_and_reused(tiny_model_dir, ag_news_csv, tmp_path, caplog):
     """A run with nothing set: the chosen values are in the log and in config.yaml, which a rerun reproduces."""
-    flags = ["--model.name", str(tiny_model_dir), "--model.max_length", "32", "--output_dir", str(tmp_path / "runs"),
+    flags = ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
              "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
              "--data.train", str(ag_news_csv), "--train.method", "standard", "--train.epochs", "1"]
     with caplog.at_level(logging.INFO, logger="bertfit.training.defaults"):
@@ -90,3 +90,16 @@ def test_chosen_settings_are_logged_saved_and_reused(tiny_model_dir, ag_news_csv
     assert "train.epochs" not in caplog.text  # set by the user: not chosen
     again = train(load_config(tmp_path / "runs" / "auto" / "config.yaml", ["--name", "again"]))
     assert again.validation == result.validation
+
+
+def test_long_texts_are_read_whole_in_windows_unless_set_otherwise(tiny_model_dir, caplog):
+    from bertfit.model import load_tokenizer
+
+    tokenizer, config = load_tokenizer(str(tiny_model_dir)), load_config(None, ["--model.max_length", "32"])
+    long_texts, short_texts = ["word " * 60] * 6 + ["short one"] * 4, ["word " * 60] * 4 + ["short one"] * 6
+    with caplog.at_level(logging.INFO, logger="bertfit.training.defaults"):
+        assert defaults.choose_windows(config, long_texts, tokenizer).model.window_stride == 15
+    assert "60% of training texts exceed model.max_length 32" in caplog.text and "windows a text" in caplog.text
+    assert defaults.choose_windows(config, short_texts, tokenizer).model.window_stride == 0
+    head_tail = load_config(None, ["--model.max_length", "32", "--model.keep_head", "0.25"])
+    assert defaults.choose_windows(head_tail, long_texts, tokenizer).model.window_stride == 0

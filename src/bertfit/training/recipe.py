@@ -118,11 +118,14 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     """The config with its unset fields chosen from the data (training.defaults), the splits (tokens, or with
     a frozen encoder its pooled vectors), the model on its device, and the seconds of a contrastive encoder stage."""
     if config.data.streaming:  # the training split is read chunk by chunk during fit (data.streaming)
-        if config.train.batch_size is None:  # a stream cuts its batches as it reads: the size is needed now
-            config = override(config, {"train.batch_size": defaults.batch_size(None)})
+        # A stream cuts its batches as it reads: their size is needed now; its windows are refused (config).
+        config = override(config, {"train.batch_size": config.train.batch_size or defaults.batch_size(None),
+                                   "model.window_stride": config.model.window_stride or 0})
         dataset, stream = load_streamed(config, tokenizer)
     else:
         dataset, stream = load_dataset(config.data, config.train.seed), None
+        if config.model.window_stride is None:
+            config = defaults.choose_windows(config, dataset.splits["train"].texts, tokenizer)
     # Before tokenising: with model.init_from the labels take the earlier run's ids.
     dataset, initial, label_rows = initial_weights(config, dataset)
     tokens = ({"train": stream} if stream is not None else {}) | tokenize_dataset(dataset, tokenizer, config)
