@@ -53,11 +53,15 @@ def test_explicit_settings_win():
 
 
 def test_the_demo_config_is_not_changed(request):
-    """configs/demo.yaml sets its own values; the data-driven defaults fill only what it leaves unset."""
+    """configs/demo.yaml sets its own values; what it leaves unset comes out as the values it was measured with."""
+    from bertfit.model import load_tokenizer
+
     demo = load_config(request.config.rootpath / "configs" / "demo.yaml")
-    config = fill_defaults(demo, DataFacts(3_600, 3_600, 4, MINILM), None)
-    assert (config.train.epochs, config.train.batch_size, config.train.lr) == (demo.train.epochs, 32, 1e-4)
-    assert config.train.method == "standard"
+    dataset = load_dataset(demo.data, demo.train.seed)
+    config = defaults.choose_windows(demo, dataset.splits["train"].texts, load_tokenizer(demo.model.name))
+    config = fill_defaults(config, DataFacts(4_000, 4_000, 4, MINILM), dataset.validation_fraction)
+    assert (config.train.epochs, config.train.batch_size, config.train.lr, config.train.warmup_ratio) == (2, 32, 1e-4, 0.06)
+    assert (config.train.method, config.model.window_stride, config.data.validation_fraction) == ("standard", 0, 0.1)
 
 
 def test_multi_label_data_never_goes_contrastive():
