@@ -92,6 +92,11 @@ def run_setfit(texts: list[str], labels: list[int], test_texts: list[str], test_
             **({"max_steps": max_steps} if max_steps > 0 else {})}
 
 
+def write(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**results, "load_after": os.getloadavg()}, indent=2))
+
+
 def summary(runs: list[dict]) -> dict:
     out = {"seeds": len(runs)}
     for key in ("f1_macro", "accuracy", "train_seconds"):
@@ -135,9 +140,7 @@ def main() -> None:
                         runs.append(run)
                     results["rows"].append({"dataset": name, "per_class": size, "system": system, "test_rows": len(test),
                                             **summary(runs), "runs": runs})
-    results["load_after"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+                    write(results, args.out)  # after every cell: a cut-short run keeps what it measured
     print("| data | per class | system | macro-F1 | accuracy | train s |\n|---|---|---|---|---|---|")
     for row in results["rows"]:
         f1, acc, sec = row["f1_macro"], row["accuracy"], row["train_seconds"]

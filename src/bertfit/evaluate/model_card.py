@@ -44,7 +44,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         "Scores below hold for text from the same source; check on a sample before using it elsewhere.", "",
         "## Data", "",
         f"- train: `{config.data.train}` ({rows.get('train', '?')} rows used)",
-        f"- validation: `{config.data.validation or f'{config.data.validation_fraction:.0%} of train, seeded split'}` "
+        f"- validation: `{config.data.validation or _held_out(config.data.validation_fraction)}` "
         f"({rows.get('validation', '?')} rows)",
         f"- evaluated on: `{evaluation['data']}` ({evaluation['rows']} rows)", "",
         "## Hyper-parameters", "",
@@ -91,3 +91,8 @@ def _long_text_limit(model: ModelConfig) -> str:
         return (f"- Texts longer than {model.max_length} tokens keep their start and end "
                 f"({model.keep_head:.0%} head); the middle is not read.")
     return f"- Texts longer than {model.max_length} tokens are truncated; only their start is read."
+
+
+def _held_out(fraction: float | None) -> str:
+    """A share of train, or (None) the validation split a preset brings."""
+    return f"{fraction:.0%} of train, seeded split" if fraction else "the preset's validation split"
