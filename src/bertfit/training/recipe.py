@@ -21,8 +21,9 @@ from bertfit.data.streaming import StreamedSplit, load_streamed
 from bertfit.data.windows import WindowSettings
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext, split_logits
+from bertfit.infer.tfidf import tfidf_logistic_logits
 from bertfit.meta import ModelMeta
-from bertfit.metrics import classification_metrics, sigmoid, tune_thresholds
+from bertfit.metrics import classification_metrics, is_improvement, sigmoid, tune_thresholds
 from bertfit.model import build_classifier, count_parameters, load_tokenizer
 from bertfit.runtime.device import choose_precision, compile_model, make_scaler
 from bertfit.runtime.distributed import (
@@ -110,7 +111,7 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     if not dist.is_main:
         return TrainResult(run_dir, state.step, state.best_step, _best_validation(state), None, state.train_seconds, 0.0,
                            state.interrupted)
-    return _finish(run_dir, session, tokens, dataset.labels, config, state)
+    return _finish(run_dir, session, tokens, dataset, config, state)
 
 
 def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, dist: Distributed,
@@ -205,9 +206,10 @@ def _restore(run_dir: Path, session: Session, seed: int) -> LoopState:
     return state
 
 
-def _finish(run_dir: Path, session: Session, tokens: Splits, labels: LabelMap, config: RunConfig,
+def _finish(run_dir: Path, session: Session, tokens: Splits, dataset: TextDataset, config: RunConfig,
             state: LoopState) -> TrainResult:
     """Reload the best weights, evaluate them on the test split, write results.json."""
+    labels = dataset.labels
     rate = state.samples_seen / max(state.train_seconds, 1e-9)
     validation = _best_validation(state)
     if state.interrupted:
@@ -227,8 +229,27 @@ def _finish(run_dir: Path, session: Session, tokens: Splits, labels: LabelMap, c
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
         **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
-        "rows": {name: split.documents for name, split in tokens.items()}})
+        "rows": {name: split.documents for name, split in tokens.items()},
+        "tfidf_validation": _tfidf_reference(dataset, validation, config)})
     return result
+
+
+def _tfidf_reference(dataset: TextDataset, validation: dict[str, float], config: RunConfig) -> dict[str, float] | None:
+    """TF-IDF + logistic regression on the same train/validation split; says so when it beats the model."""
+    if config.data.multi_label or not validation or not {"train", "validation"} <= dataset.splits.keys():
+        return None  # multi-label: no single-label reference; streamed: train is not held
+    train, held, metric = dataset.splits["train"], dataset.splits["validation"], config.train.metric
+    try:
+        logits = tfidf_logistic_logits(train.texts, np.asarray(train.labels), held.texts, len(dataset.labels),
+                                       config.train.seed)
+    except BertfitError:  # scikit-learn not installed
+        return None
+    reference = classification_metrics(logits, np.asarray(held.labels), dataset.labels.names)
+    if is_improvement(metric, reference[metric], validation[metric]):
+        log.warning("TF-IDF + logistic regression beats the fine-tuned model on validation (%s %.4f vs %.4f): try more "
+                    "epochs, longer texts (model.max_length, windows) or a larger model; `bertfit evaluate` compares "
+                    "both on test", metric, reference[metric], validation[metric])
+    return {key: reference[key] for key in ("accuracy", "f1_macro", "loss")}
 
 
 def _best_validation(state: LoopState) -> dict[str, float]:
