@@ -31,6 +31,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_DISABLED", "true")
 
 from bertfit.config import load_config  # noqa: E402
 from bertfit.data.splits import load_dataset  # noqa: E402
@@ -79,7 +80,9 @@ def run_setfit(texts: list[str], labels: list[int], test_texts: list[str], test_
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(resolve_model_name("embedded"))
-    args = TrainingArguments(seed=seed, max_steps=max_steps) if max_steps > 0 else TrainingArguments(seed=seed)
+    # report_to none: its default "all" starts any installed tracker (wandb asks for an API key and stops).
+    settings = {"seed": seed, "report_to": "none", **({"max_steps": max_steps} if max_steps > 0 else {})}
+    args = TrainingArguments(**settings)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
     started = time.perf_counter()
     trainer.train()
