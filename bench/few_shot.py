@@ -74,19 +74,21 @@ def run_bertfit(texts: list[str], labels: list[str], test_csv: Path, seed: int, 
             "method": "contrastive" if "method: contrastive" in saved else "standard"}
 
 
-def run_setfit(texts: list[str], labels: list[int], test_texts: list[str], test_labels: np.ndarray,
-               names: tuple[str, ...], seed: int, max_steps: int) -> dict:
+def run_setfit(texts: list[str], labels: list[int], test: tuple[list[str], np.ndarray], names: tuple[str, ...],
+               seed: int, max_steps: int, folder: Path) -> dict:
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(resolve_model_name("embedded"))
     # report_to none: its default "all" starts any installed tracker (wandb asks for an API key and stops).
-    settings = {"seed": seed, "report_to": "none", **({"max_steps": max_steps} if max_steps > 0 else {})}
+    settings = {"seed": seed, "report_to": "none", "output_dir": str(folder / f"setfit-{seed}"),
+                **({"max_steps": max_steps} if max_steps > 0 else {})}
     args = TrainingArguments(**settings)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
+    test_texts, test_labels = test
     predicted = np.asarray(model.predict(test_texts, batch_size=128))
     logits = np.full((len(test_texts), len(names)), -10.0)
     logits[np.arange(len(predicted)), predicted.astype(int)] = 10.0  # one-hot: metrics read the argmax
@@ -137,8 +139,8 @@ def main() -> None:
                         if system == "bertfit":
                             run = run_bertfit(texts, [names[label] for label in labels], test_csv, seed, Path(tmp))
                         else:
-                            run = run_setfit(texts, labels, test.texts, np.asarray(test.labels), names, seed,
-                                             args.setfit_max_steps)
+                            run = run_setfit(texts, labels, (test.texts, np.asarray(test.labels)), names, seed,
+                                             args.setfit_max_steps, Path(tmp))
                         print(name, size, system, seed, run, flush=True)
                         runs.append(run)
                     results["rows"].append({"dataset": name, "per_class": size, "system": system, "test_rows": len(test),
