@@ -70,6 +70,8 @@ def train(config: RunConfig | None = None, resume: str | Path | None = None, ove
     """
     if resume is not None:
         config = artifacts.read_run_config(Path(resume))
+        if config.train.method == "auto":  # a run saved before train.method existed trained the standard way
+            config = replace(config, train={"method": "standard"})
     elif config is None:
         raise BertfitError("train() needs a config or a run directory to resume")
     dist, device = init_distributed(config.train.device)
