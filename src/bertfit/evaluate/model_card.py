@@ -84,7 +84,7 @@ def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, co
 
 def _long_text_limit(model: ModelConfig) -> str:
     """How the model reads a text longer than max_length (truncation, head+tail or sliding windows)."""
-    if model.window_stride > 0:
+    if model.window_stride:  # 0 off; unset (None) before training chose it
         return (f"- Texts longer than {model.max_length} tokens are read in windows (stride {model.window_stride}) "
                 f"whose logits are {model.window_pooling}-pooled; cost grows with text length.")
     if model.keep_head < 1:
