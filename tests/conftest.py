@@ -76,6 +76,7 @@ def ag_news_csv(tmp_path, ag_news_rows) -> Path:
 def tiny_overrides(tiny_model_dir, tmp_path) -> list[str]:
     """Flags for a fast CPU run of the tiny model into tmp_path/runs."""
     return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
+            "--train.method", "standard",
             "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
             "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1"]
 
@@ -91,6 +92,7 @@ def tiny_exported_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("exported")
     config = load_config(None, [
         "--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(root / "runs"),
+        "--train.method", "standard",
         "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
         "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1", "--name", "tiny",
         "--data.train", str(write_csv(root / "train.csv", ag_news_rows[:300])),

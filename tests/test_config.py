@@ -14,7 +14,7 @@ def test_defaults_and_dotted_overrides_are_typed():
     assert config.model.freeze == "2"
     assert config.train.tensorboard is False
     assert config.data.max_train_rows == 100
-    assert config.train.epochs == 3  # untouched default
+    assert config.train.epochs is None  # unset: chosen from the data when training starts (training.defaults)
 
 
 def test_yaml_file_then_flags_win(tmp_path: Path):

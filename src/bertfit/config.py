@@ -35,8 +35,8 @@ class DataConfig:
     text_columns: tuple[str, ...] = _field(("text",), "column(s) holding the text; several are joined with a space")
     label_column: str = _field("label", "column holding the label (an integer or a string)")
     label_names: tuple[str, ...] | None = _field(None, "label names in id order; integer labels index into this list")
-    validation_fraction: float = _field(0.1, "fraction of train held out for validation when no validation data is given",
-                                        lambda v: 0 < v < 1, "must be between 0 and 1")
+    validation_fraction: float | None = _field(None, "share of train held out if no validation data (unset: 0.1-0.2)",
+                                               lambda v: 0 < v < 1, "must be between 0 and 1")
     max_train_rows: int | None = _field(None, "use only the first N training rows (after a seeded shuffle)",
                                         lambda v: v is None or v > 0, "must be > 0")
     max_eval_rows: int | None = _field(None, "use only the first N validation and test rows",
@@ -73,9 +73,9 @@ class ModelConfig:
                              lambda v: 8 <= v <= 8192, "must be in 8..8192")
     keep_head: float = _field(1.0, "share of max_length kept from the start of a longer text, the rest from its end "
                                    "(1: cut the end; 0.25: head+tail truncation)", lambda v: 0 <= v <= 1, "must be in [0, 1]")
-    window_stride: int = _field(0, "sliding windows: 0 off; N > 0 cuts a longer text into windows of max_length tokens "
-                                    "starting every N tokens, and pools the windows' logits per text",
-                                lambda v: v >= 0, "must be >= 0")
+    window_stride: int | None = _field(None, "sliding windows: 0 off; N > 0: windows of max_length tokens every N tokens, "
+                                             "logits pooled per text (unset: half-overlapping when most texts are longer)",
+                                       lambda v: v >= 0, "must be >= 0")
     window_pooling: Literal["mean", "max"] = _field("mean", "how the windows' logits become one text's logits")
     max_windows: int = _field(8, "windows per training text, spread evenly over it (0: all); evaluation uses all",
                               lambda v: v >= 0, "must be >= 0")
@@ -100,13 +100,16 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = _field(3, "passes over the training data", lambda v: v >= 1, "must be >= 1")
-    batch_size: int = _field(32, "samples per optimizer step and device, before accumulation", lambda v: v >= 1, "must be >= 1")
+    method: Literal["auto", "standard", "contrastive"] = _field("auto", "contrastive: encoder on same/different-label "
+        "pairs, then the head (SetFit-style); auto: contrastive below 100 train rows a class (single-label)")
+    epochs: int | None = _field(None, "passes over the data (unset: 3, or more for 150 steps)", lambda v: v >= 1, "must be >= 1")
+    batch_size: int | None = _field(None, "rows a step and device (unset: <= 32, <= rows/8)", lambda v: v >= 1, "must be >= 1")
     eval_batch_size: int = _field(128, "samples per batch when evaluating", lambda v: v >= 1, "must be >= 1")
-    lr: float = _field(5e-5, "peak learning rate", lambda v: 0 < v < 1, "must be between 0 and 1")
+    lr: float | None = _field(None, "peak learning rate (unset: by model size)", lambda v: 0 < v < 1, "must be between 0 and 1")
     weight_decay: float = _field(0.01, "decoupled weight decay (not applied to biases and LayerNorm)",
                                  lambda v: v >= 0, "must be >= 0")
-    warmup_ratio: float = _field(0.06, "fraction of steps with a linear warmup", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    warmup_ratio: float | None = _field(None, "share of steps warming up (unset: 0.06-0.1)", lambda v: 0 <= v < 1, "in [0, 1)")
+    contrastive_pairs: int | None = _field(None, "contrastive: pairs of the encoder stage (unset: 40 a row, <= 4000)")
     grad_accum_steps: int = _field(1, "micro-batches accumulated per optimizer step", lambda v: v >= 1, "must be >= 1")
     max_grad_norm: float = _field(1.0, "gradient clipping norm; 0 disables clipping", lambda v: v >= 0, "must be >= 0")
     label_smoothing: float = _field(0.0, "label smoothing of the loss (multi-label: targets move eps/2 towards 0.5)",
@@ -196,10 +199,10 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
 def _combination_problems(config: RunConfig) -> list[str]:
     """Fields that are valid alone but not together: every such rule of bertfit, checked before any file is read."""
     model, problems = config.model, []
-    if model.window_stride > 0 and model.keep_head < 1:
+    if (model.window_stride or 0) > 0 and model.keep_head < 1:
         problems.append("model.window_stride: sliding windows read the whole text, so model.keep_head must stay 1 "
                         f"(got {model.keep_head}); set one of them")
-    if model.window_stride > model.max_length - 2:
+    if (model.window_stride or 0) > model.max_length - 2:
         problems.append(f"model.window_stride: {model.window_stride} would skip tokens between windows of "
                         f"{model.max_length - 2} text tokens (max_length minus [CLS] and [SEP]); "
                         f"use at most {model.max_length - 2}, e.g. {(model.max_length - 2) // 2} for half overlap")
@@ -209,6 +212,10 @@ def _combination_problems(config: RunConfig) -> list[str]:
         problems += _streaming_problems(config)
     if config.data.label_map and (config.data.multi_label or config.data.streaming):
         problems.append("data.label_map: not supported with data.multi_label or data.streaming; relabel the file instead")
+    if config.train.method == "contrastive":  # pairs of one label per text, drawn from the whole set, every layer tuned
+        clashes = {"data.multi_label": config.data.multi_label, "data.streaming": config.data.streaming, "lora.r": config.lora.r,
+                   "model.init_from": config.model.init_from, "model.freeze": model.freeze not in ("none", "encoder")}
+        problems += [f"{k}: not supported with train.method contrastive, use method standard" for k, on in clashes.items() if on]
     return problems + distill_problems(config)
 
 
@@ -230,7 +237,7 @@ def _streaming_problems(config: RunConfig) -> list[str]:
         problems.append("model.init_from: not supported with data.streaming")
     if config.uses_cached_features:
         problems.append("train.cache_features: set none with data.streaming and model.freeze encoder")
-    if config.model.window_stride > 0:  # windows per text are unknown until read: batch sizes need them up front
+    if (config.model.window_stride or 0) > 0:  # windows per text are unknown until read: batch sizes need them up front
         problems.append("model.window_stride: sliding windows are not supported with data.streaming; "
                         "use model.keep_head (head+tail truncation) for long texts")
     return problems

@@ -20,6 +20,7 @@ def test_train_predict_evaluate_on_the_embedded_model(tmp_path, ag_news_csv, cap
     test_csv = ag_news_csv.parent / "test.csv"
     code = main(["train", "--name", "e2e", "--output_dir", str(tmp_path / "runs"), "--cache_dir", str(tmp_path / "cache"),
                  "--data.train", str(ag_news_csv), "--data.test", str(test_csv), "--model.max_length", "64",
+                 "--train.method", "standard",
                  "--train.epochs", "1", "--train.batch_size", "16", "--train.lr", "1e-4", "--train.progress", "false"])
     out = capsys.readouterr().out
     assert code == 0, out

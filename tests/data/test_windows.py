@@ -106,6 +106,7 @@ def test_train_predict_evaluate_count_documents(tiny_model_dir, ag_news_rows, tm
     config = load_config(None, [
         "--model.name", str(tiny_model_dir), "--model.max_length", "16", "--model.window_stride", "7",
         "--model.window_pooling", "max", "--model.max_windows", "3", "--output_dir", str(tmp_path / "runs"),
+        "--train.method", "standard", "--data.validation_fraction", "0.1",
         "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
         "--train.batch_size", "32", "--train.lr", "1e-3", "--train.epochs", "1", "--name", "windows",
         "--data.train", str(write_csv(tmp_path / "train.csv", train_rows)),
@@ -144,6 +145,7 @@ def test_frozen_encoder_features_keep_the_windows(tiny_model_dir, ag_news_rows, 
     config = load_config(None, [
         "--model.name", str(tiny_model_dir), "--model.max_length", "16", "--model.window_stride", "7",
         "--model.freeze", "encoder", "--output_dir", str(tmp_path / "runs"), "--cache_dir", str(tmp_path / "cache"),
+        "--train.method", "standard", "--data.validation_fraction", "0.1",
         "--train.progress", "false", "--train.tensorboard", "false", "--train.epochs", "1", "--name", "frozen",
         "--data.train", str(write_csv(tmp_path / "train.csv", ag_news_rows[:60])),
         "--data.test", str(write_csv(tmp_path / "test.csv", ag_news_rows[300:330]))])

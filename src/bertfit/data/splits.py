@@ -32,10 +32,19 @@ class Split:
         return Split(self.name, self.source, self.texts[:rows], self.labels[:rows])
 
 
+VALIDATION_ROWS_PER_CLASS = 4  # an unset data.validation_fraction grows (to at most 20%) to hold out this many a class
+
+
 @dataclass(frozen=True)
 class TextDataset:
     splits: dict[str, Split]
     labels: LabelMap
+    validation_fraction: float | None = None  # the share of train held out for validation (None: a separate split)
+
+
+def validation_share(rows: int, classes: int) -> float:
+    """The default share of train held out: 10%, raised (up to 20%) until each class keeps ~4 validation rows."""
+    return round(min(0.2, max(0.1, VALIDATION_ROWS_PER_CLASS * classes / max(1, rows))), 3)
 
 
 def load_dataset(config: DataConfig, seed: int) -> TextDataset:
@@ -55,16 +64,17 @@ def load_dataset(config: DataConfig, seed: int) -> TextDataset:
             _require_labels_in_train(raw)
         splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
         _require_two_classes(splits["train"], labels)
-    rng = random.Random(seed)
+    rng, fraction = random.Random(seed), None
     if "validation" not in splits:
+        fraction = config.validation_fraction or validation_share(len(splits["train"]), len(labels))
         # Label combinations are too many to stratify on; multi-label data is split at random.
         divide = random_split if config.multi_label else stratified_split
-        splits["train"], splits["validation"] = divide(splits["train"], config.validation_fraction, rng)
+        splits["train"], splits["validation"] = divide(splits["train"], fraction, rng)
     splits["train"] = shuffled(splits["train"], rng).head(config.max_train_rows)
     for name in ("validation", "test"):
         if name in splits and config.max_eval_rows is not None:
             splits[name] = shuffled(splits[name], rng).head(config.max_eval_rows)
-    return TextDataset(splits, labels)
+    return TextDataset(splits, labels, fraction)
 
 
 def random_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
@@ -116,7 +126,7 @@ def keep_label_ids(dataset: TextDataset, first: tuple[str, ...]) -> TextDataset:
         else:
             labels = [new_id[label] for label in split.labels]
         splits[key] = Split(split.name, split.source, split.texts, labels)
-    return TextDataset(splits, LabelMap(names))
+    return TextDataset(splits, LabelMap(names), dataset.validation_fraction)
 
 
 def _preset_default(train_spec: str, split: str) -> str | None:

@@ -31,7 +31,7 @@ class WindowSettings:
     @classmethod
     def for_split(cls, model_config: ModelConfig, split: str) -> "WindowSettings | None":
         """From a ModelConfig: the max_windows cap applies to the train split only (evaluation reads all)."""
-        if model_config.window_stride <= 0:
+        if not model_config.window_stride:  # 0, or unset before training chose it
             return None
         cap = model_config.max_windows if split == "train" else 0
         return cls(model_config.window_stride, model_config.window_pooling, cap)

@@ -17,37 +17,19 @@ import torch
 
 from bertfit.data.splits import Split
 from bertfit.errors import BertfitError
+from bertfit.infer.tfidf import TINY, tfidf_logistic_logits
 from bertfit.meta import ModelMeta
 from bertfit.metrics import classification_metrics, expected_calibration_error, softmax
 from bertfit.model import TextClassifier, load_encoder
 
 log = logging.getLogger(__name__)
 
-TINY = 1e-12  # keeps log(0) finite for classes absent from training
 
 
 def majority_logits(train_labels: np.ndarray, rows: int, num_labels: int) -> np.ndarray:
     """Always the most frequent training class, with the training class frequencies as probabilities."""
     prior = np.bincount(np.asarray(train_labels), minlength=num_labels) / max(1, len(train_labels))
     return np.tile(np.log(prior + TINY), (rows, 1)).astype(np.float64)
-
-
-def tfidf_logistic_logits(train_texts: list[str], train_labels: np.ndarray, test_texts: list[str],
-                          num_labels: int, seed: int) -> np.ndarray:
-    """Word 1-2-gram TF-IDF + logistic regression; log-probabilities in the run's label order."""
-    try:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        raise BertfitError("the TF-IDF baseline needs scikit-learn: pip install 'bertfit[eval]'") from None
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, max_features=200_000, sublinear_tf=True)
-    features = vectorizer.fit_transform(train_texts)
-    classifier = LogisticRegression(max_iter=1000, C=10.0, random_state=seed)
-    classifier.fit(features, np.asarray(train_labels))
-    # Classes never seen in training keep (almost) zero probability instead of shifting columns.
-    log_probs = np.full((len(test_texts), num_labels), np.log(TINY))
-    log_probs[:, classifier.classes_] = classifier.predict_log_proba(vectorizer.transform(test_texts))
-    return log_probs
 
 
 def untrained_model(meta: ModelMeta, seed: int) -> TextClassifier:

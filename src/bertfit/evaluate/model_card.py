@@ -48,7 +48,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         *_loading_lines(run_dir, meta), "",
         "## Data", "",
         f"- train: `{config.data.train}` ({rows.get('train', '?')} rows used)",
-        f"- validation: `{config.data.validation or f'{config.data.validation_fraction:.0%} of train, seeded split'}` "
+        f"- validation: `{config.data.validation or _held_out(config.data.validation_fraction)}` "
         f"({rows.get('validation', '?')} rows)",
         f"- evaluated on: {evaluation_label(evaluation)}", "",
         "## Hyper-parameters", "",
@@ -121,7 +121,7 @@ def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, co
 
 def _long_text_limit(model: ModelConfig) -> str:
     """How the model reads a text longer than max_length (truncation, head+tail or sliding windows)."""
-    if model.window_stride > 0:
+    if model.window_stride:  # 0 off; unset (None) before training chose it
         return (f"- Texts longer than {model.max_length} tokens are read in windows (stride {model.window_stride}) "
                 f"whose logits are {model.window_pooling}-pooled; cost grows with text length.")
     if model.keep_head < 1:
@@ -166,3 +166,8 @@ def export_card_lines(export: ExportMeta) -> list[str]:
               f"Chosen: **{selection['choice']}**, the fastest whose accuracy is at most "
               f"{settings['max_accuracy_loss']} points below PyTorch's; `bertfit serve` and `predict` use it.", ""]
     return lines
+
+
+def _held_out(fraction: float | None) -> str:
+    """A share of train, or (None) the validation split a preset brings."""
+    return f"{fraction:.0%} of train, seeded split" if fraction else "the preset's validation split"

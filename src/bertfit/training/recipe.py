@@ -13,7 +13,7 @@ import torch
 
 from bertfit import artifacts
 from bertfit.atomic import recover_stale, write_json_atomic
-from bertfit.config import RunConfig, config_to_dict, flatten, replace
+from bertfit.config import RunConfig, config_to_dict, flatten, override, replace
 from bertfit.data.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
 from bertfit.data.labels import LabelMap
 from bertfit.data.splits import TextDataset, load_dataset
@@ -21,8 +21,9 @@ from bertfit.data.streaming import StreamedSplit, load_streamed
 from bertfit.data.windows import WindowSettings
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext, split_logits
+from bertfit.infer.tfidf import tfidf_logistic_logits
 from bertfit.meta import ModelMeta
-from bertfit.metrics import classification_metrics, overfitting_warning, sigmoid, tune_thresholds
+from bertfit.metrics import classification_metrics, is_improvement, overfitting_warning, sigmoid, tune_thresholds
 from bertfit.model import build_classifier, count_parameters, load_tokenizer
 from bertfit.runtime.device import choose_precision, compile_model, make_scaler
 from bertfit.runtime.distributed import (
@@ -35,7 +36,9 @@ from bertfit.runtime.distributed import (
 )
 from bertfit.runtime.env import environment
 from bertfit.runtime.seed import restore_rng_states, seed_everything
+from bertfit.training import defaults
 from bertfit.training.checkpoint import check_resumable, drop_checkpoint, load_checkpoint
+from bertfit.training.contrastive import tune_encoder
 from bertfit.training.distill import with_teacher_targets
 from bertfit.training.features import encode_splits
 from bertfit.training.growth import forgetting, initial_weights
@@ -72,6 +75,8 @@ def train(config: RunConfig | None = None, resume: str | Path | None = None, ove
     if resume is not None:
         config = artifacts.read_run_config(Path(resume))
         check_resumable(Path(resume))
+        if config.train.method == "auto":  # a run saved before train.method existed trained the standard way
+            config = replace(config, train={"method": "standard"})
     elif config is None:
         raise BertfitError("train() needs a config or a run directory to resume")
     dist, device = init_distributed(config.train.device)
@@ -91,9 +96,10 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     tokenizer = load_tokenizer(config.model.name)
     context = InferenceContext(device, choose_precision(config.train.precision, device), tokenizer.pad_token_id,
                                config.train.eval_batch_size)
-    dataset, tokens, model = _setup_data_and_model(config, tokenizer, context, dist)
+    config, dataset, tokens, model, encoder_seconds = _setup_data_and_model(config, tokenizer, context, dist, resume)
     session = _setup_session(model, tokens["train"], config, context, dist)
     run_dir, state = _open_run(config, dataset.labels, session, resume, overwrite)
+    state.train_seconds += encoder_seconds  # the contrastive encoder stage is training time too
     trainable, total = count_parameters(model)
     log.info("run %s: %d train / %d validation %s, %s of %s parameters train, %s %s%s", run_dir,
              len(tokens["train"]), len(tokens["validation"]), "windows" if config.model.window_stride else "rows",
@@ -112,7 +118,7 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     if not dist.is_main:
         return TrainResult(run_dir, state.step, state.best_step, _best_validation(state), None, state.train_seconds, 0.0,
                            state.interrupted)
-    return _finish(run_dir, session, tokens, dataset.labels, config, state)
+    return _finish(run_dir, session, tokens, dataset, config, state)
 
 
 def _trackers(config: RunConfig, run_dir: Path, purge_step: int | None) -> list[Tracker]:
@@ -121,26 +127,38 @@ def _trackers(config: RunConfig, run_dir: Path, purge_step: int | None) -> list[
     return open_trackers(names, run_dir, flatten(config_to_dict(config)), purge_step, config.train.mlflow_uri)
 
 
-def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext,
-                          dist: Distributed) -> tuple[TextDataset, Splits, torch.nn.Module]:
-    """The splits (tokens, or with a frozen encoder its pooled vectors) and the model on its device."""
+def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, dist: Distributed,
+                          resume: str | Path | None) -> tuple[RunConfig, TextDataset, Splits, torch.nn.Module, float]:
+    """The config with its unset fields chosen from the data (training.defaults), the splits (tokens, or with
+    a frozen encoder its pooled vectors), the model on its device, and the seconds of a contrastive encoder stage."""
     if config.data.streaming:  # the training split is read chunk by chunk during fit (data.streaming)
+        # A stream cuts its batches as it reads: their size is needed now; its windows are refused (config).
+        config = override(config, {"train.batch_size": config.train.batch_size or defaults.batch_size(None),
+                                   "model.window_stride": config.model.window_stride or 0})
         dataset, stream = load_streamed(config, tokenizer)
     else:
         dataset, stream = load_dataset(config.data, config.train.seed), None
+        if config.model.window_stride is None:
+            config = defaults.choose_windows(config, dataset.splits["train"].texts, tokenizer)
     # Before tokenising: with model.init_from the labels take the earlier run's ids.
     dataset, initial, label_rows = initial_weights(config, dataset)
     if config.distill.teacher is not None:  # the training targets become the teacher's logits beside the gold labels
         dataset = with_teacher_targets(config, dataset, context, _cache_dir(config))
     tokens = ({"train": stream} if stream is not None else {}) | tokenize_dataset(dataset, tokenizer, config)
     model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
+    facts = defaults.DataFacts(len(tokens["train"]), None if stream is not None else len(dataset.splits["train"]),
+                               len(dataset.labels), sum(p.numel() for p in model.encoder.parameters()))
+    config = defaults.fill_defaults(config, facts, dataset.validation_fraction)
     model = model.to(context.device)
     broadcast_parameters(model, dist)
+    encoder_seconds = 0.0
+    if config.train.method == "contrastive":
+        encoder_seconds = tune_encoder(model, tokens["train"], config, context, resume and Path(resume), dist)
     if config.uses_cached_features:  # from here on the splits are pooled vectors, not tokens
         tokens = encode_splits(model, tokens, context, _cache_dir(config) if config.train.cache_features == "disk" else None)
     elif config.train.compile:
         compile_model(model)
-    return dataset, tokens, model
+    return config, dataset, tokens, model, encoder_seconds
 
 
 def _open_run(config: RunConfig, labels: LabelMap, session: Session, resume: str | Path | None,
@@ -207,9 +225,10 @@ def _restore(run_dir: Path, session: Session, seed: int) -> LoopState:
     return state
 
 
-def _finish(run_dir: Path, session: Session, tokens: Splits, labels: LabelMap, config: RunConfig,
+def _finish(run_dir: Path, session: Session, tokens: Splits, dataset: TextDataset, config: RunConfig,
             state: LoopState) -> TrainResult:
     """Reload the best weights, evaluate them on the test split, write results.json."""
+    labels = dataset.labels
     rate = state.samples_seen / max(state.train_seconds, 1e-9)
     validation = _best_validation(state)
     if state.interrupted:
@@ -232,10 +251,29 @@ def _finish(run_dir: Path, session: Session, tokens: Splits, labels: LabelMap, c
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
         **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
-        "rows": {name: split.documents for name, split in tokens.items()}})
+        "rows": {name: split.documents for name, split in tokens.items()},
+        "tfidf_validation": _tfidf_reference(dataset, validation, config)})
     if not config.train.keep_checkpoint:  # finished: the checkpoint could only resume what is done
         drop_checkpoint(run_dir)
     return result
+
+
+def _tfidf_reference(dataset: TextDataset, validation: dict[str, float], config: RunConfig) -> dict[str, float] | None:
+    """TF-IDF + logistic regression on the same train/validation split; says so when it beats the model."""
+    if config.data.multi_label or not validation or not {"train", "validation"} <= dataset.splits.keys():
+        return None  # multi-label: no single-label reference; streamed: train is not held
+    train, held, metric = dataset.splits["train"], dataset.splits["validation"], config.train.metric
+    try:
+        logits = tfidf_logistic_logits(train.texts, np.asarray(train.labels), held.texts, len(dataset.labels),
+                                       config.train.seed)
+    except BertfitError:  # scikit-learn not installed
+        return None
+    reference = classification_metrics(logits, np.asarray(held.labels), dataset.labels.names)
+    if is_improvement(metric, reference[metric], validation[metric]):
+        log.warning("TF-IDF + logistic regression beats the fine-tuned model on validation (%s %.4f vs %.4f): try more "
+                    "epochs, longer texts (model.max_length, windows) or a larger model; `bertfit evaluate` compares "
+                    "both on test", metric, reference[metric], validation[metric])
+    return {key: reference[key] for key in ("accuracy", "f1_macro", "loss")}
 
 
 def _best_validation(state: LoopState) -> dict[str, float]:

@@ -1,0 +1,157 @@
+"""Few labels: bertfit with no training settings vs SetFit 1.2.0 with its defaults, same body (the embedded MiniLM-L6).
+
+    python bench/few_shot.py                                         # full scale: emotion + SST-2, 8/16/64 a class, 5 seeds
+    python bench/few_shot.py --sizes 8 16 --seeds 1                  # a scaled-down run on a busy CPU
+    python bench/few_shot.py --systems bertfit --sizes 64            # one side only
+
+For each data set, size n and seed, n labelled texts per class are drawn (seeded) from the preset's train
+split; both systems train on exactly those rows and are scored on the preset's full test split (emotion
+2,000 rows, 6 classes; SST-2 1,821 rows, 2 classes): macro-F1, accuracy, train seconds. bertfit gets the
+rows as a CSV and nothing else (it holds out its own validation share, chooses its method and settings);
+SetFit (bench only: `pip install setfit==1.2.0`) loads the embedded model folder as its sentence-transformers
+body and trains with TrainingArguments(seed=...) only. `--setfit-max-steps` caps its contrastive steps (its
+default pair sampling makes ~7,700 steps at 64 a class on emotion); a capped run is marked in the JSON.
+Writes bench/out/few_shot.json (or --out) with the CPU flags and load average, and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+from bertfit.config import load_config  # noqa: E402
+from bertfit.data.splits import load_dataset  # noqa: E402
+from bertfit.metrics import classification_metrics  # noqa: E402
+from bertfit.model import resolve_model_name  # noqa: E402
+from bertfit.training.recipe import train  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def cpu_flags() -> dict:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(),
+            **{f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile")}}
+
+
+def sample(labels: list[int], per_class: int, seed: int) -> list[int]:
+    """Row indices: `per_class` rows of every class, drawn with `seed`."""
+    rng = np.random.default_rng([seed, per_class])
+    labels_array = np.asarray(labels)
+    return sorted(int(i) for c in np.unique(labels_array)
+                  for i in rng.choice(np.flatnonzero(labels_array == c), per_class, replace=False))
+
+
+def run_bertfit(texts: list[str], labels: list[str], test_csv: Path, seed: int, folder: Path) -> dict:
+    path = folder / f"train-{seed}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels))
+    config = load_config(None, ["--data.train", str(path), "--data.test", str(test_csv), "--output_dir", str(folder),
+                                "--name", f"run-{seed}", "--train.seed", str(seed), "--train.progress", "false",
+                                "--train.tensorboard", "false"])
+    result = train(config, overwrite=True)
+    saved = (result.run_dir / "config.yaml").read_text()
+    return {"f1_macro": result.test["f1_macro"], "accuracy": result.test["accuracy"],
+            "train_seconds": round(result.train_seconds, 1), "steps": result.steps,
+            "method": "contrastive" if "method: contrastive" in saved else "standard"}
+
+
+def run_setfit(texts: list[str], labels: list[int], test: tuple[list[str], np.ndarray], names: tuple[str, ...],
+               seed: int, max_steps: int, folder: Path) -> dict:
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    model = SetFitModel.from_pretrained(resolve_model_name("embedded"))
+    # report_to none: its default "all" starts any installed tracker (wandb asks for an API key and stops).
+    settings = {"seed": seed, "report_to": "none", "output_dir": str(folder / f"setfit-{seed}"),
+                **({"max_steps": max_steps} if max_steps > 0 else {})}
+    args = TrainingArguments(**settings)
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    test_texts, test_labels = test
+    predicted = np.asarray(model.predict(test_texts, batch_size=128))
+    logits = np.full((len(test_texts), len(names)), -10.0)
+    logits[np.arange(len(predicted)), predicted.astype(int)] = 10.0  # one-hot: metrics read the argmax
+    metrics = classification_metrics(logits, test_labels, names)
+    return {"f1_macro": metrics["f1_macro"], "accuracy": metrics["accuracy"], "train_seconds": round(seconds, 1),
+            **({"max_steps": max_steps} if max_steps > 0 else {})}
+
+
+def write(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**results, "load_after": os.getloadavg()}, indent=2))
+
+
+def summary(runs: list[dict]) -> dict:
+    out = {"seeds": len(runs)}
+    for key in ("f1_macro", "accuracy", "train_seconds"):
+        values = [r[key] for r in runs]
+        out[key] = {"mean": round(statistics.mean(values), 4),
+                    "spread": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["emotion", "sst2"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[8, 16, 64])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--systems", nargs="+", default=["bertfit", "setfit"])
+    parser.add_argument("--setfit-max-steps", type=int, default=-1)
+    parser.add_argument("--out", type=Path, default=OUT / "few_shot.json")
+    args = parser.parse_args()
+    results: dict = {"command": " ".join(sys.argv), "machine": cpu_flags(), "load_before": os.getloadavg(), "rows": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.datasets:
+            dataset = load_dataset(load_config(None, ["--data.train", name]).data, seed=0)
+            names, train_split, test = dataset.labels.names, dataset.splits["train"], dataset.splits["test"]
+            test_csv = Path(tmp) / f"{name}-test.csv"
+            with open(test_csv, "w", newline="", encoding="utf-8") as file:
+                writer = csv.writer(file)
+                writer.writerow(["text", "label"])
+                writer.writerows((t, names[label]) for t, label in zip(test.texts, test.labels))
+            for size in args.sizes:
+                for system in args.systems:
+                    runs = []
+                    for seed in range(args.seeds):
+                        rows = sample(train_split.labels, size, seed)
+                        texts, labels = [train_split.texts[i] for i in rows], [train_split.labels[i] for i in rows]
+                        if system == "bertfit":
+                            run = run_bertfit(texts, [names[label] for label in labels], test_csv, seed, Path(tmp))
+                        else:
+                            run = run_setfit(texts, labels, (test.texts, np.asarray(test.labels)), names, seed,
+                                             args.setfit_max_steps, Path(tmp))
+                        print(name, size, system, seed, run, flush=True)
+                        runs.append(run)
+                    results["rows"].append({"dataset": name, "per_class": size, "system": system, "test_rows": len(test),
+                                            **summary(runs), "runs": runs})
+                    write(results, args.out)  # after every cell: a cut-short run keeps what it measured
+    print("| data | per class | system | macro-F1 | accuracy | train s |\n|---|---|---|---|---|---|")
+    for row in results["rows"]:
+        f1, acc, sec = row["f1_macro"], row["accuracy"], row["train_seconds"]
+        print(f"| {row['dataset']} | {row['per_class']} | {row['system']} | {100 * f1['mean']:.1f} ± {100 * f1['spread']:.1f} "
+              f"| {100 * acc['mean']:.1f} ± {100 * acc['spread']:.1f} | {sec['mean']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Defaults that fit the data: training settings the user left unset, chosen from the data size and the model.
+
+An unset field (None, or train.method auto) is filled in here once the data is read and the model built;
+the run's config.yaml records the filled-in values, so the run repeats and resumes exactly, and the log
+states them. A value the user set always wins. Each rule is a principle, not a fit to one data set:
+
+- batch size: 32, but at most 1/8 of the training rows (an epoch is at least ~8 steps), at least 4;
+- epochs: 3, raised until the run makes at least 150 optimizer steps (at most 30 epochs): a few hundred
+  rows at 3 epochs of 32 make a handful of steps, and a freshly initialised head barely moves;
+- learning rate: smaller encoders take larger steps (1e-4 below 40M parameters, 5e-5 below 150M, 2e-5
+  above), scaled by sqrt(batch / 16) below batches of 16 (noisier gradients); the head of a contrastive
+  run, trained alone on fixed vectors like a logistic regression, 1e-2;
+- warm-up: 6% of the steps, up to 10% so that a short run still warms up over about 10 steps;
+- method: contrastive below 100 training rows per class (single-label), where pairs of texts multiply
+  what few labels say (see training.contrastive); standard otherwise;
+- long texts: when most training texts exceed model.max_length (and head+tail was not asked for), read
+  them whole in half-overlapping windows, at most model.max_windows a text in training: the log states
+  the cost, the windows a text (bench/RESULTS.md: trained on windows, IMDb at 128 tokens gains 11 points).
+The validation share is chosen when the data is split (data.splits.validation_share).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bertfit.config import RunConfig, override
+from bertfit.data.inspection import token_lengths
+from bertfit.data.windows import spread_windows, window_starts
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH, MIN_BATCH, ROWS_PER_BATCH = 32, 4, 8
+MIN_STEPS, BASE_EPOCHS, MAX_EPOCHS = 150, 3, 30
+CONTRASTIVE_BELOW_ROWS_PER_CLASS = 100
+HEAD_LR = 1e-2
+CONTRASTIVE_PAIRS_PER_ROW, MAX_CONTRASTIVE_PAIRS = 40, 4000
+LENGTH_SAMPLE = 2000  # training texts measured to decide on windows
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What the defaults are chosen from."""
+
+    rows: int | None  # training rows (windows, when windows are on); None: streamed, not counted up front
+    documents: int | None  # training texts
+    classes: int
+    parameters: int  # the encoder's
+
+
+def choose_method(config: RunConfig, facts: DataFacts) -> str:
+    """standard or contrastive: train.method if set, else contrastive for few rows a class of single-label data."""
+    if config.train.method != "auto":
+        return config.train.method
+    few = facts.documents is not None and facts.documents / facts.classes < CONTRASTIVE_BELOW_ROWS_PER_CLASS
+    usable = not (config.data.multi_label or config.lora.r or config.model.init_from is not None
+                  or config.model.freeze not in ("none", "encoder"))
+    return "contrastive" if few and usable else "standard"
+
+
+def batch_size(rows: int | None) -> int:
+    if rows is None:
+        return MAX_BATCH
+    return max(MIN_BATCH, min(MAX_BATCH, 2 ** int(math.log2(max(1, rows // ROWS_PER_BATCH)))))
+
+
+def epochs(rows: int | None, batch: int, accumulation: int) -> int:
+    if rows is None:
+        return BASE_EPOCHS
+    steps_per_epoch = math.ceil(math.ceil(rows / batch) / accumulation)
+    return min(MAX_EPOCHS, max(BASE_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch)))
+
+
+def learning_rate(parameters: int, batch: int, method: str) -> float:
+    if method == "contrastive":
+        return HEAD_LR
+    base = 1e-4 if parameters < 40e6 else 5e-5 if parameters < 150e6 else 2e-5
+    return float(f"{base * min(1.0, math.sqrt(batch / 16)):.2g}")
+
+
+def warmup_ratio(total_steps: int | None) -> float:
+    if total_steps is None:
+        return 0.06
+    return round(max(0.06, min(0.1, 10 / max(1, total_steps))), 3)
+
+
+def fill_defaults(config: RunConfig, facts: DataFacts, validation_fraction: float | None) -> RunConfig:
+    """`config` with every unset field filled in from `facts` (logged); explicit values are kept."""
+    train, chosen = config.train, {}
+    method = choose_method(config, facts)
+    if train.method == "auto":
+        chosen["train.method"] = method
+    if method == "contrastive":
+        if config.model.freeze != "encoder":  # the second stage trains the head on the tuned, frozen encoder
+            chosen["model.freeze"] = "encoder"
+        if train.contrastive_pairs is None:
+            chosen["train.contrastive_pairs"] = min(MAX_CONTRASTIVE_PAIRS, CONTRASTIVE_PAIRS_PER_ROW * (facts.rows or 0))
+    if config.data.validation_fraction is None and validation_fraction is not None:
+        chosen["data.validation_fraction"] = validation_fraction
+    batch = train.batch_size or chosen.setdefault("train.batch_size", batch_size(facts.rows))
+    count = train.epochs or chosen.setdefault("train.epochs", epochs(facts.rows, batch, train.grad_accum_steps))
+    if train.lr is None:
+        chosen["train.lr"] = learning_rate(facts.parameters, batch, method)
+    if train.warmup_ratio is None:
+        steps = None if facts.rows is None else math.ceil(math.ceil(facts.rows / batch) / train.grad_accum_steps) * count
+        chosen["train.warmup_ratio"] = warmup_ratio(steps)
+    if chosen:
+        log.info("settings chosen from the data (%s training rows, %d classes, %.1fM-parameter encoder): %s; "
+                 "set any of them to override", "streamed" if facts.rows is None else f"{facts.rows:,}", facts.classes,
+                 facts.parameters / 1e6, ", ".join(f"{k} {_show(v)}" for k, v in chosen.items()))
+    return override(config, chosen)
+
+
+def choose_windows(config: RunConfig, texts: list[str], tokenizer: Any) -> RunConfig:
+    """model.window_stride, if unset: half-overlapping windows when most training texts exceed max_length, else 0."""
+    model, stride = config.model, 0
+    if texts and model.keep_head >= 1 and not config.data.streaming:
+        rng = np.random.default_rng(config.train.seed)
+        sample = [texts[i] for i in sorted(rng.permutation(len(texts))[:LENGTH_SAMPLE])]
+        lengths = token_lengths(sample, tokenizer)
+        if np.mean(lengths > model.max_length) > 0.5:
+            stride = (model.max_length - 2) // 2
+            budget, cap = model.max_length - 2, model.max_windows
+            windows = [len(spread_windows(len(window_starts(max(0, n - 2), budget, stride)), cap)) for n in lengths]
+            log.info("long texts: %.0f%% of training texts exceed model.max_length %d (median %d tokens): reading them "
+                     "whole in windows (model.window_stride %d, at most model.max_windows %d a text in training), %.1f "
+                     "windows a text: about %.1fx the training time of truncating them; set model.window_stride 0 to "
+                     "truncate", 100 * np.mean(lengths > model.max_length), model.max_length, np.median(lengths), stride,
+                     cap, np.mean(windows), np.mean(windows))
+    return override(config, {"model.window_stride": stride})
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,92 @@
+"""The contrastive (few-shot) method: pairs, and a run that trains, resumes, evaluates and exports like any other."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from bertfit.config import load_config
+from bertfit.evaluate.run import evaluate_run
+from bertfit.infer.predictor import Predictor
+from bertfit.model import load_encoder
+from bertfit.training import loop
+from bertfit.training.contrastive import draw_pairs
+from bertfit.training.recipe import train
+from conftest import write_csv
+
+
+def test_pairs_alternate_same_and_different_labels_and_repeat():
+    labels = np.array([0, 0, 1, 1, 2, 2, 2])
+    pairs = draw_pairs(labels, 70, seed=3)
+    first, second, same = pairs.T
+    assert (same == (np.arange(70) % 2 == 0)).all()
+    assert ((labels[first] == labels[second]) == same.astype(bool)).all()
+    assert (first != second).all()  # every class has two texts or more: nobody is paired with itself
+    assert np.bincount(first, minlength=7).tolist() == [10] * 7  # every text an anchor in turn
+    assert (draw_pairs(labels, 70, seed=3) == pairs).all() and not (draw_pairs(labels, 70, seed=4) == pairs).all()
+
+
+@pytest.fixture
+def few_shot(tiny_model_dir, ag_news_rows, tmp_path):
+    """Flags of a run with no training settings on 12 texts per class (48 rows), tested on 100 more."""
+    by_label: dict[str, list] = {}
+    for row in ag_news_rows[:300]:
+        by_label.setdefault(row[1], []).append(row)
+    write_csv(tmp_path / "train.csv", [row for rows in by_label.values() for row in rows[:12]])
+    write_csv(tmp_path / "test.csv", ag_news_rows[300:])
+
+    def flags(name: str) -> list[str]:
+        return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
+                "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
+                "--data.train", str(tmp_path / "train.csv"), "--data.test", str(tmp_path / "test.csv"), "--name", name,
+                "--train.checkpoint_every_steps", "20", "--train.contrastive_pairs", "320"]  # 20 pair steps: fast
+    return flags
+
+
+def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tiny_model_dir, tmp_path, monkeypatch,
+                                                                    caplog):
+    with caplog.at_level(logging.INFO, logger="bertfit.training"):
+        straight = train(load_config(None, few_shot("straight")))
+    assert "train.method contrastive" in caplog.text and "contrastive: encoder tuned on" in caplog.text
+    saved = yaml.safe_load((straight.run_dir / "config.yaml").read_text())["train"]
+    assert saved["method"] == "contrastive" and saved["lr"] == 1e-2 and saved["batch_size"] == 4
+    assert straight.steps >= 150 and straight.test["accuracy"] > 0
+    tuned, base = load_file(straight.run_dir / "model" / "model.safetensors"), load_encoder(str(tiny_model_dir)).state_dict()
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.allclose(tuned[f"encoder.{key}"], base[key])  # the encoder stage moved the encoder
+
+    # Ctrl-C in the head stage, then resume: the same weights as the run that never stopped.
+    real_step, calls = loop.train_step, {"n": 0}
+
+    def interrupted_step(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_step(*args, **kwargs)
+        if calls["n"] == 50:
+            import os
+            import signal
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "train_step", interrupted_step)
+        stopped = train(load_config(None, few_shot("stopped")))
+    assert stopped.interrupted and stopped.steps == 50
+    resumed = train(resume=stopped.run_dir)
+    assert resumed.steps == straight.steps
+    expected = load_file(straight.run_dir / "checkpoint" / "model.safetensors")
+    actual = load_file(resumed.run_dir / "checkpoint" / "model.safetensors")
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6)
+
+    # The saved model is a plain encoder + head: evaluate, predict and export read it as any run's.
+    evaluated = evaluate_run(straight.run_dir, str(tmp_path / "test.csv"), calibrate=False, baselines=False)
+    assert evaluated["accuracy"] == pytest.approx(straight.test["accuracy"])
+    probabilities = Predictor(straight.run_dir).predict_proba(["stocks fell", "the team won the cup"])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    pytest.importorskip("onnxruntime")
+    from bertfit.deploy.export import export_run
+
+    meta = export_run(straight.run_dir, int8=False, max_rows=20)
+    assert meta.check and meta.model.labels == Predictor(straight.run_dir).labels.names

@@ -1,0 +1,109 @@
+"""Defaults that fit the data: unset settings chosen from rows, classes and the encoder, logged, saved, overridable."""
+
+import logging
+import math
+
+import pytest
+import yaml
+
+from bertfit.config import load_config
+from bertfit.data.splits import load_dataset, validation_share
+from bertfit.errors import ConfigError
+from bertfit.training import defaults
+from bertfit.training.defaults import DataFacts, fill_defaults
+from bertfit.training.recipe import train
+
+MINILM = 22_700_000
+
+
+def _steps(config, rows: int) -> int:
+    train = config.train
+    return math.ceil(math.ceil(rows / train.batch_size) / train.grad_accum_steps) * train.epochs
+
+
+@pytest.mark.parametrize("rows, classes", [(40, 4), (230, 4), (600, 2), (5_000, 6), (120_000, 4)])
+def test_unset_settings_follow_the_data(rows, classes):
+    config = fill_defaults(load_config(None, []), DataFacts(rows, rows, classes, MINILM), validation_share(rows, classes))
+    train = config.train
+    assert 4 <= train.batch_size <= max(4, rows // 8) and train.batch_size <= 32
+    assert _steps(config, rows) >= 150 or train.epochs == defaults.MAX_EPOCHS
+    assert train.epochs >= 3 and (train.epochs == 3 or _steps(config, rows) < 150 + math.ceil(rows / train.batch_size))
+    assert 0.06 <= train.warmup_ratio <= 0.1
+    assert 0.1 <= config.data.validation_fraction <= 0.2
+    few = rows / classes < defaults.CONTRASTIVE_BELOW_ROWS_PER_CLASS
+    assert train.method == ("contrastive" if few else "standard")
+    assert train.lr == (defaults.HEAD_LR if few else pytest.approx(1e-4 * min(1, math.sqrt(train.batch_size / 16)), rel=0.05))
+    if rows >= 100_000:  # large data keeps the long-standing defaults: 3 epochs of 32
+        assert (train.epochs, train.batch_size, train.warmup_ratio) == (3, 32, 0.06)
+
+
+def test_larger_encoders_get_smaller_rates():
+    rates = [fill_defaults(load_config(None, []), DataFacts(10_000, 10_000, 2, size), 0.1).train.lr
+             for size in (22e6, 110e6, 335e6)]
+    assert rates == sorted(rates, reverse=True) and rates[0] == 1e-4 and rates[-1] == 2e-5
+
+
+def test_explicit_settings_win():
+    explicit = load_config(None, ["--train.epochs", "2", "--train.batch_size", "64", "--train.lr", "3e-5",
+                                  "--train.warmup_ratio", "0", "--train.method", "standard",
+                                  "--data.validation_fraction", "0.3"])
+    config = fill_defaults(explicit, DataFacts(64, 64, 4, MINILM), 0.3)
+    assert (config.train.epochs, config.train.batch_size, config.train.lr, config.train.warmup_ratio) == (2, 64, 3e-5, 0)
+    assert (config.train.method, config.data.validation_fraction, config.model.freeze) == ("standard", 0.3, "none")
+
+
+def test_the_demo_config_is_not_changed(request):
+    """configs/demo.yaml sets its own values; what it leaves unset comes out as the values it was measured with."""
+    from bertfit.model import load_tokenizer
+
+    demo = load_config(request.config.rootpath / "configs" / "demo.yaml")
+    dataset = load_dataset(demo.data, demo.train.seed)
+    config = defaults.choose_windows(demo, dataset.splits["train"].texts, load_tokenizer(demo.model.name))
+    config = fill_defaults(config, DataFacts(4_000, 4_000, 4, MINILM), dataset.validation_fraction)
+    assert (config.train.epochs, config.train.batch_size, config.train.lr, config.train.warmup_ratio) == (2, 32, 1e-4, 0.06)
+    assert (config.train.method, config.model.window_stride, config.data.validation_fraction) == ("standard", 0, 0.1)
+
+
+def test_multi_label_data_never_goes_contrastive():
+    config = load_config(None, ["--data.multi_label", "true"])
+    assert fill_defaults(config, DataFacts(40, 40, 4, MINILM), 0.2).train.method == "standard"
+    with pytest.raises(ConfigError, match="data.multi_label: not supported with train.method contrastive"):
+        load_config(None, ["--data.multi_label", "true", "--train.method", "contrastive"])
+
+
+def test_validation_share_keeps_rows_for_every_class(ag_news_csv):
+    assert validation_share(100_000, 4) == 0.1 and validation_share(10, 6) == 0.2
+    dataset = load_dataset(load_config(None, ["--data.train", str(ag_news_csv)]).data, seed=1)
+    assert dataset.validation_fraction == validation_share(300, 4)
+    assert len(set(dataset.splits["validation"].labels)) == 4
+
+
+def test_chosen_settings_are_logged_saved_and_reused(tiny_model_dir, ag_news_csv, tmp_path, caplog):
+    """A run with nothing set: the chosen values are in the log and in config.yaml, which a rerun reproduces."""
+    flags = ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
+             "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
+             "--data.train", str(ag_news_csv), "--train.method", "standard", "--train.epochs", "1"]
+    with caplog.at_level(logging.INFO, logger="bertfit.training.defaults"):
+        result = train(load_config(None, flags + ["--name", "auto"]))
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    # 300 rows, 4 classes: 10% held out (30 rows), batch 32 (270 / 8 = 33 rows), 1 epoch as set (9 steps).
+    assert saved["data"]["validation_fraction"] == 0.1 and saved["train"]["batch_size"] == 32
+    assert saved["train"]["epochs"] == 1 and result.steps == 9
+    assert saved["train"]["lr"] == 1e-4 and saved["train"]["warmup_ratio"] == 0.1
+    assert "train.batch_size 32, train.lr 0.0001, train.warmup_ratio 0.1" in caplog.text
+    assert "train.epochs" not in caplog.text  # set by the user: not chosen
+    again = train(load_config(tmp_path / "runs" / "auto" / "config.yaml", ["--name", "again"]))
+    assert again.validation == result.validation
+
+
+def test_long_texts_are_read_whole_in_windows_unless_set_otherwise(tiny_model_dir, caplog):
+    from bertfit.model import load_tokenizer
+
+    tokenizer, config = load_tokenizer(str(tiny_model_dir)), load_config(None, ["--model.max_length", "32"])
+    long_texts, short_texts = ["word " * 60] * 6 + ["short one"] * 4, ["word " * 60] * 4 + ["short one"] * 6
+    with caplog.at_level(logging.INFO, logger="bertfit.training.defaults"):
+        assert defaults.choose_windows(config, long_texts, tokenizer).model.window_stride == 15
+    assert "60% of training texts exceed model.max_length 32" in caplog.text and "windows a text" in caplog.text
+    assert defaults.choose_windows(config, short_texts, tokenizer).model.window_stride == 0
+    head_tail = load_config(None, ["--model.max_length", "32", "--model.keep_head", "0.25"])
+    assert defaults.choose_windows(head_tail, long_texts, tokenizer).model.window_stride == 0
