@@ -34,5 +34,5 @@ def test_an_mpnet_run_trains_reloads_and_exports(tiny_mpnet_dir, tiny_overrides,
     texts = ["Stocks rallied on Friday", "The team won the final"]
     reloaded = Predictor(result.run_dir, backend="torch").predict_proba(texts)
     check = export_run(result.run_dir, int8=False, max_rows=20).check
-    assert check["fp32"]["same_label_fraction"] == 1.0 and check["fp32"]["max_probability_difference"] < 1e-4
+    assert check["onnx-fp32"]["same_label_fraction"] == 1.0 and check["onnx-fp32"]["max_probability_difference"] < 1e-4
     assert abs(Predictor(result.run_dir, backend="onnx-fp32").predict_proba(texts) - reloaded).max() < 1e-4

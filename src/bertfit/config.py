@@ -214,7 +214,8 @@ def _combination_problems(config: RunConfig) -> list[str]:
         problems.append("data.label_map: not supported with data.multi_label or data.streaming; relabel the file instead")
     if config.train.method == "contrastive":  # pairs of one label per text, drawn from the whole set, every layer tuned
         clashes = {"data.multi_label": config.data.multi_label, "data.streaming": config.data.streaming, "lora.r": config.lora.r,
-                   "model.init_from": config.model.init_from, "model.freeze": model.freeze not in ("none", "encoder")}
+                   "model.init_from": config.model.init_from, "model.freeze": model.freeze not in ("none", "encoder"),
+                   "distill.teacher": config.distill.teacher}
         problems += [f"{k}: not supported with train.method contrastive, use method standard" for k, on in clashes.items() if on]
     return problems + distill_problems(config)
 

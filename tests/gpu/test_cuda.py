@@ -242,7 +242,7 @@ def test_onnx_export_of_a_run_trained_on_the_device(trained_run):
 
     device, run_dir = trained_run
     meta = export_run(run_dir, int8=False, max_rows=40)
-    assert meta.check["fp32"]["max_probability_difference"] < 1e-4
+    assert meta.check["onnx-fp32"]["max_probability_difference"] < 1e-4
     onnx = Predictor(run_dir, backend="onnx")
     assert onnx.backend_name == "onnx-fp32"
     np.testing.assert_allclose(onnx.predict_proba(TEXTS), Predictor(run_dir, device="cpu", backend="torch").predict_proba(TEXTS),

@@ -14,7 +14,7 @@ from conftest import LiveServer, write_csv
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
-    """A finished tiny run (120 AG News rows, 1 epoch, PyTorch only)."""
+    """A finished tiny run (120 AG News rows, 1 epoch, PyTorch only), its checkpoint kept for the resume cases."""
     from bertfit.config import load_config
     from bertfit.training.recipe import train
 
@@ -22,7 +22,8 @@ def tiny_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
     config = load_config(None, [
         "--model.name", str(tiny_model_dir), "--model.max_length", "32", "--output_dir", str(root / "runs"),
         "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
-        "--train.batch_size", "16", "--train.epochs", "1", "--name", "tiny",
+        "--train.batch_size", "16", "--train.epochs", "1", "--name", "tiny", "--train.method", "standard",
+        "--train.keep_checkpoint", "true",
         "--data.train", str(write_csv(root / "train.csv", ag_news_rows[:120])),
     ])
     return train(config).run_dir

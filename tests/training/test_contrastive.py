@@ -42,7 +42,8 @@ def few_shot(tiny_model_dir, ag_news_rows, tmp_path):
         return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
                 "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
                 "--data.train", str(tmp_path / "train.csv"), "--data.test", str(tmp_path / "test.csv"), "--name", name,
-                "--train.checkpoint_every_steps", "20", "--train.contrastive_pairs", "320"]  # 20 pair steps: fast
+                "--train.checkpoint_every_steps", "20", "--train.contrastive_pairs", "320",  # 20 pair steps: fast
+                "--train.keep_checkpoint", "true"]
     return flags
 
 

@@ -43,7 +43,7 @@ def student_flags(tmp_path, no_dropout_model_dir, ag_news_rows) -> list[str]:
     return ["--output_dir", str(tmp_path / "runs"), "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false",
             "--train.tensorboard", "false", "--data.max_train_rows", "64", "--train.batch_size", "16",
             "--train.epochs", "2", "--train.lr", "2e-3", "--train.checkpoint_every_steps", "3",
-            "--distill.unlabelled", str(unlabelled)]
+            "--distill.unlabelled", str(unlabelled), "--train.keep_checkpoint", "true"]
 
 
 def _probabilities(model, tokenizer, meta, texts: list[str]) -> np.ndarray:

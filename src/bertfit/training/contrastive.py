@@ -21,13 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bertfit import artifacts
 from bertfit.config import RunConfig
 from bertfit.data.batching import PaddedBatches, TokenizedSplit
 from bertfit.infer.engine import InferenceContext
 from bertfit.model import TextClassifier, apply_freeze
 from bertfit.runtime.device import autocast, make_scaler
 from bertfit.runtime.distributed import Distributed, broadcast_parameters
+from bertfit.training.checkpoint import load_checkpoint
 from bertfit.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def tune_encoder(model: TextClassifier, split: TokenizedSplit, config: RunConfig
     Resuming, the tuned encoder comes from the run's checkpoint (it does not change after this stage).
     """
     if resume is not None:
-        artifacts.load_checkpoint(resume, model)
+        load_checkpoint(resume, model)
         log.info("contrastive: tuned encoder restored from %s", resume)
         return 0.0
     started, device = time.perf_counter(), context.device

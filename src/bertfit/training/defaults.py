@@ -58,7 +58,7 @@ def choose_method(config: RunConfig, facts: DataFacts) -> str:
         return config.train.method
     few = facts.documents is not None and facts.documents / facts.classes < CONTRASTIVE_BELOW_ROWS_PER_CLASS
     usable = not (config.data.multi_label or config.lora.r or config.model.init_from is not None
-                  or config.model.freeze not in ("none", "encoder"))
+                  or config.model.freeze not in ("none", "encoder") or config.distill.teacher is not None)
     return "contrastive" if few and usable else "standard"
 
 

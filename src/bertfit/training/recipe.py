@@ -260,8 +260,9 @@ def _finish(run_dir: Path, session: Session, tokens: Splits, dataset: TextDatase
 
 def _tfidf_reference(dataset: TextDataset, validation: dict[str, float], config: RunConfig) -> dict[str, float] | None:
     """TF-IDF + logistic regression on the same train/validation split; says so when it beats the model."""
-    if config.data.multi_label or not validation or not {"train", "validation"} <= dataset.splits.keys():
-        return None  # multi-label: no single-label reference; streamed: train is not held
+    if config.data.multi_label or config.distill.teacher is not None or not validation \
+            or not {"train", "validation"} <= dataset.splits.keys():
+        return None  # multi-label or distilled: no single-label targets to fit; streamed: train is not held
     train, held, metric = dataset.splits["train"], dataset.splits["validation"], config.train.metric
     try:
         logits = tfidf_logistic_logits(train.texts, np.asarray(train.labels), held.texts, len(dataset.labels),
