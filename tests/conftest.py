@@ -72,13 +72,19 @@ def ag_news_csv(tmp_path, ag_news_rows) -> Path:
     return write_csv(tmp_path / "train.csv", ag_news_rows[:300])
 
 
+def tiny_flags(model_dir: Path, root: Path) -> list[str]:
+    """Flags for a fast CPU run of the tiny model into root/runs (the standard method: the few-shot default
+    would pick contrastive tuning for these small slices)."""
+    return ["--model.name", str(model_dir), "--model.max_length", "64", "--output_dir", str(root / "runs"),
+            "--train.method", "standard",
+            "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
+            "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1"]
+
+
 @pytest.fixture
 def tiny_overrides(tiny_model_dir, tmp_path) -> list[str]:
     """Flags for a fast CPU run of the tiny model into tmp_path/runs."""
-    return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
-            "--train.method", "standard",
-            "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
-            "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1"]
+    return tiny_flags(tiny_model_dir, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -91,10 +97,7 @@ def tiny_exported_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("exported")
     config = load_config(None, [
-        "--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(root / "runs"),
-        "--train.method", "standard",
-        "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
-        "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1", "--name", "tiny",
+        *tiny_flags(tiny_model_dir, root), "--name", "tiny",
         "--data.train", str(write_csv(root / "train.csv", ag_news_rows[:300])),
         "--data.test", str(write_csv(root / "test.csv", ag_news_rows[300:])),
     ])

@@ -11,7 +11,7 @@ import pytest
 from bertfit.cli.main import main
 from bertfit.curate.suggest import margins, select
 from bertfit.data.inspection import near_key
-from conftest import write_csv
+from conftest import tiny_flags, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,8 @@ def tiny_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
     from bertfit.training.recipe import train
 
     root = tmp_path_factory.mktemp("suggest")
-    config = load_config(None, [
-        "--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(root / "runs"),
-        "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
-        "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1", "--name", "tiny",
-        "--data.train", str(write_csv(root / "train.csv", ag_news_rows[:120]))])
+    config = load_config(None, [*tiny_flags(tiny_model_dir, root), "--name", "tiny",
+                                "--data.train", str(write_csv(root / "train.csv", ag_news_rows[:120]))])
     return train(config).run_dir
 
 

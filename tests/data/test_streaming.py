@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections import Counter
 
 import numpy as np
@@ -19,9 +17,9 @@ from bertfit.data.streaming import StreamedSplit, load_streamed
 from bertfit.errors import BertfitError, ConfigError
 from bertfit.model import load_tokenizer
 from bertfit.runtime.distributed import Distributed
-from bertfit.training import loop
 from bertfit.training.recipe import train
 from conftest import write_csv
+from interrupts import stop_at
 
 NAMES = ["Business", "Sci/Tech", "Sports", "World"]
 
@@ -110,18 +108,6 @@ def test_streamed_training_makes_a_normal_run(tiny_overrides, stream_files):
     assert 0 <= result.test["accuracy"] <= 1
 
 
-def _stop_at(monkeypatch, step: int):
-    real_step, calls = loop.train_step, {"n": 0}
-
-    def patched(*args, **kwargs):
-        calls["n"] += 1
-        loss = real_step(*args, **kwargs)
-        if calls["n"] == step:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
-    monkeypatch.setattr(loop, "train_step", patched)
-
-
 def test_resumed_stream_matches_uninterrupted(tiny_overrides, stream_files, monkeypatch):
     extra = ("--train.epochs", "2", "--train.eval_every_steps", "4", "--train.checkpoint_every_steps", "0",
              "--train.keep_checkpoint", "true",
@@ -129,7 +115,7 @@ def test_resumed_stream_matches_uninterrupted(tiny_overrides, stream_files, monk
     straight = train(_config(tiny_overrides, stream_files["csv"], stream_files["validation"], "--name", "straight", *extra))
     assert straight.steps == 8  # 8 batches of 16 per epoch, 2 per step, 2 epochs
     with monkeypatch.context() as patch:
-        _stop_at(patch, 2)  # after batch 4: inside the second chunk (3 batches) of the first epoch
+        stop_at(patch, 2)  # after batch 4: inside the second chunk (3 batches) of the first epoch
         stopped = train(_config(tiny_overrides, stream_files["csv"], stream_files["validation"], "--name", "stopped", *extra))
     assert stopped.interrupted and stopped.steps == 2
     resumed = train(resume=stopped.run_dir)

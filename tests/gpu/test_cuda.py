@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import warnings
 from pathlib import Path
@@ -29,12 +28,12 @@ from bertfit.infer.engine import InferenceContext
 from bertfit.infer.predictor import Predictor
 from bertfit.model import build_classifier, load_tokenizer
 from bertfit.runtime.device import Precision, choose_precision, make_scaler
-from bertfit.training import loop
 from bertfit.training.checkpoint import STATE_FILE
 from bertfit.training.loop import Session, epoch_batches, train_step
 from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
 from bertfit.training.recipe import train
+from interrupts import straight_and_resumed
 from launch import SRC, TORCHRUN, _env
 
 NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here); run `pytest -m gpu` on a GPU machine (bench/gpu_check.sh)"
@@ -131,20 +130,7 @@ def test_resume_matches_uninterrupted(tiny_overrides, ag_news_csv, monkeypatch, 
             "--name", name, "--data.train", str(ag_news_csv), "--data.max_train_rows", "36", "--data.max_eval_rows", "8",
             "--train.batch_size", "8", "--train.eval_every_steps", "3", "--train.device", device,
             "--train.precision", precision, "--train.keep_checkpoint", "true"])
-    straight = train(config("straight"))
-    real_step, calls = loop.train_step, {"n": 0}
-
-    def interrupt_at_2(*args, **kwargs):
-        calls["n"] += 1
-        loss = real_step(*args, **kwargs)
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
-    with monkeypatch.context() as patch:
-        patch.setattr(loop, "train_step", interrupt_at_2)
-        stopped = train(config("stopped"))
-    assert stopped.interrupted and stopped.steps == 2
-    resumed = train(resume=stopped.run_dir)
+    straight, resumed = straight_and_resumed(config, monkeypatch, 2)
     assert resumed.steps == straight.steps > 2
 
     expected, got = (load_file(run.run_dir / "checkpoint" / "model.safetensors") for run in (straight, resumed))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LiveServer, write_csv
+from conftest import LiveServer, tiny_flags, write_csv
 
 
 @pytest.fixture(scope="session")
@@ -20,10 +20,7 @@ def tiny_run(tiny_model_dir, ag_news_rows, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("hostile-run")
     config = load_config(None, [
-        "--model.name", str(tiny_model_dir), "--model.max_length", "32", "--output_dir", str(root / "runs"),
-        "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
-        "--train.batch_size", "16", "--train.epochs", "1", "--name", "tiny", "--train.method", "standard",
-        "--train.keep_checkpoint", "true",
+        *tiny_flags(tiny_model_dir, root), "--model.max_length", "32", "--name", "tiny", "--train.keep_checkpoint", "true",
         "--data.train", str(write_csv(root / "train.csv", ag_news_rows[:120])),
     ])
     return train(config).run_dir

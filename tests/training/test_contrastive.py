@@ -12,10 +12,10 @@ from bertfit.config import load_config
 from bertfit.evaluate.run import evaluate_run
 from bertfit.infer.predictor import Predictor
 from bertfit.model import load_encoder
-from bertfit.training import loop
 from bertfit.training.contrastive import draw_pairs
 from bertfit.training.recipe import train
 from conftest import write_csv
+from interrupts import stop_at
 
 
 def test_pairs_alternate_same_and_different_labels_and_repeat():
@@ -60,18 +60,8 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
     assert not torch.allclose(tuned[f"encoder.{key}"], base[key])  # the encoder stage moved the encoder
 
     # Ctrl-C in the head stage, then resume: the same weights as the run that never stopped.
-    real_step, calls = loop.train_step, {"n": 0}
-
-    def interrupted_step(*args, **kwargs):
-        calls["n"] += 1
-        loss = real_step(*args, **kwargs)
-        if calls["n"] == 50:
-            import os
-            import signal
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
     with monkeypatch.context() as patch:
-        patch.setattr(loop, "train_step", interrupted_step)
+        stop_at(patch, 50)
         stopped = train(load_config(None, few_shot("stopped")))
     assert stopped.interrupted and stopped.steps == 50
     resumed = train(resume=stopped.run_dir)

@@ -1,7 +1,5 @@
 """Distillation: the loss, a student that learns its teacher's probabilities, resume, bad input; the student is a run."""
 
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -15,11 +13,11 @@ from bertfit.errors import BertfitError, ConfigError
 from bertfit.infer.engine import InferenceContext, text_logits
 from bertfit.infer.predictor import Predictor
 from bertfit.model import build_classifier
-from bertfit.training import loop
 from bertfit.training.distill import distill_config
 from bertfit.training.losses import distillation_loss
 from bertfit.training.recipe import train
 from conftest import write_csv
+from interrupts import stop_at
 
 
 def test_loss_mixes_the_softened_teacher_with_the_gold_label():
@@ -91,16 +89,8 @@ def test_an_interrupted_student_resumes_to_the_same_weights(tiny_exported_run, n
         return distill_config(tiny_exported_run, str(no_dropout_model_dir), [*student_flags, "--name", name])
 
     straight = train(config("straight"))
-    real_step, steps = loop.train_step, []
-
-    def interrupting_step(*args, **kwargs):
-        loss = real_step(*args, **kwargs)
-        steps.append(1)
-        if len(steps) == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
     with monkeypatch.context() as patch:
-        patch.setattr(loop, "train_step", interrupting_step)
+        stop_at(patch, 5)
         assert train(config("stopped")).interrupted
     resumed = train(resume=straight.run_dir.parent / "stopped")
 

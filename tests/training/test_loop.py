@@ -1,8 +1,6 @@
 """The loop's contracts: accumulation equals one big batch, resume equals no interruption, reload is exact."""
 
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from bertfit.model import TextClassifier, load_encoder, load_tokenizer
 from bertfit.runtime.device import choose_precision
 from bertfit.training import loop
 from bertfit.training.recipe import train
+from interrupts import stop_at
 
 TEXTS = ["the match ended in a draw", "shares fell sharply today", "a new chip was unveiled",
          "rebels seized the capital city after a long siege"]
@@ -67,28 +66,13 @@ def _final_weights(result) -> dict:
     return load_file(result.run_dir / "checkpoint" / "model.safetensors")
 
 
-def _stop_at(monkeypatch, step: int, how: str):
-    """Make the loop's step number `step` be interrupted (SIGINT) or crash."""
-    real_step, calls = loop.train_step, {"n": 0}
-
-    def patched(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == step and how == "crash":
-            raise RuntimeError("simulated crash")
-        loss = real_step(*args, **kwargs)
-        if calls["n"] == step:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
-    monkeypatch.setattr(loop, "train_step", patched)
-
-
 @pytest.mark.parametrize("how, stop_step", [("interrupt", 5), ("crash", 8)])
 def test_resumed_run_matches_uninterrupted_run(resumable, monkeypatch, how, stop_step):
     uninterrupted = train(resumable("straight"))
     assert uninterrupted.steps == 12 and not uninterrupted.interrupted
 
     with monkeypatch.context() as patch:
-        _stop_at(patch, stop_step, how)
+        stop_at(patch, stop_step, how)
         if how == "crash":
             with pytest.raises(RuntimeError, match="simulated crash"):
                 train(resumable("stopped"))
@@ -144,7 +128,7 @@ def test_a_finished_run_drops_its_checkpoint_unless_kept(tiny_overrides, ag_news
                                                    "--data.max_train_rows", "48", "--data.max_eval_rows", "16",
                                                    "--train.checkpoint_every_steps", "1", *extra])
     with monkeypatch.context() as patch:
-        _stop_at(patch, 2, "interrupt")
+        stop_at(patch, 2, "interrupt")
         stopped = train(config("dropped"))
     assert stopped.interrupted and (stopped.run_dir / "checkpoint").is_dir()  # unfinished: kept to resume from
     finished = train(resume=stopped.run_dir)

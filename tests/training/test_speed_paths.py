@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from bertfit.artifacts import read_metrics
 from bertfit.config import load_config
 from bertfit.infer.predictor import Predictor
 from bertfit.runtime.device import compile_toolchain_problem
-from bertfit.training import loop
 from bertfit.training.recipe import train
+from interrupts import straight_and_resumed
 
 TEXTS = ["the match ended in a draw", "shares fell sharply today", "a new chip was unveiled"]
 
@@ -83,20 +82,7 @@ def test_feature_disk_cache_skips_the_encoder_on_a_second_run(frozen_config, enc
 
 
 def test_cached_features_resume_matches_uninterrupted(frozen_config, monkeypatch):
-    straight = train(frozen_config("straight"))
-    real_step, calls = loop.train_step, {"n": 0}
-
-    def interrupt_at_5(*args, **kwargs):
-        calls["n"] += 1
-        loss = real_step(*args, **kwargs)
-        if calls["n"] == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
-    with monkeypatch.context() as patch:
-        patch.setattr(loop, "train_step", interrupt_at_5)
-        stopped = train(frozen_config("stopped"))
-    assert stopped.interrupted and stopped.steps == 5
-    resumed = train(resume=stopped.run_dir)
+    straight, resumed = straight_and_resumed(frozen_config, monkeypatch, 5)
     assert resumed.steps == 12 and not resumed.interrupted
     for key, value in _head(straight).items():
         torch.testing.assert_close(_head(resumed)[key], value, rtol=1e-5, atol=1e-6)
