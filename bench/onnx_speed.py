@@ -46,7 +46,7 @@ def summarise(speeds: dict[str, list[float]], check: dict) -> dict[str, dict]:
     results = {}
     for backend, values in speeds.items():
         ratios = [value / base for value, base in zip(values, speeds["torch"])]
-        kind = backend.removeprefix("onnx-")
+        kind = backend  # the check is keyed by variant (onnx-fp32, onnx-int8); older export.json files are mapped on read
         accuracy = check.get(kind, {}).get("accuracy", check.get("torch_accuracy") if backend == "torch" else None)
         results[backend] = {"texts_per_second_median": round(statistics.median(values), 1),
                             "texts_per_second_range": [round(min(values), 1), round(max(values), 1)],
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per model call (0: all)")
     args = parser.parse_args()
-    from bertfit.artifacts import EXPORT_DIR, EXPORT_META
+    from bertfit.artifacts import EXPORT_DIR, read_export_meta
     from bertfit.infer.predictor import Predictor
 
     texts = ag_news_texts(args.rows)
@@ -80,7 +80,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for backend, predictor in predictors.items():
             speeds[backend].append(time_round(predictor, texts, args.batch_size))
-    check = json.loads((args.run / EXPORT_DIR / EXPORT_META).read_text(encoding="utf-8")).get("check", {})
+    check = read_export_meta(args.run / EXPORT_DIR).check or {}
     summary = {"command": " ".join(["python", "bench/onnx_speed.py", *sys.argv[1:]]),
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
