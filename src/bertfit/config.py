@@ -103,7 +103,8 @@ class TrainConfig:
     method: Literal["auto", "standard", "contrastive"] = _field("auto", "contrastive: encoder on same/different-label "
         "pairs, then the head (SetFit-style); auto: contrastive below 100 train rows a class (single-label)")
     epochs: int | None = _field(None, "passes over the data (unset: 3, or more for 150 steps)", lambda v: v >= 1, "must be >= 1")
-    batch_size: int | None = _field(None, "rows a step across all devices (unset: <= 32, <= rows/8)", lambda v: v >= 1, "must be >= 1")
+    batch_size: int | None = _field(None, "rows a step, all devices together (unset: <= 32, <= rows/8)",
+                                    lambda v: v >= 1, "must be >= 1")
     eval_batch_size: int = _field(128, "samples per batch when evaluating", lambda v: v >= 1, "must be >= 1")
     lr: float | None = _field(None, "peak learning rate (unset: by model size)", lambda v: 0 < v < 1, "must be between 0 and 1")
     weight_decay: float = _field(0.01, "decoupled weight decay (not applied to biases and LayerNorm)",
