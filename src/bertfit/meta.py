@@ -122,9 +122,11 @@ class ExportMeta:
                 "choice": self.choice, "selection": self.selection}
 
     def default_variant(self) -> str:
-        """What `auto` serves: the recorded choice, else the int8 ONNX file when there is one, else fp32."""
-        if self.choice is not None:
-            return self.choice
+        """What `auto` serves: the recorded choice, else the ONNX variant (`onnx_variant`)."""
+        return self.choice if self.choice is not None else self.onnx_variant()
+
+    def onnx_variant(self) -> str:
+        """The int8 ONNX file when there is one, else fp32: what the backend name `onnx` asks for."""
         return "onnx-int8" if "onnx-int8" in self.files else "onnx-fp32"
 
 

@@ -48,10 +48,8 @@ class Prediction:
 
 
 def choose_variant(export: ExportMeta, backend: str) -> str:
-    """The exported variant a backend name asks for: onnx -> the int8 file when exported, else fp32."""
-    if backend == "onnx":
-        return "onnx-int8" if "onnx-int8" in export.files else "onnx-fp32"
-    return backend
+    """The exported variant a backend name asks for: onnx -> ExportMeta.onnx_variant, any other name itself."""
+    return export.onnx_variant() if backend == "onnx" else backend
 
 
 def text_problem(text: object) -> str | None:
