@@ -204,7 +204,9 @@ class Trainer:
         state, config = self.state, self.config
         metrics = evaluate(self.session, self.validation, self.names)
         score = metrics[config.metric]
-        improved = is_improvement(config.metric, score, state.best_score)
+        # A contrastive run fits its head on fixed vectors of a few rows, and its validation split holds fewer still:
+        # the "best" epoch on those is noise, so the last head is kept (as SetFit keeps its logistic regression).
+        improved = config.method == "contrastive" or is_improvement(config.metric, score, state.best_score)
         if improved:
             state.best_score, state.best_step, state.stale_evals = score, state.step, 0
         else:
