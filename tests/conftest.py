@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 import socket
 import threading
 import time
@@ -74,11 +75,46 @@ def ag_news_csv(tmp_path, ag_news_rows) -> Path:
 
 def tiny_flags(model_dir: Path, root: Path) -> list[str]:
     """Flags for a fast CPU run of the tiny model into root/runs (the standard method: the few-shot default
-    would pick contrastive tuning for these small slices)."""
+    would pick contrastive tuning for these small slices; no stacked ensemble, which TF-IDF would earn against
+    a barely trained tiny model: tests of the model itself compare its own probabilities, tests/training/test_stack.py
+    turns it on)."""
     return ["--model.name", str(model_dir), "--model.max_length", "64", "--output_dir", str(root / "runs"),
-            "--train.method", "standard",
+            "--train.method", "standard", "--train.stack", "never",
             "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
             "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1"]
+
+
+KEYWORDS = {"sport": ("goal", "striker", "referee"), "money": ("shares", "profit", "investor"),
+            "space": ("rocket", "orbit", "astronaut")}
+FILLER = ("the of and to in that it was for on are with as his they be at one have this from or had by word but what "
+          "some we can out other were all there when up use your how said an each she which do their time if will way "
+          "about many then them write would like so these her long make thing see him two has look more day could go "
+          "come did number sound no most people my over know water than call first who may down side been now find").split()
+
+
+def keyword_rows(count: int, seed: int, words: int = 40) -> list[tuple[str, str]]:
+    """Texts of common filler words with one keyword of their label among them: TF-IDF reads them at once,
+    a barely trained tiny model cannot. 40 words are longer than 32 tokens: read in sliding windows."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        label = list(KEYWORDS)[index % len(KEYWORDS)]
+        text = [rng.choice(FILLER) for _ in range(words)]
+        text[rng.randrange(words)] = rng.choice(KEYWORDS[label])
+        rows.append((" ".join(text), label))
+    return rows
+
+
+def keyword_flags(model_dir: Path, root: Path, name: str, stack: str) -> list[str]:
+    """A barely trained tiny run (2 steps at lr 1e-5, windows of 32 tokens) on the keyword task in root/train.csv
+    and root/test.csv, with train.stack `stack`: TF-IDF beats its model on validation."""
+    write_csv(root / "train.csv", keyword_rows(150, seed=1))
+    write_csv(root / "test.csv", keyword_rows(45, seed=2))
+    flags = tiny_flags(model_dir, root)
+    flags[flags.index("--train.stack") + 1] = stack
+    return flags + ["--name", name, "--data.train", str(root / "train.csv"), "--data.test", str(root / "test.csv"),
+                    "--model.max_length", "32", "--model.window_stride", "15", "--train.max_steps", "2",
+                    "--train.lr", "1e-5", "--train.metric", "accuracy"]
 
 
 @pytest.fixture

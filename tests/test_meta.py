@@ -65,3 +65,31 @@ def test_export_json_before_more_engines_loads_with_variant_names(tmp_path):
     assert ExportMeta.from_dict(meta.to_dict(), "x") == meta
     chosen = ExportMeta(meta.model, 0, meta.files, 17, choice="torch", selection={"choice": "torch"})
     assert ExportMeta.from_dict(chosen.to_dict(), "x").default_variant() == "torch"
+
+
+def test_a_stack_record_round_trips_through_bertfit_and_export_json(tmp_path):
+    from bertfit.meta import StackMeta
+
+    stack = StackMeta("stack/tfidf.npz", 0.35, 1.0, "f1_macro", {"model": {"f1_macro": 0.8}, "tfidf": {"f1_macro": 0.9},
+                                                                  "stack": {"f1_macro": 0.92}})
+    meta = ModelMeta(("x", "y"), "embedded", 32, step=4, stack=stack)
+    (tmp_path / "bertfit.json").write_text(json.dumps(meta.to_dict()))
+    assert read_model_meta(tmp_path) == meta and read_model_meta(tmp_path).stack == stack
+    export = ExportMeta(meta, pad_token_id=0, files={"onnx-fp32": "model.onnx"}, opset=17)
+    assert ExportMeta.from_dict(json.loads(json.dumps(export.to_dict())), "export.json").model.stack == stack
+    assert update_model_meta(tmp_path, stack=None).stack is None and "stack" not in json.loads(
+        (tmp_path / "bertfit.json").read_text())
+
+
+@pytest.mark.parametrize("record, problem", [
+    (["stack/tfidf.npz"], "bad stack record"),
+    ({"model_weight": 0.5}, "bad stack record"),
+    ({"file": "stack/tfidf.npz", "model_weight": "half"}, "bad stack record"),
+    ({"file": "stack/tfidf.npz", "model_weight": 0.5, "temperature": 0}, "stack.temperature > 0"),
+    ({"file": "/etc/passwd", "model_weight": 0.5}, "stack.file '/etc/passwd' must be a path inside"),
+])
+def test_a_bad_stack_record_is_one_line_naming_the_file(tmp_path, record, problem):
+    (tmp_path / "bertfit.json").write_text(json.dumps({**WRITTEN_BY_0_1, "stack": record}))
+    with pytest.raises(BertfitError, match="bertfit.json") as error:
+        read_model_meta(tmp_path)
+    assert problem in str(error.value) and "\n" not in str(error.value)

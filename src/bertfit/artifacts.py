@@ -5,11 +5,12 @@
       labels.json      label names in id order
       env.json         versions, device, precision
       metrics.jsonl    one line per evaluation (step, epoch, train/*, eval/*)
-      results.json     best validation and final test metrics, timings
+      results.json     best validation and final test metrics, timings, TF-IDF vs the model (tfidf_validation, stack)
       model/           the best model, a Hugging Face model folder: model.safetensors, config.json (model_type
                        bertfit, id2label, auto_map) and modeling_bertfit.py (bertfit.hf_folder), bertfit.json
                        (ModelMeta), tokenizer; with LoRA, model.safetensors holds the head only and adapter/ the
-                       PEFT adapter (`bertfit merge` writes a standalone folder)
+                       PEFT adapter (`bertfit merge` writes a standalone folder); stack/tfidf.npz, the TF-IDF part
+                       of a stacked ensemble named by bertfit.json's `stack` (train.stack, `bertfit stack`)
       checkpoint/      last resumable state: model, optimizer, scheduler, scaler, RNG of every rank, data position
                        (written and read by training.checkpoint: safetensors and a weights-only state file)
       export/          ONNX graphs, tokenizer and export.json (ExportMeta), written by `bertfit export`

@@ -151,6 +151,10 @@ class TrainConfig:
     progress: bool = _field(True, "show a progress bar")
     keep_checkpoint: bool = _field(False, "keep RUN/checkpoint (optimizer state, hundreds of MB) after the run "
                                           "finishes; it is only needed to resume an unfinished run")
+    stack: Literal["auto", "never", "always"] = _field(
+        "auto", "stacked ensemble of the model and TF-IDF + logistic regression, mixed at the weight best on validation, "
+                "used by predict, serve, evaluate, export: auto builds it when TF-IDF beats the model on train.metric, "
+                "always whoever wins, never only reports (`bertfit stack RUN` adds it later)")
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,8 @@ def _streaming_problems(config: RunConfig) -> list[str]:
         problems.append("model.init_from: not supported with data.streaming")
     if config.uses_cached_features:
         problems.append("train.cache_features: set none with data.streaming and model.freeze encoder")
+    if config.train.stack == "always":
+        problems.append("train.stack: always fits TF-IDF on the whole training split, which data.streaming does not hold")
     if (config.model.window_stride or 0) > 0:  # windows per text are unknown until read: batch sizes need them up front
         problems.append("model.window_stride: sliding windows are not supported with data.streaming; "
                         "use model.keep_head (head+tail truncation) for long texts")

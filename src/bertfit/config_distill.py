@@ -35,4 +35,7 @@ def distill_problems(config: Any) -> list[str]:
         problems.append("train.class_weights: the teacher's probabilities are the targets; set none")
     if config.train.label_smoothing > 0:
         problems.append("train.label_smoothing: the teacher's probabilities are already soft; set 0")
+    if config.train.stack == "always":
+        problems.append("train.stack: always is not done at the end of distillation (its training targets are the "
+                        "teacher's); use auto and add a stack afterwards with `bertfit stack RUN`")
     return problems

@@ -19,6 +19,34 @@ from bertfit.errors import BertfitError
 
 
 @dataclass(frozen=True)
+class StackMeta:
+    """bertfit.json's `stack`: the model's probabilities mixed with a TF-IDF + logistic regression's
+    (bertfit.infer.stack): p = model_weight * p_model + (1 - model_weight) * p_tfidf, the weight chosen on validation."""
+
+    file: str  # the TF-IDF part (.npz of plain arrays), relative to the folder holding bertfit.json / export.json
+    model_weight: float
+    temperature: float = 1.0  # the model part's logits are divided by this: the temperature the weight was chosen at
+    metric: str = "f1_macro"  # the validation metric the weight maximises (train.metric)
+    validation: dict[str, dict[str, float]] | None = None  # model, tfidf, stack -> their validation metrics
+    thresholds: dict[str, float] | None = None  # multi-label: cut-offs tuned on the stack's validation probabilities
+    tfidf_thresholds: dict[str, float] | None = None  # multi-label: the TF-IDF part's own (to report it fairly)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: Path | str) -> "StackMeta":
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            meta = cls(**{k: v for k, v in dict(data).items() if k in known})
+            weight, temperature = float(meta.model_weight), float(meta.temperature)
+        except (TypeError, ValueError) as error:
+            raise BertfitError(f"{source}: bad stack record ({error}); rebuild it with `bertfit stack RUN`") from None
+        if not 0 <= weight <= 1 or not temperature > 0:
+            raise BertfitError(f"{source}: stack.model_weight must be in [0, 1] and stack.temperature > 0, got "
+                               f"{weight} and {temperature}; rebuild it with `bertfit stack RUN`")
+        confined_path(meta.file, "stack.file", source)
+        return dataclasses.replace(meta, model_weight=weight, temperature=temperature)
+
+
+@dataclass(frozen=True)
 class ModelMeta:
     """model/bertfit.json: what a saved model needs beyond its weights to read text as it was trained.
 
@@ -40,6 +68,7 @@ class ModelMeta:
     lora: dict[str, Any] | None = None  # the LoRA settings trained with
     adapter: str | None = None  # the PEFT adapter's folder inside the model folder
     merged_from: str | None = None
+    stack: StackMeta | None = None  # a stacked ensemble with TF-IDF (`bertfit stack`, train.stack)
     bertfit_version: str = __version__
 
     @classmethod
@@ -59,7 +88,8 @@ class ModelMeta:
             raise BertfitError(f"{source}: {error}; the file is damaged, train the model again") from None
         if meta.adapter is not None:
             confined_path(meta.adapter, "adapter", source)
-        return dataclasses.replace(meta, labels=tuple(meta.labels), temperature=float(meta.temperature))
+        stack = StackMeta.from_dict(meta.stack, source) if meta.stack is not None else None
+        return dataclasses.replace(meta, labels=tuple(meta.labels), temperature=float(meta.temperature), stack=stack)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items() if v is not None}

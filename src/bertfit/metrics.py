@@ -63,6 +63,16 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, names: tuple[
     return metrics
 
 
+def probability_metrics(probabilities: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
+                        thresholds: np.ndarray | None = None) -> dict[str, float]:
+    """classification_metrics of probabilities (a mix of models has no logits): their logs, which softmax
+    back to them, or for multi-label rows (labels a 0/1 matrix) their log-odds, which sigmoid back to them."""
+    clipped = np.clip(probabilities, 1e-12, 1 - 1e-12)
+    multi_label = np.asarray(labels).ndim == 2
+    logits = np.log(clipped) - np.log1p(-clipped) if multi_label else np.log(np.maximum(probabilities, 1e-12))
+    return classification_metrics(logits, labels, names, thresholds)
+
+
 def greater_is_better(metric: str) -> bool:
     """Loss improves downwards, every other metric upwards."""
     return metric != "loss"

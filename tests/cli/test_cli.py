@@ -47,7 +47,8 @@ def test_train_predict_evaluate_on_the_embedded_model(tmp_path, ag_news_csv, cap
     with open(test_csv, newline="") as file:
         truth = [row["label"] for row in csv.DictReader(file)]
     accuracy = sum(row["label"] == true for row, true in zip(rows, truth)) / len(rows)
-    assert accuracy == pytest.approx(results["test"]["accuracy"])
+    stack = results["stack"] if results["stack"] and results["stack"]["built"] else None  # train.stack auto
+    assert accuracy == pytest.approx(stack["test"]["stack"]["accuracy"] if stack else results["test"]["accuracy"])
 
     capsys.readouterr()
     assert main(["evaluate", str(run_dir)]) == 0

@@ -87,6 +87,10 @@ def _evaluate(args: argparse.Namespace, _: list[str]) -> int:
         print(f"temperature {c['temperature']:.3f}: test ECE {c['test_ece_before']:.4f} -> {c['test_ece_after']:.4f}")
     for name, scores in metrics.get("baselines", {}).items():
         print(f"baseline {name}: " + (f"skipped ({scores['skipped']})" if "skipped" in scores else summary(scores)))
+    if "stack" in metrics:  # what predict and serve give: the model mixed with TF-IDF
+        stack, weight = metrics["stack"]["scores"], metrics["stack"]["model_weight"]
+        print(f"stack ({weight:.2f} x model + {1 - weight:.2f} x TF-IDF, what predict and serve use): "
+              f"{summary(stack['stack'])}; parts: model {summary(stack['model'])}, TF-IDF {summary(stack['tfidf'])}")
     if metrics.get("overfitting_warning"):
         print(f"warning: {metrics['overfitting_warning']}")
     print(f"written: {args.run / 'eval' / args.split}/ (metrics.json, errors.csv, figures)")

@@ -1,4 +1,4 @@
-"""`bertfit train | distill | search`: the commands that fine-tune models."""
+"""`bertfit train | distill | search | stack`: the commands that fine-tune models (and fit what goes with them)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--quiet", action="store_true", help="log warnings only")
     search.set_defaults(handler=_search)
 
+    stack = commands.add_parser("stack", help="add a stacked ensemble (model + TF-IDF, weighted on validation) to a run",
+                                description="Fits TF-IDF + logistic regression on the run's train split and mixes its "
+                                            "probabilities with the model's at the weight best on validation "
+                                            "(train.metric; never worse there than either part). predict, serve, "
+                                            "evaluate and a new export use it; train.stack auto does this at the end "
+                                            "of training when TF-IDF wins.")
+    stack.add_argument("run", type=Path, help="a finished run directory")
+    stack.add_argument("--device", default="auto", help="where the model scores the validation and test texts")
+    stack.add_argument("--batch-size", type=int, default=128)
+    stack.add_argument("--quiet", action="store_true", help="log warnings only")
+    stack.set_defaults(handler=_stack)
+
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     from bertfit.config import load_config
@@ -92,12 +104,41 @@ def _print_result(result: TrainResult) -> int:
         print("test: " + summary(result.test))
     if result.overfitting_warning:
         print(f"warning: {result.overfitting_warning}")
+    if result.stack is not None:
+        print(stack_lines(result.stack, result.run_dir))
     if result.test and "forgetting_points" in result.test:
         test = result.test
         print(f"earlier labels: accuracy {test['accuracy/old_labels_before']:.4f} before, {test['accuracy/old_labels']:.4f} "
               f"after ({test['forgetting_points']:+.2f} points forgotten); new labels: "
               f"{test.get('accuracy/new_labels', float('nan')):.4f}")
     return 0
+
+
+def _stack(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.training.stack import build_stack
+
+    if args.batch_size < 1:
+        raise BertfitError(f"batch_size: must be >= 1, got {args.batch_size}")
+    print(stack_lines(build_stack(args.run, args.device, args.batch_size), args.run))
+    return 0
+
+
+def stack_lines(record: dict, run_dir: Path) -> str:
+    """What a stack record says: the parts and the mix on validation (and test), and what to run."""
+    from bertfit.metrics import is_improvement
+
+    validation, metric, weight = record["validation"], record["metric"], record["model_weight"]
+    if not record["built"]:
+        tfidf_wins = is_improvement(metric, validation["tfidf"][metric], validation["model"][metric])
+        hint = f"; TF-IDF wins: add a stack with `bertfit stack {run_dir}`" if tfidf_wins else ""
+        return f"TF-IDF + logistic regression on validation: {summary(validation['tfidf'])}; no stack{hint}"
+    lines = [f"stack: {weight:.2f} x model + {1 - weight:.2f} x TF-IDF (weight chosen on validation {metric}); "
+             "predict, serve, evaluate and export use it"]
+    for split in ("validation", "test"):
+        if record.get(split):
+            lines.append(f"  {split}: " + "; ".join(f"{part} {summary(record[split][part])}"
+                                                     for part in ("model", "tfidf", "stack")))
+    return "\n".join(lines)
 
 
 def _search(args: argparse.Namespace, overrides: list[str]) -> int:

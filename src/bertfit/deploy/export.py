@@ -5,6 +5,7 @@
       model.int8.onnx   the same graph with int8 weights (dynamic quantisation), when asked for
       openvino/, ct2/   the OpenVINO (fp32) and CTranslate2 (fp32, int8) variants (bertfit.deploy.variants)
       tokenizer files   so the folder serves on its own, without the PyTorch weights
+      stack/tfidf.npz   the TF-IDF part of the run's stacked ensemble, when it has one (bertfit.infer.stack)
       export.json       labels, temperature, max_length, pad id, files, the self-check, the choice
       README.md         what was exported, how it compares with PyTorch, and what serves
 
@@ -13,13 +14,15 @@ beside it). `--target auto` writes every engine this machine can run, in fp32 an
 with the serving batch shape, and records the fastest whose accuracy is within `max_accuracy_loss`
 points of PyTorch's as the choice `serve` and `predict` use. The self-check (bertfit.deploy.check)
 runs PyTorch and every variant on held-out labelled texts, so a broken or lossy export is visible
-before anyone serves it.
+before anyone serves it. With a stack, the check compares the network's probabilities (like with like);
+the TF-IDF part is the same file and NumPy code on every variant.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +40,8 @@ from bertfit.evaluate.model_card import export_card_lines
 from bertfit.infer import ENGINES
 from bertfit.infer.backends import TorchBackend, open_export, unavailable
 from bertfit.infer.engine import InferenceContext
-from bertfit.meta import ExportMeta
+from bertfit.infer.stack import open_stack
+from bertfit.meta import ExportMeta, ModelMeta
 from bertfit.model import merge_lora
 from bertfit.runtime.cpu import cpu_features
 
@@ -74,6 +78,7 @@ def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = No
         started = time.perf_counter()
         files, skipped = _write_variants(staging, loaded, target, int8)
         loaded.tokenizer.save_pretrained(staging)
+        _copy_stack(artifacts.model_folder(run_dir), staging, loaded.meta)
         model = dataclasses.replace(loaded.meta, bertfit_version=__version__)
         meta = ExportMeta(model, loaded.tokenizer.pad_token_id, files, OPSET, round(time.perf_counter() - started, 2))
         sample = check_sample(run_dir, loaded, max_rows)
@@ -89,6 +94,16 @@ def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = No
         write_text_atomic(staging / "README.md", "\n".join(export_card_lines(meta)) + "\n")
     log.info("exported %s to %s", run_dir, run_dir / artifacts.EXPORT_DIR)
     return meta
+
+
+def _copy_stack(model_folder: Path, staging: Path, meta: ModelMeta) -> None:
+    """The stack's TF-IDF file at the same relative path (export.json carries the same record); a damaged
+    file stops the export with one line naming it."""
+    if open_stack(model_folder, meta) is None:
+        return
+    target = staging / meta.stack.file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_folder / meta.stack.file, target)
 
 
 def _validated(target: str, max_rows: int | None, settings: ChoiceSettings) -> ChoiceSettings:

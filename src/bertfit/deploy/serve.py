@@ -205,7 +205,8 @@ def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAP
     names = predictor.labels.names
     metadata = {"labels": list(names), "version": __version__, "run": str(run_dir),
                 "model": {"base_model": predictor.meta.base_model, "backend": predictor.backend_name,
-                          "max_length": predictor.meta.max_length, "temperature": predictor.temperature},
+                          "max_length": predictor.meta.max_length, "temperature": predictor.temperature,
+                          "stack": _stack_summary(predictor)},
                 "metrics": read_results(run_dir), "export_check": predictor.export.check if predictor.export else None,
                 "limits": {k: v for k, v in asdict(settings).items() if k != "api_key"},
                 "auth_required": settings.api_key is not None}
@@ -233,6 +234,14 @@ def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAP
         return page_html()
 
     return app
+
+
+def _stack_summary(predictor: Any) -> dict[str, Any] | None:
+    """The stacked ensemble the probabilities come from (model weight, validation metrics), or None."""
+    stack = getattr(predictor, "stack", None)
+    if stack is None:
+        return None
+    return {"model_weight": stack.meta.model_weight, "metric": stack.meta.metric, "validation": stack.meta.validation}
 
 
 def check_texts(texts: list[str], settings: ServeSettings) -> None:

@@ -12,13 +12,17 @@ from typing import Any
 from bertfit import artifacts
 from bertfit.config import ModelConfig, RunConfig
 from bertfit.errors import BertfitError
-from bertfit.evaluate.report import HEADLINE, base_model_label, evaluation_label, load_evaluation, training_test
+from bertfit.evaluate.report import HEADLINE, base_model_label, evaluation_label, load_evaluation, stack_name, training_test
 from bertfit.meta import ExportMeta, ModelMeta
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
     lines = ["| model | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|",
              "| **fine-tuned** | " + " | ".join(f"{evaluation[k]:.4f}" for k in HEADLINE) + " |"]
+    if evaluation.get("stack"):
+        stack = evaluation["stack"]["scores"]["stack"]
+        lines.append(f"| **{stack_name(evaluation['stack']['model_weight'])}** | "
+                     + " | ".join(f"{stack[k]:.4f}" if k in stack else "-" for k in HEADLINE) + " |")
     for name, scores in evaluation.get("baselines", {}).items():
         if "skipped" not in scores:
             lines.append(f"| {name} | " + " | ".join(f"{scores[k]:.4f}" for k in HEADLINE) + " |")
@@ -95,6 +99,11 @@ def _loading_lines(run_dir: Path, meta: ModelMeta) -> list[str]:
              "from transformers import pipeline",
              f"classifier = pipeline(\"text-classification\", model=\"{folder}\", trust_remote_code=True)",
              "classifier(\"your text\", top_k=None)", "```"]
+    if meta.stack is not None:
+        weight = meta.stack.model_weight
+        lines += ["", f"bertfit's predictions (`predict`, `serve`, exports) come from a stacked ensemble: {weight:.2f} x "
+                  f"this model's probabilities + {1 - weight:.2f} x a TF-IDF + logistic regression's (`{meta.stack.file}`), "
+                  f"the weight chosen on validation {meta.stack.metric}. transformers gives the fine-tuned model alone."]
     if meta.adapter:
         lines.append(f"This run trained LoRA adapters: write a standalone folder with `bertfit merge {run_dir.name} "
                      "OUT` and load OUT instead.")
@@ -148,6 +157,11 @@ def export_card_lines(export: ExportMeta) -> list[str]:
         interval = f" [{d_low:.2%}, {d_high:.2%}]" if d_low is not None else ""
         lines.append(f"| {variant} | {c['accuracy']:.2%} | {c['accuracy_change_points']:+.2f}{spread} "
                      f"| {disagreement:.2%}{interval} |")
+    stack = export.model.stack
+    if stack is not None:
+        lines += ["", f"The run's stacked ensemble ({stack.model_weight:.2f} x model + {1 - stack.model_weight:.2f} x TF-IDF, "
+                  f"`{stack.file}`) is exported with it and applied on every variant; the check above compares the "
+                  "network's probabilities, the TF-IDF part being the same NumPy code everywhere."]
     lines.append("")
     selection = export.selection
     if selection is None:

@@ -85,6 +85,10 @@ def table(header: list[str], rows: list[list[Any]], text_columns: int = 1) -> st
 def baseline_rows(evaluation: dict[str, Any]) -> list[list[Any]]:
     """Fine-tuned first, then each baseline with the fine-tuned model's margin over it."""
     rows = [["fine-tuned", *(evaluation.get(k, "") for k in HEADLINE), ""]]
+    if evaluation.get("stack"):  # what predict and serve give, scored on the same rows
+        stack, weight = evaluation["stack"]["scores"]["stack"], evaluation["stack"]["model_weight"]
+        rows.append([stack_name(weight), *(stack.get(k, "") for k in HEADLINE),
+                     f"{evaluation['accuracy'] - stack['accuracy']:+.4f}"])
     for name, scores in evaluation.get("baselines", {}).items():
         if "skipped" in scores:
             rows.append([name, *([""] * len(HEADLINE)), f"skipped: {scores['skipped']}"])
@@ -92,6 +96,10 @@ def baseline_rows(evaluation: dict[str, Any]) -> list[list[Any]]:
         margin = evaluation["accuracy"] - scores["accuracy"]
         rows.append([name, *(scores.get(k, "") for k in HEADLINE), f"{margin:+.4f}"])
     return rows
+
+
+def stack_name(model_weight: float) -> str:
+    return f"stack: {model_weight:.2f} x fine-tuned + {1 - model_weight:.2f} x TF-IDF (served)"
 
 
 def render_report(run_dir: str | Path, split: str = "test", explain_errors: int = 5, out: Path | None = None) -> Path:

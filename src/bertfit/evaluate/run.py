@@ -7,6 +7,9 @@ Writes RUN/eval/<split>.json (headline metrics) and the folder RUN/eval/<split>/
     curves.png        train vs validation loss, validation accuracy/F1 per evaluation (from metrics.jsonl)
     reliability.png   reliability diagram before and after temperature scaling
     errors.csv        misclassified texts: true, predicted, confidence; most confident mistakes first
+
+These describe the fine-tuned model. A run with a stacked ensemble (bertfit.infer.stack) also gets `stack`:
+its weight and the scores of the stack and of both parts on the same rows (what predict and serve give).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from bertfit.errors import BertfitError
 from bertfit.evaluate import plots
 from bertfit.evaluate.calibration import fit_temperature
 from bertfit.infer.engine import InferenceContext, text_logits
+from bertfit.infer.stack import open_stack
 from bertfit.metrics import (
     classification_metrics,
     cross_entropy,
@@ -110,6 +114,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     scored = _Scored(texts, labels, logits, loaded.meta.labels)
     result.update(_write_outputs(run_dir / "eval" / split, scored, temperature, calibration, options.figures))
     timings["report_seconds"] = time.perf_counter() - start
+    result.update(_stack_scores(run_dir, loaded.meta, texts, logits, labels))
 
     if options.baselines:
         start = time.perf_counter()
@@ -137,9 +142,23 @@ def _evaluate_multi_label(run_dir: Path, scorer: _Scorer, part: RawSplit, texts:
     labels = multi_hot(part, meta.label_map, separator)[: len(texts)]
     logits = scorer.logits(texts)
     metrics = classification_metrics(logits / meta.temperature, np.asarray(labels), meta.labels, meta.label_thresholds())
-    result = {**_provenance(part, split, len(texts)), **metrics}
+    result = {**_provenance(part, split, len(texts)), **metrics,
+              **_stack_scores(run_dir, meta, texts, logits, np.asarray(labels))}
     write_json_atomic(run_dir / "eval" / f"{split}.json", result)
     return result
+
+
+def _stack_scores(run_dir: Path, meta: Any, texts: list[str], logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """{"stack": weight, validation record, scores of model / tfidf / stack on these rows}, or {} without a stack."""
+    stack = open_stack(artifacts.model_folder(run_dir), meta)
+    if stack is None:
+        return {}
+    scores = stack.scores(texts, logits, labels, meta)
+    log.info("stack (%.2f x model + %.2f x TF-IDF): accuracy %.4f (model %.4f, TF-IDF %.4f)", stack.meta.model_weight,
+             1 - stack.meta.model_weight, scores["stack"]["accuracy"], scores["model"]["accuracy"],
+             scores["tfidf"]["accuracy"])
+    return {"stack": {"model_weight": stack.meta.model_weight, "metric": stack.meta.metric,
+                      "validation": stack.meta.validation, "scores": scores}}
 
 
 @dataclass(frozen=True)

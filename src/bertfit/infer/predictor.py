@@ -5,7 +5,8 @@
 machine (older exports: ONNX int8, else fp32); PyTorch otherwise. `backend=` forces one (torch, onnx,
 onnx-int8, openvino-fp32, ct2-int8, ...). All run through the inference engine and return rows in input order. The
 exported backends import neither torch nor transformers (tokenizer.json is read by `tokenizers` alone),
-so a cold `bertfit predict` on an export starts in about a second of CPU.
+so a cold `bertfit predict` on an export starts in about a second of CPU. A run with a stacked ensemble
+(model + TF-IDF, bertfit.infer.stack) gives the stack's probabilities on every backend.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bertfit.artifacts import (
     export_folder,
     is_run_dir,
     load_model,
+    model_folder,
     read_export_meta,
     read_model_meta,
 )
@@ -31,9 +33,9 @@ from bertfit.data.labels import LabelMap
 from bertfit.errors import BertfitError
 from bertfit.infer import BACKENDS
 from bertfit.infer.backends import TorchBackend, open_export
+from bertfit.infer.stack import Stack, model_probabilities, open_stack
 from bertfit.infer.tokens import TokenizerFile, tokenize_like_training
 from bertfit.meta import ExportMeta
-from bertfit.metrics import sigmoid, softmax
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,8 @@ class Predictor:
 
     `threads` caps the CPU threads one model call uses (default: every core). A server whose clients
     share its cores runs faster with fewer: threads that wait on each other are descheduled.
-    `meta` describes the model (labels, max_length, temperature, ...); `export` the export in use.
+    `meta` describes the model (labels, max_length, temperature, ...); `export` the export in use; `stack`
+    the stacked ensemble `predict_proba` applies (None: the model alone).
     """
 
     def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", batch_size: int = 64,
@@ -90,11 +93,13 @@ class Predictor:
         self.export: ExportMeta | None = None
         if backend == "torch":
             self._load_torch(path, device, precision, batch_size, threads)
+            self.stack: Stack | None = open_stack(model_folder(path), self.meta)
         elif export is None:
             raise BertfitError(f"{path}: no export (expected {path / EXPORT_DIR / EXPORT_META}); "
                                "run `bertfit export RUN --target auto` (or --onnx) or use backend torch")
         else:
             self._load_export(folder, export, choose_variant(export, backend), path, batch_size, threads)
+            self.stack = open_stack(folder, export.model)
         log.info("predictor for %s uses the %s backend", path, self.backend.name)
         if is_run_dir(path) and not (path / RESULTS_FILE).is_file():
             log.warning("%s has not finished (no %s): its model is the best one saved so far, with no test metrics; "
@@ -144,24 +149,35 @@ class Predictor:
         return split.document_logits(self.backend.logits(split))
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities (rows sum to 1), or for multi-label models one independent probability per label."""
-        for index, text in enumerate(texts):
-            problem = text_problem(text)
-            if problem is not None:
-                raise BertfitError(f"texts: text {index} {problem}")
-        scaled = self.logits(texts) / self.temperature
-        return sigmoid(scaled) if self.multi_label else softmax(scaled)
+        """Class probabilities (rows sum to 1), or for multi-label models one independent probability per label;
+        with a stack, the stack's (the model's mixed with TF-IDF's)."""
+        _check_texts(texts)
+        if self.stack is not None:
+            return self.stack.probabilities(texts, self.logits(texts))
+        return model_probabilities(self.logits(texts), self.temperature, self.multi_label)
+
+    def model_proba(self, texts: list[str]) -> np.ndarray:
+        """The fine-tuned model's probabilities alone (no stack), at the model's temperature."""
+        _check_texts(texts)
+        return model_probabilities(self.logits(texts), self.temperature, self.multi_label)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         probabilities = self.predict_proba(texts)
         names = self.meta.labels
         if self.multi_label:
-            cuts = np.array(self.meta.label_thresholds())
+            cuts = np.array(self.stack.label_thresholds(names) if self.stack else self.meta.label_thresholds())
             chosen = [tuple(n for n, p, c in zip(names, row, cuts) if p >= c) for row in probabilities]
             return [Prediction(text, "|".join(found), float(row.max()), dict(zip(names, map(float, row))), found)
                     for text, row, found in zip(texts, probabilities, chosen)]
         return [Prediction(text, names[int(row.argmax())], float(row.max()), dict(zip(names, map(float, row))))
                 for text, row in zip(texts, probabilities)]
+
+
+def _check_texts(texts: list[str]) -> None:
+    for index, text in enumerate(texts):
+        problem = text_problem(text)
+        if problem is not None:
+            raise BertfitError(f"texts: text {index} {problem}")
 
 
 def _runs_on_cpu(device: str) -> bool:
@@ -186,14 +202,19 @@ def _accelerator_possible() -> bool:
 
 
 def _export_is_current(path: Path, folder: Path, export: ExportMeta) -> bool:
-    """False when the model was retrained (or resumed) after the export: serving it would be stale."""
+    """False when the model was retrained (or resumed) after the export, or its stack was built or rebuilt
+    since: serving the export would be stale."""
     try:
-        model_step = read_model_meta(path).step
+        model = read_model_meta(path)
     except BertfitError:
         return True  # an export folder on its own: nothing to compare against
     export_step = export.model.step
-    if export_step is not None and export_step != model_step:
+    if export_step is not None and export_step != model.step:
         log.warning("%s is older than the model (step %s vs %s); using PyTorch. Re-run `bertfit export`",
-                    folder, export_step, model_step)
+                    folder, export_step, model.step)
+        return False
+    if export.model.stack != model.stack:
+        log.warning("%s does not hold the model's current stacked ensemble; using PyTorch. Re-run `bertfit export`",
+                    folder)
         return False
     return True

@@ -33,7 +33,8 @@ def distill_config(teacher_run: str | Path, student: str, overrides: list[str] |
     raw = config_to_dict(teacher)
     raw["name"] = None
     raw["model"] |= {"name": student, "init_from": None, "freeze": "none"}
-    raw["train"] |= {"class_weights": "none", "label_smoothing": 0.0}
+    # train.stack: the student's end of training fits no stack (its targets are the teacher's); `bertfit stack` can
+    raw["train"] |= {"class_weights": "none", "label_smoothing": 0.0, "stack": "auto"}
     raw.pop("lora")  # the student trains whole unless a flag says otherwise
     raw["distill"] = {**raw["distill"], "teacher": str(teacher_run)}
     for dotted, value in parse_overrides(overrides or []):

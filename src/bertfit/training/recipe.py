@@ -21,9 +21,8 @@ from bertfit.data.streaming import StreamedSplit, load_streamed
 from bertfit.data.windows import WindowSettings
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext, split_logits
-from bertfit.infer.tfidf import tfidf_logistic_logits
 from bertfit.meta import ModelMeta
-from bertfit.metrics import classification_metrics, is_improvement, overfitting_warning, sigmoid, tune_thresholds
+from bertfit.metrics import classification_metrics, overfitting_warning, sigmoid, tune_thresholds
 from bertfit.model import build_classifier, count_parameters, load_tokenizer
 from bertfit.runtime.device import choose_precision, compile_model, make_scaler
 from bertfit.runtime.distributed import (
@@ -45,6 +44,7 @@ from bertfit.training.growth import forgetting, initial_weights
 from bertfit.training.loop import LoopState, Session, Trainer, state_from_dict, total_steps
 from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
+from bertfit.training.stack import stack_at_end_of_training
 from bertfit.training.trackers import Tracker, open_trackers
 from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter
 
@@ -64,6 +64,7 @@ class TrainResult:
     samples_per_second: float
     interrupted: bool
     overfitting_warning: str | None = None  # the rule `bertfit evaluate` applies, on this run's evaluations
+    stack: dict[str, Any] | None = None  # results.json's stack record: TF-IDF vs the model, and whether a stack was built
 
 
 def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False,
@@ -227,7 +228,7 @@ def _restore(run_dir: Path, session: Session, seed: int) -> LoopState:
 
 def _finish(run_dir: Path, session: Session, tokens: Splits, dataset: TextDataset, config: RunConfig,
             state: LoopState) -> TrainResult:
-    """Reload the best weights, evaluate them on the test split, write results.json."""
+    """Reload the best weights, evaluate them on the test split, fit the TF-IDF reference (and stack), write results.json."""
     labels = dataset.labels
     rate = state.samples_seen / max(state.train_seconds, 1e-9)
     validation = _best_validation(state)
@@ -235,46 +236,29 @@ def _finish(run_dir: Path, session: Session, tokens: Splits, dataset: TextDatase
         log.warning("interrupted at step %d; continue with: bertfit train --resume %s", state.step, run_dir)
         return TrainResult(run_dir, state.step, state.best_step, validation, None, state.train_seconds, rate, True)
     artifacts.load_saved_weights(run_dir, session.model)
-    thresholds = tune_label_thresholds(run_dir, session, tokens["validation"], labels, config) \
+    logits = {name: split_logits(session.model, tokens[name], session.context) for name in ("validation", "test")
+              if name in tokens}
+    thresholds = tune_label_thresholds(run_dir, logits["validation"], tokens["validation"], labels) \
         if config.data.multi_label else None
     test = None
     if "test" in tokens:
-        logits = split_logits(session.model, tokens["test"], session.context)
-        test = classification_metrics(logits, tokens["test"].document_labels, labels.names, thresholds)
+        test = classification_metrics(logits["test"], tokens["test"].document_labels, labels.names, thresholds)
         if config.model.init_from is not None:
-            test |= forgetting(config.model.init_from, session, tokens["test"], logits)
+            test |= forgetting(config.model.init_from, session, tokens["test"], logits["test"])
     warning = overfitting_warning(state.history)
     if warning:
         log.warning("%s", warning)
-    result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False, warning)
+    stacking = stack_at_end_of_training(run_dir, config, dataset, logits)
+    result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False, warning,
+                         stacking["stack"])
     write_json_atomic(run_dir / artifacts.RESULTS_FILE, {
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
         **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),
         "train_seconds": round(state.train_seconds, 2), "train_samples_per_second": round(rate, 2),
-        "rows": {name: split.documents for name, split in tokens.items()},
-        "tfidf_validation": _tfidf_reference(dataset, validation, config)})
+        "rows": {name: split.documents for name, split in tokens.items()}, **stacking})
     if not config.train.keep_checkpoint:  # finished: the checkpoint could only resume what is done
         drop_checkpoint(run_dir)
     return result
-
-
-def _tfidf_reference(dataset: TextDataset, validation: dict[str, float], config: RunConfig) -> dict[str, float] | None:
-    """TF-IDF + logistic regression on the same train/validation split; says so when it beats the model."""
-    if config.data.multi_label or config.distill.teacher is not None or not validation \
-            or not {"train", "validation"} <= dataset.splits.keys():
-        return None  # multi-label or distilled: no single-label targets to fit; streamed: train is not held
-    train, held, metric = dataset.splits["train"], dataset.splits["validation"], config.train.metric
-    try:
-        logits = tfidf_logistic_logits(train.texts, np.asarray(train.labels), held.texts, len(dataset.labels),
-                                       config.train.seed)
-    except BertfitError:  # scikit-learn not installed
-        return None
-    reference = classification_metrics(logits, np.asarray(held.labels), dataset.labels.names)
-    if is_improvement(metric, reference[metric], validation[metric]):
-        log.warning("TF-IDF + logistic regression beats the fine-tuned model on validation (%s %.4f vs %.4f): try more "
-                    "epochs, longer texts (model.max_length, windows) or a larger model; `bertfit evaluate` compares "
-                    "both on test", metric, reference[metric], validation[metric])
-    return {key: reference[key] for key in ("accuracy", "f1_macro", "loss")}
 
 
 def _best_validation(state: LoopState) -> dict[str, float]:
@@ -283,10 +267,10 @@ def _best_validation(state: LoopState) -> dict[str, float]:
     return {k.removeprefix("eval/"): v for k, v in best.items() if k.startswith("eval/")}
 
 
-def tune_label_thresholds(run_dir: Path, session: Session, validation: TokenizedSplit | FeatureSplit, labels: LabelMap,
-                          config: RunConfig) -> np.ndarray:
-    """Per-label probability cut-offs that maximise validation F1, stored in model/bertfit.json."""
-    logits = split_logits(session.model, validation, session.context)
+def tune_label_thresholds(run_dir: Path, logits: np.ndarray, validation: TokenizedSplit | FeatureSplit,
+                          labels: LabelMap) -> np.ndarray:
+    """Per-label probability cut-offs that maximise validation F1 (from the model's validation logits), stored
+    in model/bertfit.json."""
     thresholds = tune_thresholds(sigmoid(logits), validation.document_labels)
     artifacts.update_model_meta(run_dir, thresholds=dict(zip(labels.names, thresholds.tolist())))
     log.info("tuned thresholds: %s", ", ".join(f"{n}={t:.2f}" for n, t in zip(labels.names, thresholds)))
