@@ -108,13 +108,13 @@ def keyword_rows(count: int, seed: int, words: int = 40) -> list[tuple[str, str]
 def keyword_flags(model_dir: Path, root: Path, name: str, stack: str) -> list[str]:
     """A barely trained tiny run (2 steps at lr 1e-5, windows of 32 tokens) on the keyword task in root/train.csv
     and root/test.csv, with train.stack `stack`: TF-IDF beats its model on validation."""
-    write_csv(root / "train.csv", keyword_rows(150, seed=1))
+    write_csv(root / "train.csv", keyword_rows(600, seed=1))  # 120 validation rows: train.stack auto decides on >= 100
     write_csv(root / "test.csv", keyword_rows(45, seed=2))
     flags = tiny_flags(model_dir, root)
     flags[flags.index("--train.stack") + 1] = stack
     return flags + ["--name", name, "--data.train", str(root / "train.csv"), "--data.test", str(root / "test.csv"),
                     "--model.max_length", "32", "--model.window_stride", "15", "--train.max_steps", "2",
-                    "--train.lr", "1e-5", "--train.metric", "accuracy"]
+                    "--train.lr", "1e-5", "--train.metric", "accuracy", "--data.validation_fraction", "0.2"]
 
 
 @pytest.fixture

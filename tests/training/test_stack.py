@@ -4,6 +4,7 @@ Predictor, evaluate and multi-label runs use it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -122,6 +123,11 @@ def test_auto_keeps_the_model_alone_when_it_wins(stacked_run, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert stack_at_end_of_training(run_dir, config, dataset, useless)["stack"]["built"] is True
     assert "beats the fine-tuned model" in caplog.text and "built a stacked ensemble" in caplog.text
+    few = dataclasses.replace(dataset, splits={**dataset.splits, "validation": dataset.splits["validation"].head(30)})
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # TF-IDF still wins, but 30 rows are too few for auto to choose a weight on
+        assert stack_at_end_of_training(run_dir, config, few, {"validation": np.zeros((30, 3))})["stack"]["built"] is False
+    assert "too few to choose" in caplog.text and artifacts.read_model_meta(run_dir).stack is None
     never = replace(config, train={"stack": "never"})
     caplog.clear()
     with caplog.at_level(logging.WARNING):

@@ -32,6 +32,9 @@ from bertfit.metrics import is_improvement, probability_metrics, tune_thresholds
 log = logging.getLogger(__name__)
 
 WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)  # model weights tried: 0, 0.05, ..., 1
+# train.stack auto decides only on at least this many validation rows: on a few-shot run's handful, "TF-IDF wins"
+# and the weight are noise (2 rows a class tie at 50%), so there the user asks for a stack with `bertfit stack`.
+AUTO_MIN_VALIDATION_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,11 @@ def stack_at_end_of_training(run_dir: Path, config: RunConfig, dataset: TextData
         (log.warning if config.train.stack == "always" else log.info)("no TF-IDF reference or stack: %s", error)
         return {"tfidf_validation": None, "stack": None}
     wins = is_improvement(metric, choice.validation["tfidf"][metric], choice.validation["model"][metric])
-    built = config.train.stack == "always" or (config.train.stack == "auto" and wins)
+    enough = len(dataset.splits["validation"].texts) >= AUTO_MIN_VALIDATION_ROWS
+    built = config.train.stack == "always" or (config.train.stack == "auto" and wins and enough)
+    if config.train.stack == "auto" and wins and not enough:
+        log.info("train.stack auto: not built, %d validation rows are too few to choose a stack's weight on (at least "
+                 "%d)", len(dataset.splits["validation"].texts), AUTO_MIN_VALIDATION_ROWS)
     if built:
         write_stack(run_dir, tfidf, choice, temperature, metric)
     _say(run_dir, config.train.stack, wins, built, choice, metric)
