@@ -43,6 +43,17 @@ def test_larger_encoders_get_smaller_rates():
     assert rates == sorted(rates, reverse=True) and rates[0] == 1e-4 and rates[-1] == 2e-5
 
 
+def test_a_head_trained_alone_on_a_frozen_encoder_gets_the_head_rate():
+    """With model.freeze encoder only a linear head learns, on fixed vectors: an encoder's fine-tuning rate (5e-5
+    for MPNet) leaves it near chance; LoRA adapters on a frozen encoder still train at the encoder's rate."""
+    facts = DataFacts(400, 400, 4, 109_000_000)
+    frozen = fill_defaults(load_config(None, ["--model.freeze", "encoder", "--train.method", "standard"]), facts, 0.1)
+    lora = fill_defaults(load_config(None, ["--model.freeze", "encoder", "--train.method", "standard", "--lora.r", "8"]),
+                         facts, 0.1)
+    tuned = fill_defaults(load_config(None, ["--train.method", "standard"]), facts, 0.1)
+    assert frozen.train.lr == defaults.HEAD_LR and lora.train.lr == tuned.train.lr == 5e-5
+
+
 def test_explicit_settings_win():
     explicit = load_config(None, ["--train.epochs", "2", "--train.batch_size", "64", "--train.lr", "3e-5",
                                   "--train.warmup_ratio", "0", "--train.method", "standard",

@@ -60,29 +60,24 @@ def _require(engine: str):
     return importlib.import_module(ENGINE_PACKAGES[engine][0])
 
 
-class _GraphBackend:
-    """Shared by the backends that run a whole exported graph: numpy in, logits out, batched by the engine."""
+class GraphBackend:
+    """An exported model run by one engine: numpy in, logits out, batched like the engine (longest rows first)."""
 
-    name: str
-    width: int
-    pad_id: int
-    batch_size: int
-
-    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def __init__(self, name: str, runner: OnnxRunner | OpenVinoRunner | CTranslate2Runner, pad_id: int, batch_size: int):
+        self.name, self.runner, self.pad_id, self.batch_size = name, runner, pad_id, batch_size
 
     def logits(self, split: TokenizedSplit) -> np.ndarray:
-        """Batched like the engine, longest rows first, in numpy: no torch on this path."""
-        outputs = np.zeros((len(split), self.width), dtype=np.float32)
+        """In numpy: no torch on this path."""
+        outputs = np.zeros((len(split), self.runner.width), dtype=np.float32)
         for rows in eval_batches(split.lengths, self.batch_size):
-            outputs[rows] = self._run(*pad_rows(split, rows, self.pad_id))
+            outputs[rows] = self.runner.run(*pad_rows(split, rows, self.pad_id))
         return outputs
 
 
-class OnnxBackend(_GraphBackend):
+class OnnxRunner:
     """An exported model file run by ONNX Runtime on the CPU."""
 
-    def __init__(self, path: Path, pad_id: int, batch_size: int, threads: int | None = None, name: str | None = None):
+    def __init__(self, path: Path, threads: int | None, variant: str):
         onnxruntime = _require("onnx")
         options = onnxruntime.SessionOptions()
         # Idle ORT worker threads spin by default; in a server they would starve the event loop and the
@@ -91,19 +86,16 @@ class OnnxBackend(_GraphBackend):
         if threads:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.pad_id, self.batch_size = pad_id, batch_size
         self.width = self.session.get_outputs()[0].shape[-1]
-        self.name = name or ("onnx-int8" if ".int8." in Path(path).name else "onnx-fp32")
 
-    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
 
-class OpenVinoBackend(_GraphBackend):
+class OpenVinoRunner:
     """An exported graph (ONNX or OpenVINO IR) compiled by OpenVINO for this CPU, fp32 arithmetic outside int8 ops."""
 
-    def __init__(self, path: Path, pad_id: int, batch_size: int, threads: int | None = None,
-                 name: str = "openvino-fp32"):
+    def __init__(self, path: Path, threads: int | None, variant: str):
         openvino = _require("openvino")
         # f32: on AMX / AVX-512 BF16 CPUs OpenVINO would otherwise run in bf16, unlike what was checked.
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
@@ -112,29 +104,24 @@ class OpenVinoBackend(_GraphBackend):
         self.compiled = openvino.Core().compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output("logits")
-        self.pad_id, self.batch_size = pad_id, batch_size
         self.width = int(self.output.get_partial_shape()[-1].get_length())
-        self.name = name
 
-    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.request.infer({"input_ids": input_ids, "attention_mask": attention_mask})[self.output].copy()
 
 
-class CTranslate2Backend(_GraphBackend):
+class CTranslate2Runner:
     """CTranslate2's encoder (its own int8/fp32 kernels) + the classifier's pooling and head in NumPy."""
 
-    def __init__(self, folder: Path, pad_id: int, batch_size: int, threads: int | None = None,
-                 name: str = "ct2-fp32"):
+    def __init__(self, folder: Path, threads: int | None, variant: str):
         self.ctranslate2 = _require("ct2")
-        compute_type = "int8" if name.endswith("int8") else "float32"
+        compute_type = "int8" if variant.endswith("int8") else "float32"
         self.encoder = self.ctranslate2.Encoder(str(folder), "cpu", compute_type=compute_type, intra_threads=threads or 0)
         with np.load(Path(folder) / CT2_HEAD) as head:
             self.weight, self.bias, self.pooling = head["weight"], head["bias"], str(head["pooling"])
-        self.pad_id, self.batch_size = pad_id, batch_size
         self.width = self.bias.shape[0]
-        self.name = name
 
-    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         view = self.ctranslate2.StorageView.from_array
         lengths = attention_mask.sum(1).astype(np.int32)
         output = self.encoder.forward_batch(view(np.ascontiguousarray(input_ids, dtype=np.int32)), view(lengths))
@@ -148,15 +135,16 @@ class CTranslate2Backend(_GraphBackend):
 
 
 CT2_HEAD = "head.npz"  # weight, bias and pooling of the classifier, beside CTranslate2's model.bin
-GRAPH_BACKENDS = {"onnx": OnnxBackend, "openvino": OpenVinoBackend, "ct2": CTranslate2Backend}
+RUNNERS = {"onnx": OnnxRunner, "openvino": OpenVinoRunner, "ct2": CTranslate2Runner}
 
 
 def open_export(folder: Path, export: ExportMeta, variant: str, batch_size: int,
-                threads: int | None = None) -> _GraphBackend:
+                threads: int | None = None) -> GraphBackend:
     """The backend for one exported variant (onnx-int8, openvino-fp32, ...) of the export in `folder`."""
     name = export.files.get(variant)
     if name is None or not (Path(folder) / name).exists():
         exported = ", ".join(export.files) or "none"
         raise BertfitError(f"{folder}: no {variant} export (exported: {exported}); "
                            f"run `bertfit export RUN --target {engine_of(variant)}` or `--target auto`")
-    return GRAPH_BACKENDS[engine_of(variant)](Path(folder) / name, export.pad_token_id, batch_size, threads, variant)
+    runner = RUNNERS[engine_of(variant)](Path(folder) / name, threads, variant)
+    return GraphBackend(variant, runner, export.pad_token_id, batch_size)

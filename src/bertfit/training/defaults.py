@@ -8,8 +8,8 @@ states them. A value the user set always wins. Each rule is a principle, not a f
 - epochs: 3, raised until the run makes at least 150 optimizer steps (at most 30 epochs): a few hundred
   rows at 3 epochs of 32 make a handful of steps, and a freshly initialised head barely moves;
 - learning rate: smaller encoders take larger steps (1e-4 below 40M parameters, 5e-5 below 150M, 2e-5
-  above), scaled by sqrt(batch / 16) below batches of 16 (noisier gradients); the head of a contrastive
-  run, trained alone on fixed vectors like a logistic regression, 1e-2;
+  above), scaled by sqrt(batch / 16) below batches of 16 (noisier gradients); a head trained alone on fixed
+  vectors like a logistic regression (a contrastive run's second stage, model.freeze encoder), 1e-2;
 - warm-up: 6% of the steps, up to 10% so that a short run still warms up over about 10 steps;
 - method: contrastive below 100 training rows per class (single-label), where pairs of texts multiply
   what few labels say (see training.contrastive); standard otherwise;
@@ -75,8 +75,8 @@ def epochs(rows: int | None, batch: int, accumulation: int) -> int:
     return min(MAX_EPOCHS, max(BASE_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch)))
 
 
-def learning_rate(parameters: int, batch: int, method: str) -> float:
-    if method == "contrastive":
+def learning_rate(parameters: int, batch: int, head_only: bool) -> float:
+    if head_only:
         return HEAD_LR
     base = 1e-4 if parameters < 40e6 else 5e-5 if parameters < 150e6 else 2e-5
     return float(f"{base * min(1.0, math.sqrt(batch / 16)):.2g}")
@@ -104,7 +104,8 @@ def fill_defaults(config: RunConfig, facts: DataFacts, validation_fraction: floa
     batch = train.batch_size or chosen.setdefault("train.batch_size", batch_size(facts.rows))
     count = train.epochs or chosen.setdefault("train.epochs", epochs(facts.rows, batch, train.grad_accum_steps))
     if train.lr is None:
-        chosen["train.lr"] = learning_rate(facts.parameters, batch, method)
+        head_only = method == "contrastive" or (config.model.freeze == "encoder" and not config.lora.r)
+        chosen["train.lr"] = learning_rate(facts.parameters, batch, head_only)
     if train.warmup_ratio is None:
         steps = None if facts.rows is None else math.ceil(math.ceil(facts.rows / batch) / train.grad_accum_steps) * count
         chosen["train.warmup_ratio"] = warmup_ratio(steps)
