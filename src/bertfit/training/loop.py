@@ -206,14 +206,16 @@ class Trainer:
         score = metrics[config.metric]
         # A contrastive run fits its head on fixed vectors of a few rows, and its validation split holds fewer still:
         # the "best" epoch on those is noise, so the last head is kept (as SetFit keeps its logistic regression).
-        improved = config.method == "contrastive" or is_improvement(config.metric, score, state.best_score)
+        keep_last = config.method == "contrastive"
+        improved = keep_last or is_improvement(config.metric, score, state.best_score)
         if improved:
             state.best_score, state.best_step, state.stale_evals = score, state.step, 0
         else:
             state.stale_evals += 1
         record = {"step": state.step, "epoch": state.epoch, **train_scores, **{f"eval/{k}": v for k, v in metrics.items()}}
         state.history.append(record)
-        log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, " (best)" if improved else "")
+        mark = " (kept: the last head)" if keep_last else " (best)" if improved else ""
+        log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, mark)
         self.hooks.on_eval(state, record, improved)
         if config.early_stopping_patience and state.stale_evals >= config.early_stopping_patience:
             log.info("early stop: no improvement in %d evaluations", state.stale_evals)
