@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bertfit.errors import BertfitError
-from bertfit.infer.tfidf import TINY, fit_tfidf, load_tfidf, tfidf_logistic_logits
+from bertfit.infer.tfidf import TINY, fit_tfidf, load_tfidf, tfidf_features, tfidf_logistic_logits
 
 sklearn_text = pytest.importorskip("sklearn.feature_extraction.text")
 sklearn_linear = pytest.importorskip("sklearn.linear_model")
@@ -30,7 +30,7 @@ def test_features_and_probabilities_are_scikit_learns(corpus):
     vectorizer = sklearn_text.TfidfVectorizer(ngram_range=(1, 2), max_features=200_000, sublinear_tf=True)
     reference = vectorizer.fit_transform(train)
     assert model.terms == sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
-    rows, cols, values = model.features(test)
+    rows, cols, values = tfidf_features(test, model.index, model.idf)
     ours = np.zeros((len(test), len(model.terms)))
     ours[rows, cols] = values
     np.testing.assert_allclose(ours, vectorizer.transform(test).toarray(), atol=1e-12)

@@ -34,6 +34,21 @@ def word_ngrams(text: str) -> list[str]:
     return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
 
 
+def tfidf_features(texts: list[str], index: dict[str, int], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The TF-IDF matrix of `texts` over the terms of `index` as (row, term, value) triplets, rows in order, each
+    row of unit length."""
+    rows, cols, counts = [], [], []
+    for row, text in enumerate(texts):
+        found = [(index[gram], n) for gram, n in Counter(word_ngrams(text)).items() if gram in index]
+        rows += [row] * len(found)
+        cols += [col for col, _ in found]
+        counts += [n for _, n in found]
+    rows_a, cols_a = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    values = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * idf[cols_a]
+    norms = np.sqrt(np.bincount(rows_a, weights=values * values, minlength=len(texts)))
+    return rows_a, cols_a, values / norms[rows_a] if len(values) else values
+
+
 class TfidfModel:
     """A fitted TF-IDF + logistic regression. Single-label: a softmax over `columns` (the label ids seen in
     training; the others get probability ~0). Multi-label: one sigmoid per label."""
@@ -44,25 +59,12 @@ class TfidfModel:
         self.columns, self.num_labels, self.multi_label = columns, num_labels, multi_label
         self.index = {term: i for i, term in enumerate(self.terms)}
 
-    def features(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The TF-IDF matrix as (row, term, value) triplets, rows in order, each row of unit length."""
-        rows, cols, counts = [], [], []
-        for row, text in enumerate(texts):
-            found = [(self.index[gram], n) for gram, n in Counter(word_ngrams(text)).items() if gram in self.index]
-            rows += [row] * len(found)
-            cols += [col for col, _ in found]
-            counts += [n for _, n in found]
-        rows_a, cols_a = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-        values = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * self.idf[cols_a]
-        norms = np.sqrt(np.bincount(rows_a, weights=values * values, minlength=len(texts)))
-        return rows_a, cols_a, values / norms[rows_a] if len(values) else values
-
     def decision(self, texts: list[str]) -> np.ndarray:
         """The logistic regression's scores, one column per row of `coef`."""
         out = np.empty((len(texts), len(self.columns)))
         for start in range(0, len(texts), CHUNK_TEXTS):
             part = texts[start:start + CHUNK_TEXTS]
-            rows, cols, values = self.features(part)
+            rows, cols, values = tfidf_features(part, self.index, self.idf)
             for k in range(len(self.columns)):
                 out[start:start + len(part), k] = np.bincount(rows, weights=values * self.coef[k, cols], minlength=len(part))
         return out + self.intercept
@@ -133,16 +135,14 @@ def fit_tfidf(texts: list[str], labels: np.ndarray, num_labels: int, seed: int, 
         vectorizer.fit(texts)
     except ValueError:  # no term at all: texts of single characters or symbols only
         raise BertfitError("the TF-IDF model found no words of two or more letters in the training texts") from None
-    terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
-    empty = TfidfModel(terms, vectorizer.idf_.astype(np.float64), np.zeros((1, len(terms))), np.zeros(1),
-                       np.zeros(1, dtype=np.int64), num_labels, multi_label)
-    rows, cols, values = empty.features(texts)
+    terms, idf = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get), vectorizer.idf_.astype(np.float64)
+    rows, cols, values = tfidf_features(texts, {term: i for i, term in enumerate(terms)}, idf)
     from scipy.sparse import csr_matrix
 
     matrix = csr_matrix((values, (rows, cols)), shape=(len(texts), len(terms)))
     fit = _fit_per_label if multi_label else _fit_softmax
     coef, intercept, columns = fit(matrix, np.asarray(labels), num_labels, seed)
-    return TfidfModel(terms, empty.idf, coef, intercept, columns, num_labels, multi_label)
+    return TfidfModel(terms, idf, coef, intercept, columns, num_labels, multi_label)
 
 
 def _regression(seed: int):

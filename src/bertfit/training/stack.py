@@ -26,7 +26,7 @@ from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext, text_logits
 from bertfit.infer.stack import STACK_DIR, STACK_FILE, Stack, mix, model_probabilities, summary
 from bertfit.infer.tfidf import TfidfModel, fit_tfidf
-from bertfit.meta import StackMeta
+from bertfit.meta import ModelMeta, StackMeta
 from bertfit.metrics import is_improvement, probability_metrics, tune_thresholds
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,10 @@ def fit_stack(inputs: StackInputs, metric: str, seed: int, temperature: float) -
     return tfidf, choice
 
 
-def write_stack(run_dir: Path, tfidf: TfidfModel, choice: WeightChoice, temperature: float, metric: str) -> StackMeta:
+def write_stack(run_dir: Path, names: tuple[str, ...], tfidf: TfidfModel, choice: WeightChoice, temperature: float,
+                metric: str) -> ModelMeta:
     """model/stack/tfidf.npz and the stack record in model/bertfit.json (the file first: a crash leaves no record
-    pointing at a missing file)."""
-    names = artifacts.read_model_meta(run_dir).labels
+    pointing at a missing file); returns the model's metadata with the stack."""
     tfidf.save(artifacts.model_folder(run_dir) / STACK_DIR / STACK_FILE)
 
     def cuts(part: str) -> dict[str, float] | None:
@@ -97,28 +97,30 @@ def write_stack(run_dir: Path, tfidf: TfidfModel, choice: WeightChoice, temperat
 
     stack = StackMeta(f"{STACK_DIR}/{STACK_FILE}", choice.model_weight, temperature, metric, choice.validation,
                       cuts("stack"), cuts("tfidf"))
-    artifacts.update_model_meta(run_dir, stack=stack)
-    return stack
+    return artifacts.update_model_meta(run_dir, stack=stack)
 
 
-def drop_stack(run_dir: Path) -> None:
-    """Remove a stack left by an earlier finish of this run (a resumed run decides afresh)."""
+def drop_stack(run_dir: Path) -> ModelMeta:
+    """Remove a stack left by an earlier finish of this run (a resumed run decides afresh); returns the model's
+    metadata without it."""
     meta = artifacts.read_model_meta(run_dir)
-    if meta.stack is not None:
-        artifacts.update_model_meta(run_dir, stack=None)
-        (artifacts.model_folder(run_dir) / meta.stack.file).unlink(missing_ok=True)
+    if meta.stack is None:
+        return meta
+    without = artifacts.update_model_meta(run_dir, stack=None)  # the record first: none points at a missing file
+    (artifacts.model_folder(run_dir) / meta.stack.file).unlink(missing_ok=True)
+    return without
 
 
-def _record(inputs: StackInputs, run_dir: Path, tfidf: TfidfModel, choice: WeightChoice, metric: str,
-            built: bool) -> dict[str, Any]:
-    """results.json's `stack`: the weight, validation metrics of the parts and the mix, and (built) test metrics."""
-    record: dict[str, Any] = {"built": built, "metric": metric, "model_weight": choice.model_weight,
+def _record(inputs: StackInputs, tfidf: TfidfModel, choice: WeightChoice, metric: str,
+            built: ModelMeta | None) -> dict[str, Any]:
+    """results.json's `stack`: the weight, validation metrics of the parts and the mix, and, when `built` (the
+    model's metadata with the stack), test metrics."""
+    record: dict[str, Any] = {"built": built is not None, "metric": metric, "model_weight": choice.model_weight,
                               "validation": choice.validation}
-    if built and "test" in inputs.logits:
-        meta = artifacts.read_model_meta(run_dir)
+    if built is not None and "test" in inputs.logits:
         test = inputs.splits["test"]
-        record["test"] = Stack(meta.stack, tfidf, inputs.multi_label).scores(test.texts, inputs.logits["test"],
-                                                                             np.asarray(test.labels), meta)
+        record["test"] = Stack(built.stack, tfidf, inputs.multi_label).scores(test.texts, inputs.logits["test"],
+                                                                              np.asarray(test.labels), built)
     return record
 
 
@@ -126,12 +128,12 @@ def stack_at_end_of_training(run_dir: Path, config: RunConfig, dataset: TextData
                              logits: dict[str, np.ndarray]) -> dict[str, Any]:
     """results.json's `tfidf_validation` and `stack` after training; builds the stack as train.stack says."""
     problem = _unsupported(config, dataset)
-    drop_stack(run_dir)
+    meta = drop_stack(run_dir)
     if problem is not None:
         (log.warning if config.train.stack == "always" else log.info)("no TF-IDF reference or stack: %s", problem)
         return {"tfidf_validation": None, "stack": None}
     inputs = StackInputs(dataset.splits, logits, dataset.labels.names, config.data.multi_label)
-    metric, temperature = config.train.metric, artifacts.read_model_meta(run_dir).temperature
+    metric, temperature = config.train.metric, meta.temperature
     try:
         tfidf, choice = fit_stack(inputs, metric, config.train.seed, temperature)
     except BertfitError as error:  # scikit-learn missing, or no words to fit on
@@ -143,10 +145,9 @@ def stack_at_end_of_training(run_dir: Path, config: RunConfig, dataset: TextData
     if config.train.stack == "auto" and wins and not enough:
         log.info("train.stack auto: not built, %d validation rows are too few to choose a stack's weight on (at least "
                  "%d)", len(dataset.splits["validation"].texts), AUTO_MIN_VALIDATION_ROWS)
-    if built:
-        write_stack(run_dir, tfidf, choice, temperature, metric)
+    with_stack = write_stack(run_dir, inputs.names, tfidf, choice, temperature, metric) if built else None
     _say(run_dir, config.train.stack, wins, built, choice, metric)
-    return {"tfidf_validation": choice.validation["tfidf"], "stack": _record(inputs, run_dir, tfidf, choice, metric, built)}
+    return {"tfidf_validation": choice.validation["tfidf"], "stack": _record(inputs, tfidf, choice, metric, with_stack)}
 
 
 def _unsupported(config: RunConfig, dataset: TextDataset) -> str | None:
@@ -192,8 +193,8 @@ def build_stack(run_dir: str | Path, device: str = "auto", batch_size: int = 128
               for name in ("validation", "test") if name in splits}
     inputs = StackInputs(splits, logits, loaded.meta.labels, loaded.meta.multi_label)
     tfidf, choice = fit_stack(inputs, config.train.metric, config.train.seed, loaded.meta.temperature)
-    write_stack(run_dir, tfidf, choice, loaded.meta.temperature, config.train.metric)
-    record = _record(inputs, run_dir, tfidf, choice, config.train.metric, True)
+    with_stack = write_stack(run_dir, loaded.meta.labels, tfidf, choice, loaded.meta.temperature, config.train.metric)
+    record = _record(inputs, tfidf, choice, config.train.metric, with_stack)
     write_json_atomic(run_dir / artifacts.RESULTS_FILE, {**results, "tfidf_validation": choice.validation["tfidf"],
                                                          "stack": record})
     if artifacts.export_folder(run_dir) is not None:
