@@ -61,3 +61,13 @@ def test_preset_labels_map_by_their_declared_names():
 def test_label_map_is_refused_with_multi_label_data():
     with pytest.raises(ConfigError, match="data.label_map: not supported with data.multi_label"):
         load_config(None, ["--data.multi_label", "true", "--data.label_map", "{a: b}"])
+
+
+def test_an_error_after_dropped_rows_names_the_row_as_numbered_in_its_file(tmp_path):
+    """Rows that data.label_map drops do not shift the row numbers that later messages give."""
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(8)) + "last,drop\n")
+    test.write_text("text,label\nfirst,drop\nsecond,drop\nthird,a\nfourth,zzz\n")
+    config = DataConfig(train=str(train), test=str(test), label_map={"drop": None, "a": "a", "b": "b"})
+    with pytest.raises(BertfitError, match=r"test.csv row 4: label 'zzz' never occurs in the training data"):
+        load_dataset(config, seed=0)

@@ -41,7 +41,7 @@ def map_labels(part: RawSplit, labels: LabelMap) -> list[int]:
     """Label ids for a split: names map by name, whole numbers index into declared names."""
     by_name = labels.label2id
     ids = []
-    for row, raw_label in enumerate(part.raw_labels, start=part.first_row):
+    for row, raw_label in zip(part.row_numbers(), part.raw_labels):
         key = str(raw_label).strip()
         if key in by_name:
             ids.append(by_name[key])
@@ -73,7 +73,7 @@ def build_multi_label_map(raw: dict[str, RawSplit], label_names: tuple[str, ...]
 def multi_hot(part: RawSplit, labels: LabelMap, separator: str) -> list[list[float]]:
     """One 0/1 row per text, a 1 for each label the cell names (names, or ids into declared names)."""
     by_name, rows = labels.label2id, []
-    for row, cell in enumerate(part.raw_labels, start=part.first_row):
+    for row, cell in zip(part.row_numbers(), part.raw_labels):
         vector = [0.0] * len(labels)
         for name in label_names_of(cell, separator):
             if name in by_name:

@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from bertfit.config import FILE_FORMATS, DataConfig
 from bertfit.data.presets import PRESETS, Columns, preset_path
@@ -36,6 +36,11 @@ class RawSplit:
     raw_labels: list[Any]
     label_names: tuple[str, ...] | None  # names the source itself declares (preset, hub ClassLabel)
     first_row: int = 1  # number of the first row in its source (a streamed chunk starts further in)
+    kept_rows: tuple[int, ...] | None = None  # each row's number in its source, once data.label_map dropped some
+
+    def row_numbers(self) -> Sequence[int]:
+        """Each row's number in its source, for messages that name a row."""
+        return self.kept_rows if self.kept_rows is not None else range(self.first_row, self.first_row + len(self.texts))
 
 
 def read_split(spec: str, split: str, config: DataConfig) -> RawSplit:
@@ -199,7 +204,9 @@ def apply_label_map(part: RawSplit, label_map: dict[str, str | None], check_keys
     if not kept:
         raise BertfitError(f"{part.source}: data.label_map drops every row; map at least two labels to names")
     declared = tuple(dict.fromkeys(m for i in range(len(names)) if (m := relabel(i)) is not None)) or None
-    return RawSplit(part.source, [part.texts[row] for row in kept], [mapped[row] for row in kept], declared, part.first_row)
+    numbers = part.row_numbers()
+    return RawSplit(part.source, [part.texts[row] for row in kept], [mapped[row] for row in kept], declared, part.first_row,
+                    tuple(numbers[row] for row in kept))
 
 
 def check_columns(columns: Columns, source: str, text_columns: tuple[str, ...], label_column: str) -> None:

@@ -148,7 +148,7 @@ def _require_labels_in_train(raw: dict[str, RawSplit]) -> None:
         return
     known = {str(label).strip() for label in raw["train"].raw_labels}
     for part in (part for name, part in raw.items() if name != "train"):
-        for row, label in enumerate(part.raw_labels, start=part.first_row):
+        for row, label in zip(part.row_numbers(), part.raw_labels):
             if str(label).strip() not in known:
                 raise BertfitError(f"{part.source} row {row}: label {label!r} never occurs in the training data "
                                    f"({raw['train'].source}); fix the row, add training rows for it, or list every "
