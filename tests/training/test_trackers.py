@@ -12,6 +12,7 @@ from bertfit.config import load_config
 from bertfit.errors import BertfitError
 from bertfit.training.recipe import train
 from conftest import write_csv
+from interrupts import stop_at
 
 WANDB_HEADER = 7  # ":W&B", a 2-byte magic, a version byte
 WANDB_BLOCK = 32 * 1024  # records sit in 32 KiB blocks, each record split into chunks with a 7-byte header
@@ -120,3 +121,31 @@ def test_mlflow_store_defaults_to_one_sqlite_file_beside_the_runs(tmp_path):
 
     assert default_mlflow_uri(tmp_path / "runs" / "a") == default_mlflow_uri(tmp_path / "runs" / "b") == \
         f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').resolve()}"
+
+
+def test_a_resumed_run_goes_on_in_the_same_mlflow_and_wandb_runs(tiny_overrides, tmp_path, ag_news_rows, monkeypatch):
+    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file:{tmp_path / 'mlruns'}"
+    write_csv(tmp_path / "train.csv", ag_news_rows[:120])
+    config = load_config(None, [*tiny_overrides, "--data.train", str(tmp_path / "train.csv"), "--name", "resumed",
+                                "--train.report_to", "mlflow,wandb", "--train.eval_every_steps", "2",
+                                "--train.max_steps", "4", "--train.mlflow_uri", uri])
+    with monkeypatch.context() as patch:
+        stop_at(patch, 2)
+        stopped = train(config)
+    assert stopped.interrupted
+    ids = json.loads((stopped.run_dir / "trackers.json").read_text())
+    train(resume=stopped.run_dir)
+
+    client = MlflowClient(tracking_uri=uri)
+    [run] = client.search_runs([client.get_experiment_by_name("bertfit").experiment_id])
+    assert run.info.run_id == ids["mlflow"] and run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "eval/f1_macro")) == [2, 4]
+    run_files = sorted((stopped.run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == 2 and all(f.name == f"run-{ids['wandb']}.wandb" for f in run_files)
