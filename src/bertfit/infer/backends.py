@@ -77,7 +77,7 @@ class GraphBackend:
 class OnnxRunner:
     """An exported model file run by ONNX Runtime on the CPU."""
 
-    def __init__(self, path: Path, threads: int | None, variant: str):
+    def __init__(self, path: Path, threads: int | None):
         onnxruntime = _require("onnx")
         options = onnxruntime.SessionOptions()
         # Idle ORT worker threads spin by default; in a server they would starve the event loop and the
@@ -95,7 +95,7 @@ class OnnxRunner:
 class OpenVinoRunner:
     """An exported graph (ONNX or OpenVINO IR) compiled by OpenVINO for this CPU, fp32 arithmetic outside int8 ops."""
 
-    def __init__(self, path: Path, threads: int | None, variant: str):
+    def __init__(self, path: Path, threads: int | None):
         openvino = _require("openvino")
         # f32: on AMX / AVX-512 BF16 CPUs OpenVINO would otherwise run in bf16, unlike what was checked.
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
@@ -113,10 +113,10 @@ class OpenVinoRunner:
 class CTranslate2Runner:
     """CTranslate2's encoder (its own int8/fp32 kernels) + the classifier's pooling and head in NumPy."""
 
-    def __init__(self, folder: Path, threads: int | None, variant: str):
+    def __init__(self, folder: Path, threads: int | None, int8: bool):
         self.ctranslate2 = _require("ct2")
-        compute_type = "int8" if variant.endswith("int8") else "float32"
-        self.encoder = self.ctranslate2.Encoder(str(folder), "cpu", compute_type=compute_type, intra_threads=threads or 0)
+        self.encoder = self.ctranslate2.Encoder(str(folder), "cpu", compute_type="int8" if int8 else "float32",
+                                                intra_threads=threads or 0)
         with np.load(Path(folder) / CT2_HEAD) as head:
             self.weight, self.bias, self.pooling = head["weight"], head["bias"], str(head["pooling"])
         self.width = self.bias.shape[0]
@@ -135,7 +135,7 @@ class CTranslate2Runner:
 
 
 CT2_HEAD = "head.npz"  # weight, bias and pooling of the classifier, beside CTranslate2's model.bin
-RUNNERS = {"onnx": OnnxRunner, "openvino": OpenVinoRunner, "ct2": CTranslate2Runner}
+GRAPH_RUNNERS = {"onnx": OnnxRunner, "openvino": OpenVinoRunner}  # CTranslate2 also takes its compute type
 
 
 def open_export(folder: Path, export: ExportMeta, variant: str, batch_size: int,
@@ -146,5 +146,7 @@ def open_export(folder: Path, export: ExportMeta, variant: str, batch_size: int,
         exported = ", ".join(export.files) or "none"
         raise BertfitError(f"{folder}: no {variant} export (exported: {exported}); "
                            f"run `bertfit export RUN --target {engine_of(variant)}` or `--target auto`")
-    runner = RUNNERS[engine_of(variant)](Path(folder) / name, threads, variant)
+    engine, path = engine_of(variant), Path(folder) / name
+    runner = CTranslate2Runner(path, threads, int8=variant.endswith("int8")) if engine == "ct2" \
+        else GRAPH_RUNNERS[engine](path, threads)
     return GraphBackend(variant, runner, export.pad_token_id, batch_size)
