@@ -149,3 +149,19 @@ def test_a_resumed_run_goes_on_in_the_same_mlflow_and_wandb_runs(tiny_overrides,
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "eval/f1_macro")) == [2, 4]
     run_files = sorted((stopped.run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 2 and all(f.name == f"run-{ids['wandb']}.wandb" for f in run_files)
+
+
+def test_an_mlflow_run_that_cannot_be_reopened_gives_way_to_a_new_one(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("mlflow")
+    from bertfit.training.trackers import open_trackers
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    run_dir = tmp_path / "runs" / "gone"
+    run_dir.mkdir(parents=True)
+    (run_dir / "trackers.json").write_text('{"mlflow": "0123456789abcdef"}')  # a run this store never held
+    with caplog.at_level("WARNING", logger="bertfit.training.trackers"):
+        [tracker] = open_trackers(("mlflow",), run_dir, {"train.lr": 0.1}, purge_step=4,
+                                  mlflow_uri=f"file:{tmp_path / 'mlruns'}")
+    tracker.close()
+    assert tracker.run_id != "0123456789abcdef" and "could not be reopened" in caplog.text
+    assert json.loads((run_dir / "trackers.json").read_text()) == {"mlflow": tracker.run_id}

@@ -57,10 +57,15 @@ class MlflowTracker:
         self.uri = uri or default_mlflow_uri(run_dir)
         self.client = MlflowClient(tracking_uri=self.uri)
         if run_id is not None:
-            self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
-            log.info("MLflow run %s in %s, resumed", self.run_id, self.uri)
-            return
+            try:
+                self.client.update_run(run_id, status="RUNNING")
+            except Exception as error:  # deleted, or kept in another store: logged into a new run, said so
+                log.warning("MLflow run %s could not be reopened in %s (%s); logging into a new run", run_id, self.uri,
+                            brief(error))
+            else:
+                self.run_id = run_id
+                log.info("MLflow run %s in %s, resumed", self.run_id, self.uri)
+                return
         experiment = self.client.get_experiment_by_name("bertfit")
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("bertfit")
         self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name).info.run_id
