@@ -56,20 +56,27 @@ def wandb_history(run_file) -> tuple[dict[int, dict[str, float]], dict[str, obje
     return history, config
 
 
-def test_mlflow_and_wandb_receive_the_same_scalars_and_config(tiny_overrides, tmp_path, ag_news_rows, monkeypatch):
+def tracked_run(name: str, tiny_overrides, tmp_path, ag_news_rows, monkeypatch):
+    """The config of a 4-step run that reports to MLflow (a file store under tmp_path) and W&B (offline), and
+    MLflow's tracking URI."""
     pytest.importorskip("mlflow")
     pytest.importorskip("wandb")
-    from mlflow.tracking import MlflowClient
-
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     # A given tracking URI; MLflow's file store, unlike the default SQLite one, needs no tables created first.
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     uri = f"file:{tmp_path / 'mlruns'}"
     write_csv(tmp_path / "train.csv", ag_news_rows[:120])
-    config = load_config(None, [*tiny_overrides, "--data.train", str(tmp_path / "train.csv"), "--name", "tracked",
+    config = load_config(None, [*tiny_overrides, "--data.train", str(tmp_path / "train.csv"), "--name", name,
                                 "--train.report_to", "mlflow,wandb", "--train.eval_every_steps", "2",
                                 "--train.max_steps", "4", "--train.mlflow_uri", uri])
+    return config, uri
+
+
+def test_mlflow_and_wandb_receive_the_same_scalars_and_config(tiny_overrides, tmp_path, ag_news_rows, monkeypatch):
+    config, uri = tracked_run("tracked", tiny_overrides, tmp_path, ag_news_rows, monkeypatch)
+    from mlflow.tracking import MlflowClient
+
     run_dir = train(config).run_dir
     evaluations = {r["step"]: r for r in read_metrics(run_dir)}
     assert sorted(evaluations) == [2, 4]
@@ -124,18 +131,9 @@ def test_mlflow_store_defaults_to_one_sqlite_file_beside_the_runs(tmp_path):
 
 
 def test_a_resumed_run_goes_on_in_the_same_mlflow_and_wandb_runs(tiny_overrides, tmp_path, ag_news_rows, monkeypatch):
-    pytest.importorskip("mlflow")
-    pytest.importorskip("wandb")
+    config, uri = tracked_run("resumed", tiny_overrides, tmp_path, ag_news_rows, monkeypatch)
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    uri = f"file:{tmp_path / 'mlruns'}"
-    write_csv(tmp_path / "train.csv", ag_news_rows[:120])
-    config = load_config(None, [*tiny_overrides, "--data.train", str(tmp_path / "train.csv"), "--name", "resumed",
-                                "--train.report_to", "mlflow,wandb", "--train.eval_every_steps", "2",
-                                "--train.max_steps", "4", "--train.mlflow_uri", uri])
     with monkeypatch.context() as patch:
         stop_at(patch, 2)
         stopped = train(config)
