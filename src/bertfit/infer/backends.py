@@ -135,7 +135,6 @@ class CTranslate2Runner:
 
 
 CT2_HEAD = "head.npz"  # weight, bias and pooling of the classifier, beside CTranslate2's model.bin
-GRAPH_RUNNERS = {"onnx": OnnxRunner, "openvino": OpenVinoRunner}  # CTranslate2 also takes its compute type
 
 
 def open_export(folder: Path, export: ExportMeta, variant: str, batch_size: int,
@@ -146,7 +145,15 @@ def open_export(folder: Path, export: ExportMeta, variant: str, batch_size: int,
         exported = ", ".join(export.files) or "none"
         raise BertfitError(f"{folder}: no {variant} export (exported: {exported}); "
                            f"run `bertfit export RUN --target {engine_of(variant)}` or `--target auto`")
-    engine, path = engine_of(variant), Path(folder) / name
-    runner = CTranslate2Runner(path, threads, int8=variant.endswith("int8")) if engine == "ct2" \
-        else GRAPH_RUNNERS[engine](path, threads)
+    path = Path(folder) / name
+    match engine_of(variant):
+        case "ct2":
+            runner = CTranslate2Runner(path, threads, int8=variant.endswith("int8"))
+        case "openvino":
+            runner = OpenVinoRunner(path, threads)
+        case "onnx":
+            runner = OnnxRunner(path, threads)
+        case engine:
+            raise BertfitError(f"{folder}: {variant} names the engine {engine!r}, which bertfit does not know; "
+                               "export the run again")
     return GraphBackend(variant, runner, export.pad_token_id, batch_size)

@@ -106,7 +106,8 @@ def fill_defaults(config: RunConfig, facts: DataFacts, validation_fraction: floa
     batch = train.batch_size or chosen.setdefault("train.batch_size", batch_size(facts.rows))
     count = train.epochs or chosen.setdefault("train.epochs", epochs(facts.rows, batch, train.grad_accum_steps))
     if train.lr is None:
-        head_only = method == "contrastive" or config.model.freeze == "encoder"  # (LoRA refuses freeze encoder)
+        # A frozen encoder (a contrastive run's second stage freezes it above) leaves a head alone on fixed vectors.
+        head_only = chosen.get("model.freeze", config.model.freeze) == "encoder"  # (LoRA refuses freeze encoder)
         chosen["train.lr"] = learning_rate(facts.parameters, batch, head_only)
     if train.warmup_ratio is None:
         steps = None if facts.rows is None else math.ceil(math.ceil(facts.rows / batch) / train.grad_accum_steps) * count
