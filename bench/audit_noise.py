@@ -37,14 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from compare_commits import cpu_flags  # noqa: E402
-
 from bertfit.config import load_config  # noqa: E402
 from bertfit.curate.audit import AuditSettings, audit  # noqa: E402
 from bertfit.curate.folds import LabelledRows, frozen_features, logistic_probabilities, read_training_rows, write_rows  # noqa: E402
 from bertfit.curate.relabel import apply_review  # noqa: E402
 from bertfit.data.presets import data_dir  # noqa: E402
 from bertfit.data.read import read_split  # noqa: E402
+from bertfit.runtime.cpu import cpu_features  # noqa: E402
 
 
 def flip_labels(labels: np.ndarray, classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +134,7 @@ def main() -> None:
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bertfit-audit-bench-"))
     if args.timing_only:
-        timing = time_full_audit(work) | {"cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+        timing = time_full_audit(work) | {"cpu_flags": cpu_features()["flags"], "cpu_count": os.cpu_count(),
                                           "torch_threads": torch.get_num_threads(),
                                           "load_average_before": [round(x, 2) for x in load_before],
                                           "load_average_after": [round(x, 2) for x in os.getloadavg()]}
@@ -159,7 +158,7 @@ def main() -> None:
               "targets": {"precision_at_recall_0.6 >= 0.8": mean["precision_at_recall_0.6"] >= 0.8,
                           "recovers >= half": mean["points_regained"] >= 0.5 * mean["points_lost"],
                           "10k audit <= 300 s": timing["seconds"] <= 300 if timing else None},
-              "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "cpu_flags": cpu_features()["flags"], "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,18 +28,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bertfit.runtime.cpu import cpu_features
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"predict_seconds": 3.0, "serve_ready_seconds": 4.0}
 TEXT = "Stocks rallied on Wall Street after the central bank held interest rates"
-
-
-def cpu_flags() -> list[str]:
-    try:
-        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    present = set(line.split(":", 1)[1].split())
-    return [flag for flag in ("avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8") if flag in present]
 
 
 def _environment() -> dict[str, str]:
@@ -128,7 +121,7 @@ def main() -> None:
     results = {backend: measure(args.run, backend, args.repeats) for backend in args.backends.split(",")}
     report = {"run": str(args.run), "has_export": (args.run / "export" / "export.json").is_file(),
               "repeats": args.repeats, "targets": TARGETS, "results": results, "cores": os.cpu_count(),
-              "cpu_flags": cpu_flags(), "load_average_before": [round(x, 2) for x in load_before],
+              "cpu_flags": cpu_features()["flags"], "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()], "python": sys.version.split()[0]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -21,19 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bertfit.runtime.cpu import cpu_features
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
 TRAIN_FLAGS = ["--config", str(REPO / "configs" / "demo.yaml"), "--data.max_train_rows", "960", "--data.max_eval_rows",
                "200", "--train.epochs", "1", "--train.progress", "false", "--train.tensorboard", "false", "--overwrite"]
-
-
-def cpu_flags() -> list[str]:
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "asimddp")
-    try:
-        found = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return [flag for flag in wanted if flag in found]
 
 
 def run(tree: Path, args: list[str]) -> str:
@@ -73,7 +66,7 @@ def main() -> None:
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=REPO, capture_output=True)
     OUT.mkdir(exist_ok=True)
-    report = {"cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+    report = {"cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_features()["flags"], "cores": os.cpu_count(),
               "results": results}
     (OUT / "compare_commits.json").write_text(json.dumps(report, indent=2) + "\n")
 

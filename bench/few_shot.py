@@ -20,7 +20,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,17 +36,10 @@ from bertfit.config import load_config  # noqa: E402
 from bertfit.data.splits import load_dataset  # noqa: E402
 from bertfit.metrics import classification_metrics  # noqa: E402
 from bertfit.model import resolve_model_name  # noqa: E402
+from bertfit.runtime.cpu import cpu_features  # noqa: E402
 from bertfit.training.recipe import train  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
-
-
-def cpu_flags() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(),
-            **{f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile")}}
 
 
 def sample(labels: list[int], per_class: int, seed: int) -> list[int]:
@@ -134,7 +126,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    results: dict = {"command": " ".join(sys.argv), "machine": cpu_flags(), "load_before": os.getloadavg(), "rows": []}
+    results: dict = {"command": " ".join(sys.argv), "machine": cpu_features(), "load_before": os.getloadavg(), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             dataset = load_dataset(load_config(None, ["--data.train", name]).data, seed=0)

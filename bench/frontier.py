@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from compare_commits import cpu_flags
+from bertfit.runtime.cpu import cpu_features
 
 OUT = Path(__file__).resolve().parent / "out"
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
@@ -249,7 +249,8 @@ def main() -> None:
         models[name] |= speed
     summary = {"command": " ".join(["python", "bench/frontier.py", *sys.argv[1:]]),
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(), "load_average_before": [round(x, 2) for x in load_before],
+               "cpu_count": os.cpu_count(), "cpu_flags": cpu_features()["flags"],
+               "load_average_before": [round(x, 2) for x in load_before],
                "load_average_after": [round(x, 2) for x in os.getloadavg()], "wall_seconds": round(time.perf_counter() - started),
                "test_rows": len(texts), "unlabelled_rows": sum(1 for _ in open(unlabelled_csv)) - 1,
                "settings": {k: str(v) for k, v in vars(args).items()}, "models": models, "targets": TARGETS,

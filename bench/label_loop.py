@@ -27,12 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from compare_commits import cpu_flags  # noqa: E402
-
 from bertfit.config import load_config  # noqa: E402
 from bertfit.curate.folds import frozen_features, logistic_probabilities, read_training_rows  # noqa: E402
 from bertfit.curate.suggest import select  # noqa: E402
 from bertfit.data.read import read_split  # noqa: E402
+from bertfit.runtime.cpu import cpu_features  # noqa: E402
 
 
 def learning_curve(strategy: str, first: np.ndarray, pool: tuple[np.ndarray, np.ndarray],
@@ -112,7 +111,7 @@ def main() -> None:
     report = {"benchmark": "label_loop", "pool_rows": len(rows), "test_rows": len(test_texts), "sizes": sizes,
               "model": "logistic regression on frozen embedded MiniLM mean-pooled vectors (fast path)",
               "curves": curves, "mean": mean, "random_at_max": target, "suggest_labels_to_reach_random_at_max": needed,
-              "target_met": needed is not None and needed <= 700, "png": png.name, "cpu_flags": cpu_flags(),
+              "target_met": needed is not None and needed <= 700, "png": png.name, "cpu_flags": cpu_features()["flags"],
               "cpu_count": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -45,17 +45,12 @@ from bertfit.data.read import read_split  # noqa: E402
 from bertfit.infer.predictor import Predictor  # noqa: E402
 from bertfit.infer.stack import model_probabilities, open_stack  # noqa: E402
 from bertfit.metrics import probability_metrics  # noqa: E402
+from bertfit.runtime.cpu import cpu_features  # noqa: E402
 from bertfit.training.recipe import train  # noqa: E402
 from bertfit.training.stack import build_stack  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 SYSTEMS = ("bertfit defaults", "model alone", "tf-idf baseline", "stacked ensemble")
-
-
-def machine() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def imdb(split: str) -> tuple[list[str], list[str]]:
@@ -181,7 +176,8 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
-    results = {"command": " ".join(sys.argv), "machine": machine(), "load_before": os.getloadavg(), "runs": []}
+    results = {"command": " ".join(sys.argv), "machine": {**cpu_features(), "python": platform.python_version()},
+               "load_before": os.getloadavg(), "runs": []}
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:
             run = run_seed(seed, args, Path(folder))

@@ -39,6 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_load import HOST, ag_news_texts, client, free_port, wait_until_healthy  # noqa: E402  (the sibling bench's helpers)
 
+from bertfit.runtime.cpu import cpu_features  # noqa: E402
+
 POISON = {
     "lone surrogate": b'{"texts": ["a fine text", "\\ud800"]}',
     "empty text": b'{"text": "   "}',
@@ -47,15 +49,6 @@ POISON = {
     "wrong type": b'{"texts": [1, 2]}',
     "non-UTF-8": '{"text": "caf\u00e9"}'.encode("latin-1"),
 }
-
-
-def cpu_flags() -> list[str]:
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
-    try:
-        found = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return [flag for flag in wanted if flag in found]
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -231,7 +224,7 @@ def main() -> None:
     summary = {"command": " ".join(["python", "bench/serve_abuse.py", *sys.argv[1:]]),
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               "cpu_flags": cpu_flags(), "load_average_before": [round(x, 2) for x in load_before],
+               "cpu_flags": cpu_features()["flags"], "load_average_before": [round(x, 2) for x in load_before],
                "load_average_after": [round(x, 2) for x in os.getloadavg()], "open_file_limit": limits[0],
                "clients": args.clients, "duration_s": args.duration, "idle_sockets": args.idle_sockets,
                "abandon_every_s": args.abandon_every_s,

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bertfit.runtime.cpu import cpu_features
+
 OUT = Path(__file__).resolve().parent / "out"
 VARIANTS = ("bertfit", "trainer-maxlen", "trainer-dynamic")  # the default set; bertfit-compile on request
 # Dense bf16 tensor-core peaks; looked up by substring of the device name, first match wins (PCIe first).
@@ -80,7 +82,7 @@ def run_child(variant: str, seconds: float | None) -> dict | str:
 
 def write_summary(results: dict, stopped: dict) -> None:
     summary = {"command": " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
-               "machine": machine(), "cpu_flags": cpu_flags(), "loadavg": os.getloadavg(), "results": results,
+               "machine": machine(), "cpu_flags": cpu_features()["flags"], "loadavg": os.getloadavg(), "results": results,
                "not_measured": stopped, "ratios": ratios(results)}
     (OUT / "train_speed.json").write_text(json.dumps(summary, indent=2))
 
@@ -219,15 +221,6 @@ def training_flops(model_path: str, lengths, num_labels: int = 4) -> float:
     weights = layers * (4 * hidden ** 2 + 2 * hidden * config.intermediate_size) + hidden * num_labels
     lengths = np.asarray(lengths, dtype=np.float64)
     return float(6 * weights * lengths.sum() + 12 * layers * hidden * (lengths ** 2).sum())
-
-
-def cpu_flags() -> dict[str, bool]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = set(next((line for line in cpuinfo if line.startswith("flags")), "").split())
-    except OSError:
-        flags = set()
-    return {name: name in flags for name in ("avx2", "avx512f", "avx512_vnni", "amx_tile")}
 
 
 def machine() -> str:
