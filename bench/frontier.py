@@ -27,7 +27,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -249,8 +248,7 @@ def main() -> None:
     for name, speed in measure_speed(run_dirs, texts, gold, args).items():
         models[name] |= speed
     summary = {"command": " ".join(["python", "bench/frontier.py", *sys.argv[1:]]),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "cpu_flags": cpu_features()["flags"],
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_features(),
                "load_average_before": [round(x, 2) for x in load_before],
                "load_average_after": [round(x, 2) for x in os.getloadavg()], "wall_seconds": round(time.perf_counter() - started),
                "test_rows": len(texts), "unlabelled_rows": sum(1 for _ in open(unlabelled_csv)) - 1,
