@@ -3,6 +3,8 @@
     python bench/long_docs.py --threads 1                    # 2,000 train rows (seeded sample), all 25,000 test reviews
     python bench/long_docs.py --threads 1 --test-rows 2000   # a seeded sample of the test split: a busy CPU
     python bench/long_docs.py --seeds 0 1 2                  # repeats with other training samples
+    python bench/long_docs.py --keep runs/imdb --test-rows 5000        # keeps the trained runs, then:
+    python bench/long_docs.py --keep runs/imdb --reuse --out bench/out/long_docs_25000.json  # scores them again
 
 Per seed, 2,000 reviews are drawn (seeded) from IMDb train and given to bertfit as a CSV with nothing
 else: it holds out its own validation share and chooses its settings (at 128 tokens most reviews are
@@ -105,21 +107,31 @@ def score_systems(run_dir: Path, test: tuple[list[str], list[str]], chunk: int, 
 
 
 def run_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
-    train_texts, train_labels = imdb("train")
-    rows = sample(len(train_texts), args.train_rows, seed)
-    run_dir, training = train_bertfit([train_texts[i] for i in rows], [train_labels[i] for i in rows], seed, folder)
-    added, stack_seconds = False, None
-    if not (training["stack"] or {}).get("built"):  # auto kept the model alone: add the stack to compare it too
-        started = time.perf_counter()
-        build_stack(run_dir)
-        added, stack_seconds = True, round(time.perf_counter() - started, 1)
+    """Trains bertfit on the seed's sample (or, with --reuse, takes the run --keep holds for it) and scores it."""
+    trained = folder / f"trained-{seed}.json"  # what training measured, kept beside the run for --reuse
+    if args.reuse:
+        training = json.loads(trained.read_text())
+    else:
+        train_texts, train_labels = imdb("train")
+        rows = sample(len(train_texts), args.train_rows, seed)
+        run_dir, training = train_bertfit([train_texts[i] for i in rows], [train_labels[i] for i in rows], seed,
+                                          folder)
+        training = {"train_rows": len(rows), **training, "stack_added_seconds": None}
+        if not (training["stack"] or {}).get("built"):  # auto kept the model alone: add the stack to compare it
+            started = time.perf_counter()
+            build_stack(run_dir)
+            training["stack_added_seconds"] = round(time.perf_counter() - started, 1)
+        training["run_dir"] = str(run_dir)
+        trained.write_text(json.dumps(training))
+    run_dir, stack_seconds = Path(training.pop("run_dir")), training.pop("stack_added_seconds")
+    added = stack_seconds is not None
     test_texts, test_labels = imdb("test")
     chosen = sample(len(test_texts), args.test_rows, seed)
     started = time.perf_counter()
     test = [test_texts[i] for i in chosen], [test_labels[i] for i in chosen]
     scores = score_systems(run_dir, test, args.chunk, auto_built=not added)
     meta = artifacts.read_model_meta(run_dir)
-    return {"seed": seed, "train_rows": len(rows), "test_rows": len(chosen), **training,
+    return {"seed": seed, "test_rows": len(chosen), **training, "reused": args.reuse,
             "stack_built_by": "bertfit stack (added)" if added else "train.stack auto",
             "stack_command_seconds": stack_seconds, "model_weight": meta.stack.model_weight,
             "stack_validation": meta.stack.validation, "score_seconds": round(time.perf_counter() - started, 1),
@@ -168,8 +180,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, help="CPU threads for torch and BLAS (default: all cores)")
     parser.add_argument("--chunk", type=int, default=1000, help="test reviews per model call (bounds memory)")
+    parser.add_argument("--keep", type=Path, help="folder that keeps the trained runs (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true", help="score the runs --keep holds again, without training")
     parser.add_argument("--out", type=Path, default=OUT / "long_docs.json")
     args = parser.parse_args()
+    if args.reuse and not args.keep:
+        parser.error("--reuse scores the runs kept by an earlier --keep: give that folder with --keep")
     if args.threads:
         import torch
         from threadpoolctl import threadpool_limits
@@ -178,9 +194,11 @@ def main() -> None:
         threadpool_limits(args.threads)
     results = {"command": " ".join(sys.argv), "machine": {**cpu_features(), "python": platform.python_version()},
                "load_before": os.getloadavg(), "runs": []}
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = args.keep or Path(temporary)
+        folder.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:
-            run = run_seed(seed, args, Path(folder))
+            run = run_seed(seed, args, folder)
             print(json.dumps({k: v for k, v in run.items() if k != "stack_validation"}), flush=True)
             results["runs"].append(run)
             args.out.parent.mkdir(parents=True, exist_ok=True)  # after every seed: a cut-short run keeps its seeds
