@@ -134,7 +134,7 @@ def main() -> None:
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bertfit-audit-bench-"))
     if args.timing_only:
-        timing = time_full_audit(work) | {"cpu_flags": cpu_features()["flags"], "cpu_count": os.cpu_count(),
+        timing = time_full_audit(work) | {"cpu": cpu_features(),
                                           "torch_threads": torch.get_num_threads(),
                                           "load_average_before": [round(x, 2) for x in load_before],
                                           "load_average_after": [round(x, 2) for x in os.getloadavg()]}
@@ -158,7 +158,7 @@ def main() -> None:
               "targets": {"precision_at_recall_0.6 >= 0.8": mean["precision_at_recall_0.6"] >= 0.8,
                           "recovers >= half": mean["points_regained"] >= 0.5 * mean["points_lost"],
                           "10k audit <= 300 s": timing["seconds"] <= 300 if timing else None},
-              "cpu_flags": cpu_features()["flags"], "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "cpu": cpu_features(), "torch_threads": torch.get_num_threads(),
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -120,8 +120,8 @@ def main() -> None:
     load_before = os.getloadavg()
     results = {backend: measure(args.run, backend, args.repeats) for backend in args.backends.split(",")}
     report = {"run": str(args.run), "has_export": (args.run / "export" / "export.json").is_file(),
-              "repeats": args.repeats, "targets": TARGETS, "results": results, "cores": os.cpu_count(),
-              "cpu_flags": cpu_features()["flags"], "load_average_before": [round(x, 2) for x in load_before],
+              "repeats": args.repeats, "targets": TARGETS, "results": results, "cpu": cpu_features(),
+              "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()], "python": sys.version.split()[0]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

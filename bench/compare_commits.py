@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -66,8 +65,7 @@ def main() -> None:
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=REPO, capture_output=True)
     OUT.mkdir(exist_ok=True)
-    report = {"cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_features()["flags"], "cores": os.cpu_count(),
-              "results": results}
+    report = {"cpu": cpu_features(), "results": results}
     (OUT / "compare_commits.json").write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -41,6 +41,7 @@ def main() -> None:
     from bertfit.data.read import read_split
     from bertfit.evaluate.run import evaluate_run
     from bertfit.infer.predictor import Predictor
+    from bertfit.runtime.cpu import cpu_features
     from bertfit.training.recipe import train
 
     work = Path(tempfile.mkdtemp(prefix="bertfit-bench-"))
@@ -61,7 +62,7 @@ def main() -> None:
     inner_predict = result["timings"]["predict_seconds"]
     overhead = evaluate_seconds - inner_predict
     report = {
-        "rows": len(texts), "device": "cpu", "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "rows": len(texts), "device": "cpu", "torch_threads": torch.get_num_threads(), "cpu": cpu_features(),
         "load_average_1min": os.getloadavg()[0],
         "predict_seconds": round(predict_seconds, 3), "evaluate_seconds": round(evaluate_seconds, 3),
         "evaluate_inner_predict_seconds": inner_predict, "overhead_seconds": round(overhead, 3),

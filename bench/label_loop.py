@@ -111,8 +111,8 @@ def main() -> None:
     report = {"benchmark": "label_loop", "pool_rows": len(rows), "test_rows": len(test_texts), "sizes": sizes,
               "model": "logistic regression on frozen embedded MiniLM mean-pooled vectors (fast path)",
               "curves": curves, "mean": mean, "random_at_max": target, "suggest_labels_to_reach_random_at_max": needed,
-              "target_met": needed is not None and needed <= 700, "png": png.name, "cpu_flags": cpu_features()["flags"],
-              "cpu_count": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
+              "target_met": needed is not None and needed <= 700, "png": png.name, "cpu": cpu_features(),
+              "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("mean", "random_at_max", "suggest_labels_to_reach_random_at_max",

@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -68,6 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     from bertfit.artifacts import EXPORT_DIR, read_export_meta
     from bertfit.infer.predictor import Predictor
+    from bertfit.runtime.cpu import cpu_features
 
     texts = ag_news_texts(args.rows)
     backends = ["torch", *[b for b in args.backends if b != "torch"]]  # ratios need PyTorch
@@ -82,8 +82,8 @@ def main() -> None:
             speeds[backend].append(time_round(predictor, texts, args.batch_size))
     check = read_export_meta(args.run / EXPORT_DIR).check or {}
     summary = {"command": " ".join(["python", "bench/onnx_speed.py", *sys.argv[1:]]),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_features(),
+               "load_average_before": [round(x, 2) for x in load_before],
                "load_average_after": [round(x, 2) for x in os.getloadavg()], "rows": len(texts),
                "batch_size": args.batch_size, "rounds": args.rounds, "threads": args.threads,
                "self_check_rows": check.get("rows"), "results": summarise(speeds, check)}

@@ -24,7 +24,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import signal
 import subprocess
@@ -223,8 +222,7 @@ def main() -> None:
     ratio = abused["p99_ms"] / baseline["p99_ms"]
     summary = {"command": " ".join(["python", "bench/serve_abuse.py", *sys.argv[1:]]),
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               "cpu_flags": cpu_features()["flags"], "load_average_before": [round(x, 2) for x in load_before],
+               "cpu": cpu_features(), "load_average_before": [round(x, 2) for x in load_before],
                "load_average_after": [round(x, 2) for x in os.getloadavg()], "open_file_limit": limits[0],
                "clients": args.clients, "duration_s": args.duration, "idle_sockets": args.idle_sockets,
                "abandon_every_s": args.abandon_every_s,

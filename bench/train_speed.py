@@ -82,7 +82,7 @@ def run_child(variant: str, seconds: float | None) -> dict | str:
 
 def write_summary(results: dict, stopped: dict) -> None:
     summary = {"command": " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
-               "machine": machine(), "cpu_flags": cpu_features()["flags"], "loadavg": os.getloadavg(), "results": results,
+               "machine": machine(), "cpu": cpu_features(), "loadavg": os.getloadavg(), "results": results,
                "not_measured": stopped, "ratios": ratios(results)}
     (OUT / "train_speed.json").write_text(json.dumps(summary, indent=2))
 
