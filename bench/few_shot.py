@@ -3,6 +3,7 @@
     python bench/few_shot.py                                         # full scale: emotion + SST-2, 8/16/64 a class, 5 seeds
     python bench/few_shot.py --sizes 8 16 --seeds 1                  # a scaled-down run on a busy CPU
     python bench/few_shot.py --systems bertfit --sizes 64            # one side only
+    python bench/few_shot.py --datasets emotion --sizes 8 --seeds 3 --first-seed 2   # seeds 2-4: adds to a cut-short cell
 
 For each data set, size n and seed, n labelled texts per class are drawn (seeded) from the preset's train
 split; both systems train on exactly those rows and are scored on the preset's full test split (emotion
@@ -112,7 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["emotion", "sst2"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[8, 16, 64])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="seeded samples per cell")
+    parser.add_argument("--first-seed", type=int, default=0, help="the cell's seeds are first-seed .. first-seed+seeds-1")
     parser.add_argument("--systems", nargs="+", default=["bertfit", "setfit", "tuned"], choices=["bertfit", "setfit", "tuned"],
                         help="tuned: bertfit with the hand-tuned settings (standard method, epochs 15, lr 1e-4, batch 16)")
     parser.add_argument("--tuned-sizes", nargs="+", type=int, default=[64], help="sizes the tuned system runs at")
@@ -141,7 +143,7 @@ def main() -> None:
                     if system == "tuned" and size not in args.tuned_sizes:
                         continue
                     runs = []
-                    for seed in range(args.seeds):
+                    for seed in range(args.first_seed, args.first_seed + args.seeds):
                         rows = sample(train_split.labels, size, seed)
                         texts, labels = [train_split.texts[i] for i in rows], [train_split.labels[i] for i in rows]
                         if system != "setfit":
@@ -151,7 +153,7 @@ def main() -> None:
                             run = run_setfit(texts, labels, (test.texts, np.asarray(test.labels)), names, seed,
                                              args.setfit_max_steps, Path(tmp))
                         print(name, size, system, seed, run, flush=True)
-                        runs.append(run)
+                        runs.append({"seed": seed, **run})
                     results["rows"].append({"dataset": name, "per_class": size, "system": system, "test_rows": len(test),
                                             **summary(runs), "runs": runs})
                     write(results, args.out)  # after every cell: a cut-short run keeps what it measured
