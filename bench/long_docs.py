@@ -106,25 +106,27 @@ def score_systems(run_dir: Path, test: tuple[list[str], list[str]], chunk: int, 
     return out
 
 
+def train_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
+    """Trains bertfit on the seed's sample of IMDb train (adding the stack where auto left it out): what it measured."""
+    train_texts, train_labels = imdb("train")
+    rows = sample(len(train_texts), args.train_rows, seed)
+    run_dir, training = train_bertfit([train_texts[i] for i in rows], [train_labels[i] for i in rows], seed, folder)
+    stack_seconds = None
+    if not (training["stack"] or {}).get("built"):  # auto kept the model alone: add the stack to compare it too
+        started = time.perf_counter()
+        build_stack(run_dir)
+        stack_seconds = round(time.perf_counter() - started, 1)
+    return {"run_dir": str(run_dir), "train_rows": len(rows), **training, "stack_command_seconds": stack_seconds}
+
+
 def run_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
-    """Trains bertfit on the seed's sample (or, with --reuse, takes the run --keep holds for it) and scores it."""
-    trained = folder / f"trained-{seed}.json"  # what training measured, kept beside the run for --reuse
-    if args.reuse:
-        training = json.loads(trained.read_text())
-    else:
-        train_texts, train_labels = imdb("train")
-        rows = sample(len(train_texts), args.train_rows, seed)
-        run_dir, training = train_bertfit([train_texts[i] for i in rows], [train_labels[i] for i in rows], seed,
-                                          folder)
-        training = {"train_rows": len(rows), **training, "stack_added_seconds": None}
-        if not (training["stack"] or {}).get("built"):  # auto kept the model alone: add the stack to compare it
-            started = time.perf_counter()
-            build_stack(run_dir)
-            training["stack_added_seconds"] = round(time.perf_counter() - started, 1)
-        training["run_dir"] = str(run_dir)
-        trained.write_text(json.dumps(training))
-    run_dir, stack_seconds = Path(training.pop("run_dir")), training.pop("stack_added_seconds")
-    added = stack_seconds is not None
+    """Scores the seed's run: trained now, or with --reuse the one --keep holds (its trained-SEED.json says what
+    training measured)."""
+    trained = folder / f"trained-{seed}.json"
+    if not args.reuse:
+        trained.write_text(json.dumps(train_seed(seed, args, folder)))
+    training = json.loads(trained.read_text())
+    run_dir, added = Path(training.pop("run_dir")), training["stack_command_seconds"] is not None
     test_texts, test_labels = imdb("test")
     chosen = sample(len(test_texts), args.test_rows, seed)
     started = time.perf_counter()
@@ -132,8 +134,7 @@ def run_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
     scores = score_systems(run_dir, test, args.chunk, auto_built=not added)
     meta = artifacts.read_model_meta(run_dir)
     return {"seed": seed, "test_rows": len(chosen), **training, "reused": args.reuse,
-            "stack_built_by": "bertfit stack (added)" if added else "train.stack auto",
-            "stack_command_seconds": stack_seconds, "model_weight": meta.stack.model_weight,
+            "stack_built_by": "bertfit stack (added)" if added else "train.stack auto", "model_weight": meta.stack.model_weight,
             "stack_validation": meta.stack.validation, "score_seconds": round(time.perf_counter() - started, 1),
             "tfidf_fit_seconds": tfidf_seconds(run_dir), "scores": scores}
 

@@ -17,7 +17,6 @@ import asyncio
 import csv
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -167,7 +166,7 @@ def main() -> None:
                       "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads,
                       **asyncio.run(load(base, texts, args.clients, args.duration)),
                       "accuracy": accuracy_of(args.run, backend), "bad_inputs": bad_inputs(base),
-                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "cpu": machine(),
+                      "cpu": machine(),
                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         finally:
             child.send_signal(signal.SIGTERM)

@@ -82,7 +82,7 @@ def run_child(variant: str, seconds: float | None) -> dict | str:
 
 def write_summary(results: dict, stopped: dict) -> None:
     summary = {"command": " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
-               "machine": machine(), "cpu": cpu_features(), "loadavg": os.getloadavg(), "results": results,
+               "cpu": cpu_features(), **accelerator(), "loadavg": os.getloadavg(), "results": results,
                "not_measured": stopped, "ratios": ratios(results)}
     (OUT / "train_speed.json").write_text(json.dumps(summary, indent=2))
 
@@ -223,12 +223,11 @@ def training_flops(model_path: str, lengths, num_labels: int = 4) -> float:
     return float(6 * weights * lengths.sum() + 12 * layers * hidden * (lengths ** 2).sum())
 
 
-def machine() -> str:
-    import platform
-
+def accelerator() -> dict:
+    """The GPU a run would use (or none) and torch's version: the CPU is cpu_features()'s."""
     import torch
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+    return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "torch": torch.__version__}
 
 
 def ratios(results: dict) -> dict:
