@@ -35,8 +35,9 @@ class DataConfig:
     text_columns: tuple[str, ...] = _field(("text",), "column(s) holding the text; several are joined with a space")
     label_column: str = _field("label", "column holding the label (an integer or a string)")
     label_names: tuple[str, ...] | None = _field(None, "label names in id order; integer labels index into this list")
-    validation_fraction: float | None = _field(None, "share of train held out if no validation data (unset: 0.1-0.2)",
-                                               lambda v: 0 < v < 1, "must be between 0 and 1")
+    validation_fraction: float | None = _field(None, "share of train held out if no validation data; 0 holds out none "
+                                                     "(unset: 0.1-0.2, or 0 for a few-shot contrastive run)",
+                                               lambda v: 0 <= v < 1, "must be >= 0 and < 1")
     max_train_rows: int | None = _field(None, "use only the first N training rows (after a seeded shuffle)",
                                         lambda v: v is None or v > 0, "must be > 0")
     max_eval_rows: int | None = _field(None, "use only the first N validation and test rows",
@@ -217,6 +218,11 @@ def _combination_problems(config: RunConfig) -> list[str]:
         problems += _streaming_problems(config)
     if config.data.label_map and (config.data.multi_label or config.data.streaming):
         problems.append("data.label_map: not supported with data.multi_label or data.streaming; relabel the file instead")
+    if config.data.validation_fraction == 0 and config.data.validation is None:
+        needs = {"train.early_stopping_patience": config.train.early_stopping_patience > 0,
+                 "data.multi_label": config.data.multi_label, "train.stack": config.train.stack == "always"}
+        problems += [f"{k}: needs validation rows, and data.validation_fraction 0 holds out none; hold some out "
+                     "(e.g. data.validation_fraction 0.1) or give data.validation" for k, on in needs.items() if on]
     if config.train.method == "contrastive":  # pairs of one label per text, drawn from the whole set, every layer tuned
         clashes = {"data.multi_label": config.data.multi_label, "data.streaming": config.data.streaming, "lora.r": config.lora.r,
                    "model.init_from": config.model.init_from, "model.freeze": model.freeze not in ("none", "encoder"),

@@ -1,5 +1,6 @@
 """The contrastive (few-shot) method: pairs, and a run that trains, resumes, evaluates and exports like any other."""
 
+import json
 import logging
 
 import numpy as np
@@ -8,12 +9,17 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from bertfit.artifacts import load_model
 from bertfit.config import load_config
+from bertfit.deploy.check import check_sample
+from bertfit.errors import BertfitError
+from bertfit.evaluate.model_card import render_model_card
 from bertfit.evaluate.run import evaluate_run
 from bertfit.infer.predictor import Predictor
 from bertfit.model import load_encoder
 from bertfit.training.contrastive import draw_pairs
 from bertfit.training.recipe import train
+from bertfit.training.stack import build_stack
 from conftest import write_csv
 from interrupts import stop_at
 
@@ -52,9 +58,15 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
     with caplog.at_level(logging.INFO, logger="bertfit.training"):
         straight = train(load_config(None, few_shot("straight")))
     assert "train.method contrastive" in caplog.text and "contrastive: encoder tuned on" in caplog.text
-    saved = yaml.safe_load((straight.run_dir / "config.yaml").read_text())["train"]
-    assert saved["method"] == "contrastive" and saved["lr"] == 1e-2 and saved["batch_size"] == 4
+    saved = yaml.safe_load((straight.run_dir / "config.yaml").read_text())
+    assert saved["train"]["method"] == "contrastive" and saved["train"]["lr"] == 1e-2 and saved["train"]["batch_size"] == 4
     assert straight.steps >= 150 and straight.test["accuracy"] > 0
+    # Few-shot: every labelled row trains (as in SetFit), none is held out, and the run says so.
+    assert "few-shot: all 48 labelled rows train the model" in caplog.text and saved["data"]["validation_fraction"] == 0
+    results = json.loads((straight.run_dir / "results.json").read_text())
+    assert results["rows"] == {"train": 48, "test": 100} and straight.validation == {} and results["stack"] is None
+    history = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert not any(key.startswith("eval/") for record in history for key in record)
     tuned, base = load_file(straight.run_dir / "model" / "model.safetensors"), load_encoder(str(tiny_model_dir)).state_dict()
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.allclose(tuned[f"encoder.{key}"], base[key])  # the encoder stage moved the encoder
@@ -75,8 +87,12 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
         torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6)
 
     # The saved model is a plain encoder + head: evaluate, predict and export read it as any run's.
-    evaluated = evaluate_run(straight.run_dir, str(tmp_path / "test.csv"), calibrate=False, baselines=False)
+    evaluated = evaluate_run(straight.run_dir, str(tmp_path / "test.csv"), baselines=False)
     assert evaluated["accuracy"] == pytest.approx(straight.test["accuracy"])
+    assert evaluated["temperature"] == 1.0  # no validation rows to fit one on: not calibrated
+    assert (straight.run_dir / "eval" / "test" / "curves.png").stat().st_size > 0
+    with pytest.raises(BertfitError, match="held out no validation rows"):
+        build_stack(straight.run_dir)
     probabilities = Predictor(straight.run_dir).predict_proba(["stocks fell", "the team won the cup"])
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     pytest.importorskip("onnxruntime")
@@ -84,3 +100,9 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
 
     meta = export_run(straight.run_dir, int8=False, max_rows=20)
     assert meta.check and meta.model.labels == Predictor(straight.run_dir).labels.names
+    card = render_model_card(straight.run_dir).read_text(encoding="utf-8")
+    assert "none held out (data.validation_fraction 0)" in card and "not fitted: no validation rows" in card
+    # With no test data either, the export's check can only read training rows, and says so.
+    saved["data"]["test"] = None
+    (straight.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert check_sample(straight.run_dir, load_model(straight.run_dir), 20).source == "train (20)"

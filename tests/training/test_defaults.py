@@ -117,3 +117,26 @@ def test_long_texts_are_read_whole_in_windows_unless_set_otherwise(tiny_model_di
     assert defaults.choose_windows(config, short_texts, tokenizer).model.window_stride == 0
     head_tail = load_config(None, ["--model.max_length", "32", "--model.keep_head", "0.25"])
     assert defaults.choose_windows(head_tail, long_texts, tokenizer).model.window_stride == 0
+
+
+def test_a_few_shot_run_holds_out_nothing_unless_told(ag_news_csv, tmp_path):
+    """75 rows a class (contrastive) split off their default share; every row trains unless something else was set."""
+    def held_out(*flags: str) -> bool:
+        config = load_config(None, ["--data.train", str(ag_news_csv), *flags])
+        return defaults.holds_out_nothing(config, load_dataset(config.data, config.train.seed))
+
+    assert held_out()
+    assert not held_out("--train.method", "standard")  # the standard method keeps choosing its best checkpoint
+    assert not held_out("--data.validation_fraction", "0.2")
+    assert not held_out("--data.validation", str(ag_news_csv))
+    every_row = load_dataset(load_config(None, ["--data.train", str(ag_news_csv), "--data.validation_fraction", "0"]).data, 0)
+    assert "validation" not in every_row.splits and len(every_row.splits["train"]) == 300
+    assert every_row.validation_fraction == 0
+
+
+@pytest.mark.parametrize("flag, value", [("--train.early_stopping_patience", "2"), ("--data.multi_label", "true"),
+                                         ("--train.stack", "always")])
+def test_no_validation_rows_refuses_what_needs_them(flag, value):
+    with pytest.raises(ConfigError, match=f"{flag.removeprefix('--')}: needs validation rows"):
+        load_config(None, ["--data.validation_fraction", "0", flag, value])
+    load_config(None, ["--data.validation_fraction", "0.1", flag, value])  # held-out rows: accepted

@@ -102,6 +102,11 @@ def test_bad_space_is_rejected_before_any_trial(search_flags, tmp_path):
         load_space(space)
 
 
+def test_a_search_needs_validation_rows(search_flags):
+    with pytest.raises(BertfitError, match="trials are compared on validation scores"):
+        run_search(load_config(None, [*search_flags, "--data.validation_fraction", "0"]), load_space("lr-grid"), trials=1)
+
+
 @pytest.fixture(scope="module")
 def postgres_url():
     """A real PostgreSQL server from scripts/start-postgres.sh, on a free loopback port; skipped if it cannot start."""

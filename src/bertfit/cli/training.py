@@ -99,7 +99,11 @@ def _print_result(result: TrainResult) -> int:
         return EXIT_INTERRUPTED
     print(f"run: {result.run_dir}")
     print(f"training: {result.train_seconds:.1f} s, {result.samples_per_second:.1f} samples/s")
-    print(f"best validation (step {result.best_step}): " + summary(result.validation))
+    if result.validation:
+        print(f"best validation (step {result.best_step}): " + summary(result.validation))
+    else:
+        print(f"no validation rows held out: the last weights (step {result.best_step}) are kept"
+              + ("" if result.test is not None else "; score them with `bertfit evaluate RUN --data TEST_FILE`"))
     if result.test is not None:
         print("test: " + summary(result.test))
     if result.overfitting_warning:

@@ -39,7 +39,7 @@ VALIDATION_ROWS_PER_CLASS = 4  # an unset data.validation_fraction grows (to at 
 class TextDataset:
     splits: dict[str, Split]
     labels: LabelMap
-    validation_fraction: float | None = None  # the share of train held out for validation (None: a separate split)
+    validation_fraction: float | None = None  # the share of train held out (None: a separate split; 0: no validation)
 
 
 def validation_share(rows: int, classes: int) -> float:
@@ -65,7 +65,9 @@ def load_dataset(config: DataConfig, seed: int) -> TextDataset:
         splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
         _require_two_classes(splits["train"], labels)
     rng, fraction = random.Random(seed), None
-    if "validation" not in splits:
+    if "validation" not in splits and config.validation_fraction == 0:  # every training row trains: none held out
+        fraction = 0.0
+    elif "validation" not in splits:
         fraction = config.validation_fraction or validation_share(len(splits["train"]), len(labels))
         # Label combinations are too many to stratify on; multi-label data is split at random.
         divide = random_split if config.multi_label else stratified_split

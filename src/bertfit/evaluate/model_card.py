@@ -52,18 +52,19 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         *_loading_lines(run_dir, meta), "",
         "## Data", "",
         f"- train: `{config.data.train}` ({rows.get('train', '?')} rows used)",
-        f"- validation: `{config.data.validation or _held_out(config.data.validation_fraction)}` "
-        f"({rows.get('validation', '?')} rows)",
+        _validation_line(config, rows),
         f"- evaluated on: {evaluation_label(evaluation)}", "",
         "## Hyper-parameters", "",
         f"- max_length {config.model.max_length}, pooling {config.model.pooling}, dropout {config.model.dropout}, "
         f"freeze {config.model.freeze}",
         f"- {length}, batch size {train.batch_size} x {train.grad_accum_steps} accumulation, lr {train.lr:g}, "
         f"weight decay {train.weight_decay}, warmup {train.warmup_ratio}, seed {train.seed}",
-        f"- best checkpoint by validation {train.metric} (step {results.get('best_step', meta.step)})", "",
+        f"- {_kept(config, results.get('best_step', meta.step))}", "",
         f"## Metrics ({evaluation_label(evaluation)})", "", *_metrics_table(evaluation), "",
         *_training_test_lines(run_dir),
-        f"Temperature T = {evaluation.get('temperature', 1.0):.3f} (fitted on validation data; applied by `Predictor`).", "",
+        f"Temperature T = {evaluation.get('temperature', 1.0):.3f} "
+        f"({'fitted on validation data' if _has_validation(config) else 'not fitted: no validation rows'}; applied by "
+        "`Predictor`).", "",
         "## Limits", "",
         f"- Weakest class on the {evaluation['rows']} evaluated rows: {weakest[0]} (F1 {weakest[1]['f1']:.3f}, "
         f"support {weakest[1]['support']}).",
@@ -125,7 +126,8 @@ def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, co
     return lines + [_long_text_limit(config.model),
                     "- Labels outside the set above cannot be predicted; every input gets one of them.",
                     "- Confidence is calibrated on the validation split only; under a shift in data it may be "
-                    "over-confident.", ""]
+                    "over-confident." if _has_validation(config) else
+                    "- Confidence is not calibrated (no validation rows): read the probabilities as a ranking.", ""]
 
 
 def _long_text_limit(model: ModelConfig) -> str:
@@ -143,7 +145,8 @@ def export_card_lines(export: ExportMeta) -> list[str]:
     """The card's deployment section: exported variants against PyTorch, the machine, timings and the choice."""
     check = export.check or {}
     lines = ["## Deployment (`bertfit export`)", "",
-             f"Checked on {check.get('rows', '?')} held-out rows ({check.get('split', '?')}): PyTorch accuracy "
+             f"Checked on {check.get('rows', '?')} {'training' if str(check.get('split')).startswith('train ') else 'held-out'} "
+             f"rows ({check.get('split', '?')}): PyTorch accuracy "
              f"{check.get('torch_accuracy', float('nan')):.2%}. Intervals are 95%.", "",
              "| variant | accuracy | change (points) | labels differing from PyTorch |", "|---|---|---|---|"]
     for variant in export.files:
@@ -182,6 +185,23 @@ def export_card_lines(export: ExportMeta) -> list[str]:
     return lines
 
 
-def _held_out(fraction: float | None) -> str:
-    """A share of train, or (None) the validation split a preset brings."""
-    return f"{fraction:.0%} of train, seeded split" if fraction else "the preset's validation split"
+def _has_validation(config: RunConfig) -> bool:
+    return config.data.validation is not None or config.data.validation_fraction != 0
+
+
+def _validation_line(config: RunConfig, rows: dict[str, int]) -> str:
+    if not _has_validation(config):
+        return "- validation: none held out (data.validation_fraction 0): every labelled row trained the model"
+    fraction = config.data.validation_fraction
+    source = config.data.validation or (f"{fraction:.0%} of train, seeded split" if fraction
+                                        else "the preset's validation split")
+    return f"- validation: `{source}` ({rows.get('validation', '?')} rows)"
+
+
+def _kept(config: RunConfig, step: int) -> str:
+    """Which weights the run kept (training.loop)."""
+    if not _has_validation(config):
+        return f"the last weights (step {step}): no validation split to choose on"
+    if config.train.method == "contrastive":
+        return f"the last head (step {step}), as the contrastive method keeps it"
+    return f"best checkpoint by validation {config.train.metric} (step {step})"

@@ -7,6 +7,7 @@ one file and closes its figure, so long evaluations do not pile up open figures.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,16 +59,18 @@ def curves_png(history: list[dict], path: Path, warning: str | None = None) -> P
     x_key, x_label = ("epoch", "epoch") if by_epoch else ("step", "optimizer step")
     x = [r[x_key] for r in history]
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
-    train = [(xi, r["train/loss"]) for xi, r in zip(x, history) if "train/loss" in r]
-    if train:
-        loss_axis.plot(*zip(*train), marker="o", label="train (mean since previous evaluation)")
-    loss_axis.plot(x, [r["eval/loss"] for r in history], marker="o", label="validation")
+
+    def plot(axis: Any, key: str, **style: Any) -> None:  # a series some records lack (a run without validation)
+        points = [(xi, r[key]) for xi, r in zip(x, history) if key in r]
+        if points:
+            axis.plot(*zip(*points), **style)
+
+    plot(loss_axis, "train/loss", marker="o", label="train (mean since previous evaluation)")
+    plot(loss_axis, "eval/loss", marker="o", label="validation")
     loss_axis.set_title("Loss")
-    train_accuracy = [(xi, r["train/accuracy"]) for xi, r in zip(x, history) if "train/accuracy" in r]
-    if train_accuracy:
-        score_axis.plot(*zip(*train_accuracy), marker="o", linestyle="--", label="train accuracy (running)")
-    score_axis.plot(x, [r["eval/accuracy"] for r in history], marker="o", label="validation accuracy")
-    score_axis.plot(x, [r["eval/f1_macro"] for r in history], marker="s", label="validation F1 (macro)")
+    plot(score_axis, "train/accuracy", marker="o", linestyle="--", label="train accuracy (running)")
+    plot(score_axis, "eval/accuracy", marker="o", label="validation accuracy")
+    plot(score_axis, "eval/f1_macro", marker="s", label="validation F1 (macro)")
     score_axis.set_title("Accuracy and F1")
     from matplotlib.ticker import MaxNLocator
 

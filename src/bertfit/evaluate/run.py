@@ -102,7 +102,9 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "tes
     # --max-rows bounds the whole evaluation: the validation rows calibration fits on and the baselines' training rows too
     dataset = load_dataset(config.data, config.train.seed) if (options.calibrate or options.baselines) else None
     calibration, temperature = None, loaded.meta.temperature
-    if options.calibrate:
+    if options.calibrate and "validation" not in dataset.splits:
+        log.info("not calibrated: the run held out no validation rows to fit a temperature on (data.validation_fraction 0)")
+    elif options.calibrate:
         start = time.perf_counter()
         validation = dataset.splits["validation"].head(options.max_rows)
         calibration = _calibrate(run_dir, scorer, validation, logits, labels)

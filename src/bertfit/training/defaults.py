@@ -18,7 +18,12 @@ states them. A value the user set always wins. Each rule is a principle, not a f
 - long texts: when most training texts exceed model.max_length (and head+tail was not asked for), read
   them whole in half-overlapping windows, at most model.max_windows a text in training: the log states
   the cost, the windows a text (bench/RESULTS.md: trained on windows, IMDb at 128 tokens gains 11 points).
-The validation share is chosen when the data is split (data.splits.validation_share).
+- validation: a share of train is held out when the data is split (data.splits.validation_share), except in a
+  few-shot run (contrastive, chosen as above, no validation data given, nothing set): there every labelled row
+  trains, as in SetFit. At 8 rows a class a 20% share takes a fifth of the rows from training, for a score on ~10
+  rows that is within +-15 points; the last weights are kept anyway (training.loop). Such a run has no validation
+  scores: it is scored on data.test, or on held-out rows when data.validation_fraction is set. A search trial
+  always holds rows out, since trials are compared on them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 
 from bertfit.config import RunConfig, override
 from bertfit.data.inspection import token_lengths
+from bertfit.data.splits import TextDataset
 from bertfit.data.windows import spread_windows, window_starts
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,14 @@ def choose_method(config: RunConfig, facts: DataFacts) -> str:
     usable = not (config.data.multi_label or config.lora.r or config.model.init_from is not None
                   or config.model.freeze not in ("none", "encoder") or config.distill.teacher is not None)
     return "contrastive" if few and usable else "standard"
+
+
+def holds_out_nothing(config: RunConfig, dataset: TextDataset) -> bool:
+    """Whether the validation rows split off train by default should train too: a few-shot (contrastive) run."""
+    if not dataset.validation_fraction or config.data.validation_fraction is not None:
+        return False  # a validation split of its own (given, or a preset's), or a share the user set
+    documents = len(dataset.splits["train"]) + len(dataset.splits["validation"])
+    return choose_method(config, DataFacts(documents, documents, len(dataset.labels), 0)) == "contrastive"
 
 
 def batch_size(rows: int | None) -> int:

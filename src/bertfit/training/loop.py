@@ -132,7 +132,8 @@ class Trainer:
     """One run's loop: the session, its data and hooks, and the meters its steps share; `fit` runs it."""
 
     def __init__(self, session: Session, train: TokenizedSplit | FeatureSplit | StreamedSplit,
-                 validation: TokenizedSplit | FeatureSplit, names: tuple[str, ...], config: TrainConfig, hooks: RunHooks):
+                 validation: TokenizedSplit | FeatureSplit | None, names: tuple[str, ...], config: TrainConfig,
+                 hooks: RunHooks):
         self.session, self.train, self.validation, self.names = session, train, validation, names
         self.config, self.hooks = config, hooks
         self.total_steps = total_steps(len(train), config)
@@ -202,11 +203,12 @@ class Trainer:
 
     def _evaluate_and_record(self, train_scores: dict[str, float]) -> None:
         state, config = self.state, self.config
-        metrics = evaluate(self.session, self.validation, self.names)
-        score = metrics[config.metric]
+        # Without a validation split (data.validation_fraction 0) an evaluation records the training scores alone.
+        metrics = evaluate(self.session, self.validation, self.names) if self.validation is not None else {}
+        score = metrics.get(config.metric)
         # A contrastive run fits its head on fixed vectors of a few rows, and its validation split holds fewer still:
         # the "best" epoch on those is noise, so the last head is kept (as SetFit keeps its logistic regression).
-        keep_last = config.method == "contrastive"
+        keep_last = config.method == "contrastive" or score is None
         improved = keep_last or is_improvement(config.metric, score, state.best_score)
         if improved:
             state.best_score, state.best_step, state.stale_evals = score, state.step, 0
@@ -215,7 +217,10 @@ class Trainer:
         record = {"step": state.step, "epoch": state.epoch, **train_scores, **{f"eval/{k}": v for k, v in metrics.items()}}
         state.history.append(record)
         mark = " (kept: the last head)" if keep_last else " (best)" if improved else ""
-        log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, mark)
+        if score is None:
+            log.info("step %d: no validation split, the last weights are kept", state.step)
+        else:
+            log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, mark)
         self.hooks.on_eval(state, record, improved)
         if config.early_stopping_patience and state.stale_evals >= config.early_stopping_patience:
             log.info("early stop: no improvement in %d evaluations", state.stale_evals)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,13 +98,15 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     tokenizer = load_tokenizer(config.model.name)
     context = InferenceContext(device, choose_precision(config.train.precision, device), tokenizer.pad_token_id,
                                config.train.eval_batch_size)
-    config, dataset, tokens, model, encoder_seconds = _setup_data_and_model(config, tokenizer, context, dist, resume)
+    # A search compares its trials on validation scores (on_eval): its runs always hold rows out.
+    config, dataset, tokens, model, encoder_seconds = _setup_data_and_model(config, tokenizer, context, dist, resume,
+                                                                            keep_validation=on_eval is not None)
     session = _setup_session(model, tokens["train"], config, context, dist)
     run_dir, state = _open_run(config, dataset.labels, session, resume, overwrite)
     state.train_seconds += encoder_seconds  # the contrastive encoder stage is training time too
     trainable, total = count_parameters(model)
     log.info("run %s: %d train / %d validation %s, %s of %s parameters train, %s %s%s", run_dir,
-             len(tokens["train"]), len(tokens["validation"]), "windows" if config.model.window_stride else "rows",
+             len(tokens["train"]), len(tokens.get("validation", ())), "windows" if config.model.window_stride else "rows",
              f"{trainable:,}", f"{total:,}", device, context.precision.name,
              f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
     # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
@@ -111,7 +114,7 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     writer = RunWriter(files, session, _trackers(config, run_dir, state.step or None), on_eval) if dist.is_main \
         else SilentWriter(dist)
     try:
-        trainer = Trainer(session, tokens["train"], tokens["validation"], dataset.labels.names, config.train, writer)
+        trainer = Trainer(session, tokens["train"], tokens.get("validation"), dataset.labels.names, config.train, writer)
         state = trainer.fit(state)
     finally:
         writer.close()
@@ -129,9 +132,11 @@ def _trackers(config: RunConfig, run_dir: Path, purge_step: int | None) -> list[
 
 
 def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, dist: Distributed,
-                          resume: str | Path | None) -> tuple[RunConfig, TextDataset, Splits, torch.nn.Module, float]:
+                          resume: str | Path | None, keep_validation: bool = False
+                          ) -> tuple[RunConfig, TextDataset, Splits, torch.nn.Module, float]:
     """The config with its unset fields chosen from the data (training.defaults), the splits (tokens, or with
-    a frozen encoder its pooled vectors), the model on its device, and the seconds of a contrastive encoder stage."""
+    a frozen encoder its pooled vectors), the model on its device, and the seconds of a contrastive encoder stage.
+    `keep_validation`: a default validation share is held out even for a few-shot run."""
     if config.data.streaming:  # the training split is read chunk by chunk during fit (data.streaming)
         # A stream cuts its batches as it reads: their size is needed now; its windows are refused (config).
         config = override(config, {"train.batch_size": config.train.batch_size or defaults.batch_size(None),
@@ -139,6 +144,9 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
         dataset, stream = load_streamed(config, tokenizer)
     else:
         dataset, stream = load_dataset(config.data, config.train.seed), None
+        if not keep_validation and defaults.holds_out_nothing(config, dataset):
+            config = _every_row_trains(config, dataset)
+            dataset = load_dataset(config.data, config.train.seed)
         if config.model.window_stride is None:
             config = defaults.choose_windows(config, dataset.splits["train"].texts, tokenizer)
     # Before tokenising: with model.init_from the labels take the earlier run's ids.
@@ -160,6 +168,16 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     elif config.train.compile:
         compile_model(model)
     return config, dataset, tokens, model, encoder_seconds
+
+
+def _every_row_trains(config: RunConfig, dataset: TextDataset) -> RunConfig:
+    """The config of a few-shot run that holds out no validation rows (training.defaults.holds_out_nothing)."""
+    held_out = len(dataset.splits["validation"])
+    rows = len(dataset.splits["train"]) + held_out
+    log.info("few-shot: all %d labelled rows train the model (data.validation_fraction 0); the %d a default share would "
+             "hold out would score it within +-%.0f points (95%%): score the run on data.test, or set "
+             "data.validation_fraction to hold rows out", rows, held_out, 196 * math.sqrt(0.25 / max(1, held_out)))
+    return override(config, {"data.validation_fraction": 0.0})
 
 
 def _open_run(config: RunConfig, labels: LabelMap, session: Session, resume: str | Path | None,

@@ -153,7 +153,9 @@ def stack_at_end_of_training(run_dir: Path, config: RunConfig, dataset: TextData
 def _unsupported(config: RunConfig, dataset: TextDataset) -> str | None:
     if config.distill.teacher is not None:
         return "distill.teacher: the training split holds the teacher's targets; add a stack with `bertfit stack RUN`"
-    if not {"train", "validation"} <= dataset.splits.keys() or not dataset.splits["validation"].texts:
+    if "validation" not in dataset.splits or not dataset.splits["validation"].texts:
+        return "no validation rows to compare the model with TF-IDF on (data.validation_fraction 0: every row trained)"
+    if "train" not in dataset.splits:
         return "data.streaming: the training split is not held in memory to fit TF-IDF on"
     return None
 
@@ -187,6 +189,10 @@ def build_stack(run_dir: str | Path, device: str = "auto", batch_size: int = 128
                            "a stack needs the training file read whole")
     loaded = artifacts.load_model(run_dir)
     dataset = load_dataset(config.data, config.train.seed)
+    if "validation" not in dataset.splits:
+        raise BertfitError(f"{run_dir}: the run held out no validation rows (data.validation_fraction 0), and a stack's "
+                           "weight is chosen on them; train again with data.validation_fraction (e.g. 0.2) or "
+                           "data.validation")
     splits = {name: in_model_order(split, dataset.labels, loaded.meta.labels) for name, split in dataset.splits.items()}
     context = InferenceContext.create(loaded.tokenizer.pad_token_id, batch_size, device)
     logits = {name: text_logits(loaded.model, loaded.tokenizer, loaded.meta, splits[name].texts, context)
