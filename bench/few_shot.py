@@ -128,7 +128,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    results: dict = {"command": " ".join(sys.argv), "machine": cpu_features(), "load_before": os.getloadavg(), "rows": []}
+    results: dict = {"command": " ".join(sys.argv), "cpu": cpu_features(), "load_before": os.getloadavg(), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             dataset = load_dataset(load_config(None, ["--data.train", name]).data, seed=0)

@@ -193,7 +193,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
-    results = {"command": " ".join(sys.argv), "machine": {**cpu_features(), "python": platform.python_version()},
+    results = {"command": " ".join(sys.argv), "cpu": cpu_features(), "python": platform.python_version(),
                "load_before": os.getloadavg(), "runs": []}
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.keep or Path(temporary)

@@ -36,6 +36,7 @@ from bertfit.config import DataConfig, load_config
 from bertfit.data.splits import load_dataset
 from bertfit.infer.engine import InferenceContext, split_logits, tokenize_like_training
 from bertfit.metrics import classification_metrics
+from bertfit.runtime.cpu import cpu_features
 from bertfit.training.recipe import train
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -150,8 +151,8 @@ def main() -> None:
     results = run(args)
     summary = {"command": " ".join(["python", "bench/long_texts.py", *sys.argv[1:]]), "started": started,
                "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
-                           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+               "cpu": cpu_features(), "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
+               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                "train_rows": args.train_rows, "eval_rows": args.eval_rows, "train_length": args.train_length,
                "train_each": args.train_each, "results": results}
     args.out.write_text(json.dumps(summary, indent=2))

@@ -20,8 +20,8 @@ states them. A value the user set always wins. Each rule is a principle, not a f
   the cost, the windows a text (bench/RESULTS.md: trained on windows, IMDb at 128 tokens gains 11 points).
 - validation: a share of train is held out when the data is split (data.splits.validation_share), except in a
   few-shot run (contrastive, chosen as above, no validation data given, nothing set): there every labelled row
-  trains, as in SetFit. At 8 rows a class a 20% share takes a fifth of the rows from training, for a score on ~10
-  rows that is within +-15 points; the last weights are kept anyway (training.loop). Such a run has no validation
+  trains, as in SetFit. At 8 rows a class of 6 a 20% share takes 10 of the 48 rows from training, for a score
+  whose 95% interval is +-30 points; the last weights are kept anyway (training.loop). Such a run has no validation
   scores: it is scored on data.test, or on held-out rows when data.validation_fraction is set. A search trial
   always holds rows out, since trials are compared on them.
 """
