@@ -104,3 +104,13 @@ def test_api_errors_are_shown_as_the_commands_flags(tmp_path, capsys):
     # Plain words stay words: only a name that opens a clause, or has an underscore, is a parameter.
     assert as_flags("threads: must be >= 1; the device is busy", commands.choices["serve"]) == \
         "--threads: must be >= 1; the device is busy"
+
+
+def test_a_run_without_validation_rows_says_what_it_kept(tmp_path, capsys):
+    from bertfit.cli.training import _print_result
+    from bertfit.training.recipe import TrainResult
+
+    assert _print_result(TrainResult(tmp_path, 160, 160, {}, None, 12.0, 40.0, False)) == 0
+    out = capsys.readouterr().out
+    assert "no validation rows held out: the last weights (step 160) are kept; score them with `bertfit evaluate" in out
+    assert "best validation" not in out
