@@ -216,10 +216,10 @@ class Trainer:
             state.stale_evals += 1
         record = {"step": state.step, "epoch": state.epoch, **train_scores, **{f"eval/{k}": v for k, v in metrics.items()}}
         state.history.append(record)
-        mark = " (kept: the last head)" if keep_last else " (best)" if improved else ""
         if score is None:
             log.info("step %d: no validation split, the last weights are kept", state.step)
         else:
+            mark = " (kept: the last head)" if keep_last else " (best)" if improved else ""
             log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, mark)
         self.hooks.on_eval(state, record, improved)
         if config.early_stopping_patience and state.stale_evals >= config.early_stopping_patience:

@@ -146,7 +146,7 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
         dataset, stream = load_dataset(config.data, config.train.seed), None
         if not keep_validation and defaults.holds_out_nothing(config, dataset):
             config = _every_row_trains(config, dataset)
-            dataset = load_dataset(config.data, config.train.seed)
+            dataset = load_dataset(config.data, config.train.seed)  # read as a resume will, from config.yaml's 0
         if config.model.window_stride is None:
             config = defaults.choose_windows(config, dataset.splits["train"].texts, tokenizer)
     # Before tokenising: with model.init_from the labels take the earlier run's ids.
