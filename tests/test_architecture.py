@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "bertfit"
 
 # The stages a text goes through, earliest first. A module may import from its own stage and earlier ones.
 STAGES = ["ground", "runtime", "registry", "data", "model", "infer", "training", "curate", "evaluate", "deploy", "cli"]
-GROUND = {"__init__", "errors", "config_values", "config_distill", "config", "atomic", "metrics"}  # no torch, no other stage
+# The shared ground: no torch, no other stage.
+GROUND = {"__init__", "errors", "config_values", "config_distill", "config_rules", "config", "atomic", "metrics"}
 MODEL = {"model", "meta", "artifacts", "hf_folder", "modeling_bertfit"}  # the classifier, the run-directory contract
 # Beyond the order: serving and evaluating a run never need the training code.
 FORBIDDEN = {("deploy", "training"), ("evaluate", "training")}

@@ -159,3 +159,25 @@ def test_model_card_lines_load_the_model_in_transformers(run_dir, monkeypatch):
     scores = {s["label"]: s["score"] for s in namespace["classifier"]("your text", top_k=None)}
     expected = Predictor(run_dir, device="cpu", backend="torch").predict(["your text"])[0].probabilities
     assert scores == pytest.approx(expected, abs=1e-5)
+
+
+def test_model_card_says_whether_validation_rows_existed_from_the_run_not_the_config(run_dir, tmp_path):
+    """data.validation_fraction 0 leaves a preset's own validation split in place: the rows the run counted decide."""
+    import yaml
+
+    from bertfit.evaluate.model_card import render_model_card
+
+    copy = shutil.copytree(run_dir, tmp_path / "tiny")
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["data"]["validation_fraction"] = 0.0
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    results = json.loads((copy / "results.json").read_text())
+    counted = results["rows"]["validation"]
+    card = render_model_card(copy).read_text()
+    assert f"- validation: `the preset's validation split` ({counted} rows)" in card
+    assert "fitted on validation data" in card and "none held out" not in card
+    del results["rows"]["validation"]  # as a run that held out none records it
+    (copy / "results.json").write_text(json.dumps(results))
+    card = render_model_card(copy).read_text()
+    assert "none held out (data.validation_fraction 0)" in card and "not fitted: no validation rows" in card
+    assert "the last weights (step" in card

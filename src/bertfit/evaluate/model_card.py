@@ -38,6 +38,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
     meta = artifacts.read_model_meta(folder)
     results = artifacts.read_results(run_dir)
     rows = results.get("rows", {})
+    validated = _has_validation(config, rows)
     weakest = min(evaluation["per_class"].items(), key=lambda item: item[1]["f1"])
     confused = evaluation["most_confused"][0] if evaluation["most_confused"] else None
     train = config.train
@@ -52,24 +53,24 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         *_loading_lines(run_dir, meta), "",
         "## Data", "",
         f"- train: `{config.data.train}` ({rows.get('train', '?')} rows used)",
-        _validation_line(config, rows),
+        _validation_line(config, rows, validated),
         f"- evaluated on: {evaluation_label(evaluation)}", "",
         "## Hyper-parameters", "",
         f"- max_length {config.model.max_length}, pooling {config.model.pooling}, dropout {config.model.dropout}, "
         f"freeze {config.model.freeze}",
         f"- {length}, batch size {train.batch_size} x {train.grad_accum_steps} accumulation, lr {train.lr:g}, "
         f"weight decay {train.weight_decay}, warmup {train.warmup_ratio}, seed {train.seed}",
-        f"- {_kept(config, results.get('best_step', meta.step))}", "",
+        f"- {_kept(config, results.get('best_step', meta.step), validated)}", "",
         f"## Metrics ({evaluation_label(evaluation)})", "", *_metrics_table(evaluation), "",
         *_training_test_lines(run_dir),
         f"Temperature T = {evaluation.get('temperature', 1.0):.3f} "
-        f"({'fitted on validation data' if _has_validation(config) else 'not fitted: no validation rows'}; applied by "
+        f"({'fitted on validation data' if validated else 'not fitted: no validation rows'}; applied by "
         "`Predictor`).", "",
         "## Limits", "",
         f"- Weakest class on the {evaluation['rows']} evaluated rows: {weakest[0]} (F1 {weakest[1]['f1']:.3f}, "
         f"support {weakest[1]['support']}).",
     ]
-    lines += _limit_lines(evaluation, confused, config)
+    lines += _limit_lines(evaluation, confused, config, validated)
     export = artifacts.export_folder(run_dir)
     if export is not None:
         try:
@@ -111,7 +112,8 @@ def _loading_lines(run_dir: Path, meta: ModelMeta) -> list[str]:
     return lines
 
 
-def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, config: RunConfig) -> list[str]:
+def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, config: RunConfig,
+                 validated: bool) -> list[str]:
     """The card's remaining limits: confusions, baselines that match the model, overfitting, truncation."""
     lines = []
     if confused:
@@ -126,7 +128,7 @@ def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, co
     return lines + [_long_text_limit(config.model),
                     "- Labels outside the set above cannot be predicted; every input gets one of them.",
                     "- Confidence is calibrated on the validation split only; under a shift in data it may be "
-                    "over-confident." if _has_validation(config) else
+                    "over-confident." if validated else
                     "- Confidence is not calibrated (no validation rows): read the probabilities as a ranking.", ""]
 
 
@@ -185,12 +187,14 @@ def export_card_lines(export: ExportMeta) -> list[str]:
     return lines
 
 
-def _has_validation(config: RunConfig) -> bool:
-    return config.data.validation is not None or config.data.validation_fraction != 0
+def _has_validation(config: RunConfig, rows: dict[str, int]) -> bool:
+    """Whether the run had validation rows: results.json counts them (a preset's own split validates even with
+    data.validation_fraction 0); a run written before it counted rows is judged by its config."""
+    return "validation" in rows if "train" in rows else not config.data.holds_out_none
 
 
-def _validation_line(config: RunConfig, rows: dict[str, int]) -> str:
-    if not _has_validation(config):
+def _validation_line(config: RunConfig, rows: dict[str, int], validated: bool) -> str:
+    if not validated:
         return "- validation: none held out (data.validation_fraction 0): every labelled row trained the model"
     fraction = config.data.validation_fraction
     source = config.data.validation or (f"{fraction:.0%} of train, seeded split" if fraction
@@ -198,9 +202,9 @@ def _validation_line(config: RunConfig, rows: dict[str, int]) -> str:
     return f"- validation: `{source}` ({rows.get('validation', '?')} rows)"
 
 
-def _kept(config: RunConfig, step: int) -> str:
+def _kept(config: RunConfig, step: int, validated: bool) -> str:
     """Which weights the run kept (training.loop)."""
-    if not _has_validation(config):
+    if not validated:
         return f"the last weights (step {step}): no validation split to choose on"
     if config.train.method == "contrastive":
         return f"the last head (step {step}), as the contrastive method keeps it"

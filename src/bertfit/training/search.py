@@ -153,7 +153,7 @@ def run_search(config: RunConfig, space: list[Parameter], trials: int, **setting
     study_settings = StudySettings(**settings)
     if trials < 1:
         raise BertfitError(f"trials: must be at least 1, got {trials}")
-    if config.data.validation is None and config.data.validation_fraction == 0:
+    if config.data.holds_out_none:
         raise BertfitError("data.validation_fraction 0 holds out no rows, and trials are compared on validation scores: "
                            "hold some out (e.g. data.validation_fraction 0.2) or give data.validation")
     study_name = study_settings.study_name or config.name or "search"
