@@ -17,7 +17,7 @@ from bertfit.evaluate.model_card import render_model_card
 from bertfit.evaluate.run import evaluate_run
 from bertfit.infer.predictor import Predictor
 from bertfit.model import load_encoder
-from bertfit.training.contrastive import draw_pairs
+from bertfit.training.contrastive import draw_pairs, pair_cosines
 from bertfit.training.recipe import train
 from bertfit.training.stack import build_stack
 from conftest import write_csv
@@ -33,6 +33,43 @@ def test_pairs_alternate_same_and_different_labels_and_repeat():
     assert (first != second).all()  # every class has two texts or more: nobody is paired with itself
     assert np.bincount(first, minlength=7).tolist() == [10] * 7  # every text an anchor in turn
     assert (draw_pairs(labels, 70, seed=3) == pairs).all() and not (draw_pairs(labels, 70, seed=4) == pairs).all()
+
+
+def test_a_text_in_several_pairs_is_encoded_once_to_the_same_similarities_and_gradients(tiny_model_dir):
+    import torch
+    import torch.nn.functional as F
+
+    from bertfit.data.batching import PaddedBatches, tokenize
+    from bertfit.infer.engine import InferenceContext
+    from bertfit.model import TextClassifier, load_encoder, load_tokenizer
+    from bertfit.runtime.device import choose_precision
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    texts = ["the match ended in a draw", "shares fell sharply", "a new chip", "rebels seized the capital city"]
+    batches = PaddedBatches(tokenize(texts, [0, 0, 1, 1], tokenizer, 64, cache_dir=None), tokenizer.pad_token_id)
+    model = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=2).eval()  # eval: no dropout to differ
+    context = InferenceContext(torch.device("cpu"), choose_precision("fp32", torch.device("cpu")), 0, 64)
+    pairs = np.array([[0, 1, 1], [2, 0, 0], [0, 3, 0], [3, 2, 1], [1, 3, 0]])  # text 0 in three pairs, 3 in three
+
+    def gradients(cosines):
+        model.zero_grad()
+        cosines.sum().backward()
+        return torch.cat([p.grad.flatten() for p in model.encoder.parameters() if p.grad is not None])
+
+    encoded, encode = [], model.encode
+    model.encode = lambda input_ids, attention_mask: encoded.append(len(input_ids)) or encode(input_ids, attention_mask)
+    shared = pair_cosines(model, batches, pairs, context)
+    model.encode = encode
+    assert encoded == [4]  # 10 places, 4 distinct texts
+    shared_grad = gradients(shared)
+
+    def alone(row):  # a batch of one text: no other text, no padding
+        batch = batches[np.array([row])]
+        return model.encode(batch["input_ids"], batch["attention_mask"])
+
+    one_by_one = torch.cat([F.cosine_similarity(alone(first), alone(second)) for first, second, _ in pairs])
+    assert torch.allclose(shared, one_by_one, atol=1e-5)
+    assert torch.allclose(shared_grad, gradients(one_by_one), atol=1e-5)
 
 
 @pytest.fixture
