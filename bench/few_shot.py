@@ -8,7 +8,7 @@
 For each data set, size n and seed, n labelled texts per class are drawn (seeded) from the preset's train
 split; both systems train on exactly those rows and are scored on the preset's full test split (emotion
 2,000 rows, 6 classes; SST-2 1,821 rows, 2 classes): macro-F1, accuracy, train seconds. bertfit gets the
-rows as a CSV and nothing else (it holds out its own validation share, chooses its method and settings);
+rows as a CSV and nothing else (it chooses its method, its settings and whether to hold rows out);
 SetFit (bench only: `pip install setfit==1.2.0`) loads the embedded model folder as its sentence-transformers
 body and trains with TrainingArguments(seed=...) only. `--setfit-max-steps` caps its contrastive steps (its
 default pair sampling makes ~7,700 steps at 64 a class on emotion); a capped run is marked in the JSON.
