@@ -13,8 +13,9 @@ states them. A value the user set always wins. Each rule is a principle, not a f
 - warm-up: 6% of the steps, up to 10% so that a short run still warms up over about 10 steps;
 - method: contrastive below 100 training rows per class (single-label), where pairs of texts multiply
   what few labels say (see training.contrastive); standard otherwise. Its encoder stage draws 40 pairs a
-  training row, at most 4,000: at 8 and 16 rows a class 3-4x and 2x SetFit's count (every unique pair
-  once), which took a third of the time but scored 2 points of macro-F1 lower on SST-2 (bench/RESULTS.md);
+  training row, at most 4,000: on two classes at 8 and 16 rows a class 4.4x and 2.4x SetFit's count (every
+  unique pair once; 2.8x and 2.5x its train time on SST-2), which took a third of the time but scored 2
+  points of macro-F1 lower on SST-2; on six (emotion) it is SetFit's count or half of it (bench/RESULTS.md);
 - long texts: when most training texts exceed model.max_length (and head+tail was not asked for), read
   them whole in half-overlapping windows, at most model.max_windows a text in training: the log states
   the cost, the windows a text (bench/RESULTS.md: trained on windows, IMDb at 128 tokens gains 11 points).
