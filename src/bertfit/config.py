@@ -108,7 +108,7 @@ class LoraConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     method: Literal["auto", "standard", "contrastive"] = _field("auto", "contrastive: encoder on same/different-label "
-        "pairs, then the head (SetFit-style); auto: contrastive below 100 train rows a class (single-label)")
+        "pairs, then the head (SetFit-style); auto: contrastive below 100 train rows a class and 256 in all (single-label)")
     epochs: int | None = _field(None, "passes over the data (unset: 3, or more for 150 steps)", lambda v: v >= 1, "must be >= 1")
     batch_size: int | None = _field(None, "rows a step, all devices together (unset: <= 32, <= rows/8)",
                                     lambda v: v >= 1, "must be >= 1")
@@ -134,6 +134,9 @@ class TrainConfig:
                                          lambda v: v >= 0, "must be >= 0")
     metric: Literal["accuracy", "f1_macro", "f1_micro", "loss"] = _field(
         "f1_macro", "validation metric that picks the best checkpoint (multi-label accuracy is exact match)")
+    keep: Literal["auto", "best", "last"] = _field(
+        "auto", "weights the run keeps: best (by train.metric) or last; auto: best on 100 validation rows or more or "
+                "with early stopping, else last (on fewer the best evaluation is a lucky one), last for a contrastive head")
     early_stopping_patience: int = _field(0, "stop after N evaluations without improvement; 0 never stops early",
                                           lambda v: v >= 0, "must be >= 0")
     bucket_batches: int = _field(50, "batches per length-sorted mega-batch (1 disables length bucketing)",

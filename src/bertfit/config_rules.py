@@ -36,6 +36,9 @@ def combination_problems(config: Any) -> list[str]:
         problems += [f"{k}: needs validation rows, and data.validation_fraction 0 holds out none; hold some out "
                      "(e.g. data.validation_fraction 0.1), give data.validation, or, for a preset with a validation "
                      "split of its own, leave data.validation_fraction unset" for k, on in needs.items() if on]
+    if config.train.keep == "last" and config.train.early_stopping_patience > 0:
+        problems.append("train.early_stopping_patience: stops when train.metric stops improving, which train.keep last "
+                        "does not follow; set train.keep best (or auto), or early stopping 0")
     if config.train.method == "contrastive":  # pairs of one label per text, drawn from the whole set, every layer tuned
         clashes = {"data.multi_label": config.data.multi_label, "data.streaming": config.data.streaming, "lora.r": config.lora.r,
                    "model.init_from": config.model.init_from, "model.freeze": model.freeze not in ("none", "encoder"),

@@ -181,3 +181,16 @@ def test_model_card_says_whether_validation_rows_existed_from_the_run_not_the_co
     card = render_model_card(copy).read_text()
     assert "none held out (data.validation_fraction 0)" in card and "not fitted: no validation rows" in card
     assert "the last weights (step" in card
+
+
+def test_model_card_says_which_weights_the_run_kept(run_dir, tmp_path):
+    import yaml
+
+    from bertfit.evaluate.model_card import render_model_card
+
+    copy = shutil.copytree(run_dir, tmp_path / "tiny")
+    for keep, said in (("last", "- the last weights (step"), ("best", "- best checkpoint by validation f1_macro (step")):
+        config = yaml.safe_load((copy / "config.yaml").read_text())
+        config["train"]["keep"] = keep
+        (copy / "config.yaml").write_text(yaml.safe_dump(config))
+        assert said in render_model_card(copy).read_text()

@@ -21,7 +21,7 @@ def _steps(config, rows: int) -> int:
     return math.ceil(math.ceil(rows / train.batch_size) / train.grad_accum_steps) * train.epochs
 
 
-@pytest.mark.parametrize("rows, classes", [(40, 4), (230, 4), (600, 2), (5_000, 6), (120_000, 4)])
+@pytest.mark.parametrize("rows, classes", [(40, 4), (128, 2), (230, 4), (384, 6), (600, 2), (5_000, 6), (120_000, 4)])
 def test_unset_settings_follow_the_data(rows, classes):
     config = fill_defaults(load_config(None, []), DataFacts(rows, rows, classes, MINILM), validation_share(rows, classes))
     train = config.train
@@ -30,7 +30,7 @@ def test_unset_settings_follow_the_data(rows, classes):
     assert train.epochs >= 3 and (train.epochs == 3 or _steps(config, rows) < 150 + math.ceil(rows / train.batch_size))
     assert 0.06 <= train.warmup_ratio <= 0.1
     assert 0.1 <= config.data.validation_fraction <= 0.2
-    few = rows / classes < defaults.CONTRASTIVE_BELOW_ROWS_PER_CLASS
+    few = rows / classes < defaults.CONTRASTIVE_BELOW_ROWS_PER_CLASS and rows < defaults.CONTRASTIVE_BELOW_ROWS
     assert train.method == ("contrastive" if few else "standard")
     assert train.lr == (defaults.HEAD_LR if few else pytest.approx(1e-4 * min(1, math.sqrt(train.batch_size / 16)), rel=0.05))
     if rows >= 100_000:  # large data keeps the long-standing defaults: 3 epochs of 32
@@ -60,6 +60,21 @@ def test_explicit_settings_win():
     config = fill_defaults(explicit, DataFacts(64, 64, 4, MINILM), 0.3)
     assert (config.train.epochs, config.train.batch_size, config.train.lr, config.train.warmup_ratio) == (2, 64, 3e-5, 0)
     assert (config.train.method, config.data.validation_fraction, config.model.freeze) == ("standard", 0.3, "none")
+
+
+@pytest.mark.parametrize("flags, method, validation_rows, kept", [
+    ([], "standard", 99, "last"), ([], "standard", 100, "best"), ([], "contrastive", 500, "last"),
+    (["--train.early_stopping_patience", "2"], "standard", 12, "best"),
+    (["--train.keep", "best"], "standard", 12, "best"), (["--train.keep", "last"], "standard", 5_000, "last")])
+def test_the_last_weights_are_kept_where_the_best_evaluation_is_noise(flags, method, validation_rows, kept):
+    config = load_config(None, ["--train.method", method, *flags])
+    assert fill_defaults(config, DataFacts(1_000, 1_000, 2, MINILM, validation_rows), 0.1).train.keep == kept
+
+
+def test_keeping_the_last_weights_and_stopping_early_are_refused_together():
+    with pytest.raises(ConfigError, match="train.early_stopping_patience: stops when train.metric stops improving"):
+        load_config(None, ["--train.keep", "last", "--train.early_stopping_patience", "2"])
+    load_config(None, ["--train.keep", "best", "--train.early_stopping_patience", "2"])
 
 
 def test_the_demo_config_is_not_changed(request):
@@ -100,6 +115,7 @@ def test_chosen_settings_are_logged_saved_and_reused(tiny_model_dir, ag_news_csv
     assert saved["data"]["validation_fraction"] == 0.1 and saved["train"]["batch_size"] == 32
     assert saved["train"]["epochs"] == 1 and result.steps == 9
     assert saved["train"]["lr"] == 1e-4 and saved["train"]["warmup_ratio"] == 0.1
+    assert saved["train"]["keep"] == "last" and result.best_step == result.steps  # 30 validation rows: < 100
     assert "train.batch_size 32, train.lr 0.0001, train.warmup_ratio 0.1" in caplog.text
     assert "train.epochs" not in caplog.text  # set by the user: not chosen
     again = train(load_config(tmp_path / "runs" / "auto" / "config.yaml", ["--name", "again"]))
@@ -120,9 +136,9 @@ def test_long_texts_are_read_whole_in_windows_unless_set_otherwise(tiny_model_di
 
 
 def test_a_few_shot_run_holds_out_nothing_unless_told(ag_news_csv, tmp_path):
-    """75 rows a class (contrastive) split off their default share; every row trains unless something else was set."""
+    """About 50 rows a class (contrastive) split off their default share; every row trains unless something else was set."""
     def held_out(*flags: str) -> bool:
-        config = load_config(None, ["--data.train", str(ag_news_csv), *flags])
+        config = load_config(None, ["--data.train", str(ag_news_csv), "--data.max_train_rows", "150", *flags])
         return defaults.holds_out_nothing(config, load_dataset(config.data, config.train.seed))
 
     assert held_out()

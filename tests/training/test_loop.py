@@ -120,6 +120,25 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_overrides, ag_news_csv, m
     assert json.loads((result.run_dir / "model" / "bertfit.json").read_text())["step"] == 2
 
 
+@pytest.mark.parametrize("keep", ["auto", "best"])
+def test_a_small_validation_split_keeps_the_last_weights_unless_told(tiny_overrides, ag_news_csv, monkeypatch, keep):
+    """Validation accuracy scripted 0.5, 0.9, then lower: on a handful of rows the 0.9 is a lucky evaluation, so
+    auto keeps the last step's weights; train.keep best keeps step 2's."""
+    scripted = iter([0.5, 0.9] + [0.6] * 20)
+    real_evaluate = loop.evaluate
+
+    def fake_evaluate(*args, **kwargs):
+        return {**real_evaluate(*args, **kwargs), "accuracy": next(scripted)}
+    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
+    result = train(load_config(None, tiny_overrides + [
+        "--name", keep, "--data.train", str(ag_news_csv), "--data.max_train_rows", "96", "--train.epochs", "1",
+        "--train.eval_every_steps", "1", "--train.metric", "accuracy", "--train.keep", keep]))
+    kept_step = result.steps if keep == "auto" else 2
+    assert result.steps >= 4 and result.best_step == kept_step and result.kept == ("last" if keep == "auto" else "best")
+    assert result.validation["accuracy"] == (0.6 if keep == "auto" else 0.9)
+    assert json.loads((result.run_dir / "model" / "bertfit.json").read_text())["step"] == kept_step
+
+
 def test_a_finished_run_drops_its_checkpoint_unless_kept(tiny_overrides, ag_news_csv, monkeypatch):
     from bertfit.errors import BertfitError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bertfit.cli.evaluation import summary
+from bertfit.cli.evaluation import kept_validation, summary
 from bertfit.errors import BertfitError
 
 
@@ -77,7 +77,7 @@ def _relabel(config, args: argparse.Namespace, out: Path) -> int:
           f"{relabelling.confirmed} as given; every change: {relabelling.changes_file}")
     print(f"corrected training data: {relabelling.train_file}")
     print(f"run: {result.run_dir}")
-    print(f"best validation (step {result.best_step}): " + summary(result.validation))
+    print(kept_validation(result))
     if result.test is not None:
         print("test: " + summary(result.test))
     return 0

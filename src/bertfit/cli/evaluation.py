@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bertfit.training.recipe import TrainResult
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -164,3 +168,10 @@ def _explain(args: argparse.Namespace, _: list[str]) -> int:
 def summary(metrics: dict[str, float]) -> str:
     keys = [k for k in ("accuracy", "f1_macro", "loss") if k in metrics]
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
+
+
+def kept_validation(result: TrainResult) -> str:
+    """The validation scores of the weights a run kept: its best evaluation's, or its last (train.keep)."""
+    if result.kept == "best":
+        return f"best validation (step {result.best_step}): " + summary(result.validation)
+    return f"validation of the last weights (step {result.best_step}, train.keep last): " + summary(result.validation)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bertfit.cli import EXIT_INTERRUPTED
-from bertfit.cli.evaluation import summary
+from bertfit.cli.evaluation import kept_validation, summary
 from bertfit.errors import BertfitError
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def _print_result(result: TrainResult) -> int:
     print(f"run: {result.run_dir}")
     print(f"training: {result.train_seconds:.1f} s, {result.samples_per_second:.1f} samples/s")
     if result.validation:
-        print(f"best validation (step {result.best_step}): " + summary(result.validation))
+        print(kept_validation(result))
     else:
         print(f"no validation rows held out: the last weights (step {result.best_step}) are kept"
               + ("" if result.test is not None else "; score them with `bertfit evaluate RUN --data TEST_FILE`"))

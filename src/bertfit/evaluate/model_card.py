@@ -206,6 +206,7 @@ def _kept(config: RunConfig, step: int, validated: bool) -> str:
     """Which weights the run kept (training.loop)."""
     if not validated:
         return f"the last weights (step {step}): no validation split to choose on"
-    if config.train.method == "contrastive":
-        return f"the last head (step {step}), as the contrastive method keeps it"
+    if config.train.keep == "last":
+        return (f"the last weights (step {step}), train.keep last (auto keeps them for a contrastive head and below "
+                "100 validation rows, where the best evaluation is a lucky one)")
     return f"best checkpoint by validation {config.train.metric} (step {step})"

@@ -206,9 +206,8 @@ class Trainer:
         # Without a validation split (data.validation_fraction 0) an evaluation records the training scores alone.
         metrics = evaluate(self.session, self.validation, self.names) if self.validation is not None else {}
         score = metrics.get(config.metric)
-        # A contrastive run fits its head on fixed vectors of a few rows, and its validation split holds fewer still:
-        # the "best" epoch on those is noise, so the last head is kept (as SetFit keeps its logistic regression).
-        keep_last = config.method == "contrastive" or score is None
+        # train.keep last (auto: on < 100 validation rows, or a contrastive head): the "best" evaluation there is noise.
+        keep_last = config.keep == "last" or score is None
         improved = keep_last or is_improvement(config.metric, score, state.best_score)
         if improved:
             state.best_score, state.best_step, state.stale_evals = score, state.step, 0
@@ -219,7 +218,7 @@ class Trainer:
         if score is None:
             log.info("step %d: no validation split, the last weights are kept", state.step)
         else:
-            mark = " (kept: the last head)" if keep_last else " (best)" if improved else ""
+            mark = " (kept: train.keep last)" if keep_last else " (best)" if improved else ""
             log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, mark)
         self.hooks.on_eval(state, record, improved)
         if config.early_stopping_patience and state.stale_evals >= config.early_stopping_patience:

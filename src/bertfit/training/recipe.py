@@ -66,6 +66,7 @@ class TrainResult:
     interrupted: bool
     overfitting_warning: str | None = None  # the rule `bertfit evaluate` applies, on this run's evaluations
     stack: dict[str, Any] | None = None  # results.json's stack record: TF-IDF vs the model, and whether a stack was built
+    kept: str = "best"  # train.keep: the weights kept are the best evaluation's, or the last step's
 
 
 def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False,
@@ -156,7 +157,8 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     tokens = ({"train": stream} if stream is not None else {}) | tokenize_dataset(dataset, tokenizer, config)
     model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
     facts = defaults.DataFacts(len(tokens["train"]), None if stream is not None else len(dataset.splits["train"]),
-                               len(dataset.labels), sum(p.numel() for p in model.encoder.parameters()))
+                               len(dataset.labels), sum(p.numel() for p in model.encoder.parameters()),
+                               len(dataset.splits["validation"]) if "validation" in dataset.splits else 0)
     config = defaults.fill_defaults(config, facts, dataset.validation_fraction)
     model = model.to(context.device)
     broadcast_parameters(model, dist)
@@ -268,7 +270,7 @@ def _finish(run_dir: Path, session: Session, tokens: Splits, dataset: TextDatase
         log.warning("%s", warning)
     stacking = stack_at_end_of_training(run_dir, config, dataset, logits)
     result = TrainResult(run_dir, state.step, state.best_step, validation, test, state.train_seconds, rate, False, warning,
-                         stacking["stack"])
+                         stacking["stack"], config.train.keep)
     write_json_atomic(run_dir / artifacts.RESULTS_FILE, {
         "best_step": state.best_step, "steps": state.step, "validation": validation, "test": test,
         **({"thresholds": dict(zip(labels.names, thresholds.tolist()))} if thresholds is not None else {}),

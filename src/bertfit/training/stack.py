@@ -28,13 +28,11 @@ from bertfit.infer.stack import STACK_DIR, STACK_FILE, Stack, mix, model_probabi
 from bertfit.infer.tfidf import TfidfModel, fit_tfidf
 from bertfit.meta import ModelMeta, StackMeta
 from bertfit.metrics import is_improvement, probability_metrics, tune_thresholds
+from bertfit.training.defaults import MIN_VALIDATION_ROWS
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)  # model weights tried: 0, 0.05, ..., 1
-# train.stack auto decides only on at least this many validation rows: on a few-shot run's handful, "TF-IDF wins"
-# and the weight are noise (2 rows a class tie at 50%), so there the user asks for a stack with `bertfit stack`.
-AUTO_MIN_VALIDATION_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -140,11 +138,13 @@ def stack_at_end_of_training(run_dir: Path, config: RunConfig, dataset: TextData
         (log.warning if config.train.stack == "always" else log.info)("no TF-IDF reference or stack: %s", error)
         return {"tfidf_validation": None, "stack": None}
     wins = is_improvement(metric, choice.validation["tfidf"][metric], choice.validation["model"][metric])
-    enough = len(dataset.splits["validation"].texts) >= AUTO_MIN_VALIDATION_ROWS
+    # auto decides only on MIN_VALIDATION_ROWS validation rows or more: on a few-shot run's handful, "TF-IDF wins" and
+    # the weight are noise (2 rows a class tie at 50%), so there the user asks for a stack with `bertfit stack`.
+    enough = len(dataset.splits["validation"].texts) >= MIN_VALIDATION_ROWS
     built = config.train.stack == "always" or (config.train.stack == "auto" and wins and enough)
     if config.train.stack == "auto" and wins and not enough:
         log.info("train.stack auto: not built, %d validation rows are too few to choose a stack's weight on (at least "
-                 "%d)", len(dataset.splits["validation"].texts), AUTO_MIN_VALIDATION_ROWS)
+                 "%d)", len(dataset.splits["validation"].texts), MIN_VALIDATION_ROWS)
     with_stack = write_stack(run_dir, inputs.names, tfidf, choice, temperature, metric) if built else None
     _say(run_dir, config.train.stack, wins, built, choice, metric)
     return {"tfidf_validation": choice.validation["tfidf"], "stack": _record(inputs, tfidf, choice, metric, with_stack)}
