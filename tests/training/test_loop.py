@@ -103,14 +103,18 @@ def test_saved_model_reloads_and_predicts_identically(tiny_overrides, ag_news_cs
     assert predictor.labels.names == ("Business", "Sci/Tech", "Sports", "World")
 
 
-def test_early_stopping_keeps_the_best_checkpoint(tiny_overrides, ag_news_csv, monkeypatch):
-    """Validation accuracy scripted as 0.5, 0.7, 0.6, 0.65: patience 2 stops at the 4th evaluation."""
-    scripted = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.9])
-    real_evaluate = loop.evaluate
+def _script_validation_accuracy(monkeypatch, scores: list[float]) -> None:
+    """Each evaluation reports the next of `scores` as its validation accuracy (the rest of its metrics are real)."""
+    scripted, real_evaluate = iter(scores), loop.evaluate
 
     def fake_evaluate(*args, **kwargs):
         return {**real_evaluate(*args, **kwargs), "accuracy": next(scripted)}
     monkeypatch.setattr(loop, "evaluate", fake_evaluate)
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tiny_overrides, ag_news_csv, monkeypatch):
+    """Validation accuracy scripted as 0.5, 0.7, 0.6, 0.65: patience 2 stops at the 4th evaluation."""
+    _script_validation_accuracy(monkeypatch, [0.5, 0.7, 0.6, 0.65, 0.9, 0.9])
     result = train(load_config(None, tiny_overrides + [
         "--name", "early", "--data.train", str(ag_news_csv), "--data.max_train_rows", "96", "--train.epochs", "1",
         "--train.eval_every_steps", "1", "--train.metric", "accuracy", "--train.early_stopping_patience", "2"]))
@@ -124,12 +128,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_overrides, ag_news_csv, m
 def test_a_small_validation_split_keeps_the_last_weights_unless_told(tiny_overrides, ag_news_csv, monkeypatch, keep):
     """Validation accuracy scripted 0.5, 0.9, then lower: on a handful of rows the 0.9 is a lucky evaluation, so
     auto keeps the last step's weights; train.keep best keeps step 2's."""
-    scripted = iter([0.5, 0.9] + [0.6] * 20)
-    real_evaluate = loop.evaluate
-
-    def fake_evaluate(*args, **kwargs):
-        return {**real_evaluate(*args, **kwargs), "accuracy": next(scripted)}
-    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
+    _script_validation_accuracy(monkeypatch, [0.5, 0.9] + [0.6] * 20)
     result = train(load_config(None, tiny_overrides + [
         "--name", keep, "--data.train", str(ag_news_csv), "--data.max_train_rows", "96", "--train.epochs", "1",
         "--train.eval_every_steps", "1", "--train.metric", "accuracy", "--train.keep", keep]))
