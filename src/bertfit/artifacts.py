@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,17 @@ def read_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise BertfitError(f"{run_dir} is not a bertfit run directory (no config.yaml)")
-    return build_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return build_config(_upgraded(yaml.safe_load(path.read_text(encoding="utf-8"))))
+
+
+def _upgraded(raw: Any) -> Any:
+    """A run's config as this version reads it. Runs made before the contrastive stage counted steps saved
+    train.contrastive_pairs, 16 pairs a step: it reads as those steps."""
+    train = raw.get("train") if isinstance(raw, dict) else None
+    if isinstance(train, dict) and "contrastive_pairs" in train:
+        pairs = train.pop("contrastive_pairs")
+        train.setdefault("contrastive_steps", pairs if not isinstance(pairs, int) else math.ceil(pairs / 16))
+    return raw
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:

@@ -17,26 +17,31 @@ from bertfit.evaluate.model_card import render_model_card
 from bertfit.evaluate.run import evaluate_run
 from bertfit.infer.predictor import Predictor
 from bertfit.model import load_encoder
-from bertfit.training.contrastive import draw_pairs, pair_cosines
+from bertfit.training.contrastive import GROUP_LABELS, GROUP_TEXTS_PER_LABEL, draw_groups, group_loss
 from bertfit.training.recipe import train
 from bertfit.training.stack import build_stack
 from conftest import write_csv
 from interrupts import stop_at
 
 
-def test_pairs_alternate_same_and_different_labels_and_repeat():
-    labels = np.array([0, 0, 1, 1, 2, 2, 2])
-    pairs = draw_pairs(labels, 70, seed=3)
-    first, second, same = pairs.T
-    assert (same == (np.arange(70) % 2 == 0)).all()
-    assert ((labels[first] == labels[second]) == same.astype(bool)).all()
-    assert (first != second).all()  # every class has two texts or more: nobody is paired with itself
-    assert np.bincount(first, minlength=7).tolist() == [10] * 7  # every text an anchor in turn
-    assert (draw_pairs(labels, 70, seed=3) == pairs).all() and not (draw_pairs(labels, 70, seed=4) == pairs).all()
+def test_groups_hold_two_labels_taking_turns_and_every_text_equally_often():
+    labels = np.array([0] * 8 + [1] * 4 + [2] * 2)  # label 2 has fewer than GROUP_TEXTS_PER_LABEL texts
+    groups = draw_groups(labels, 30, seed=3)
+    assert len(groups) == 30 and all((np.diff(group) > 0).all() for group in groups)  # sorted, no text twice
+    kinds = [np.unique(labels[group]) for group in groups]
+    assert all(len(kind) == GROUP_LABELS for kind in kinds)
+    # 30 steps of 2 labels are 20 rounds of 3: each label in 20 steps, with 4 of its texts, or all it has.
+    assert np.bincount(np.concatenate(kinds)).tolist() == [20, 20, 20]
+    assert all(np.bincount(labels[group])[kind].tolist() == [min(GROUP_TEXTS_PER_LABEL, (labels == k).sum()) for k in kind]
+               for group, kind in zip(groups, kinds))
+    # Each label's texts in turn: label 0's 8 texts in 10 steps each, label 1's 4 and label 2's 2 in 20.
+    assert np.bincount(np.concatenate(groups)).tolist() == [10] * 8 + [20] * 6
+    again, other = draw_groups(labels, 30, seed=3), draw_groups(labels, 30, seed=4)
+    assert all((a == b).all() for a, b in zip(groups, again))
+    assert any(len(a) != len(b) or (a != b).any() for a, b in zip(groups, other))
 
 
-def test_a_text_in_several_pairs_is_encoded_once_to_the_same_similarities_and_gradients(tiny_model_dir):
-    import torch
+def test_a_group_is_encoded_once_and_weighs_pairs_of_one_label_and_of_two_equally(tiny_model_dir):
     import torch.nn.functional as F
 
     from bertfit.data.batching import PaddedBatches, tokenize
@@ -45,31 +50,37 @@ def test_a_text_in_several_pairs_is_encoded_once_to_the_same_similarities_and_gr
     from bertfit.runtime.device import choose_precision
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    texts = ["the match ended in a draw", "shares fell sharply", "a new chip", "rebels seized the capital city"]
-    batches = PaddedBatches(tokenize(texts, [0, 0, 1, 1], tokenizer, 64, cache_dir=None), tokenizer.pad_token_id)
+    texts = ["the match ended in a draw", "shares fell sharply", "a new chip", "rebels seized the capital city", "ok"]
+    labels = np.array([0, 0, 1, 1, 1])
+    batches = PaddedBatches(tokenize(texts, labels.tolist(), tokenizer, 64, cache_dir=None), tokenizer.pad_token_id)
     model = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=2).eval()  # eval: no dropout to differ
     context = InferenceContext(torch.device("cpu"), choose_precision("fp32", torch.device("cpu")), 0, 64)
-    pairs = np.array([[0, 1, 1], [2, 0, 0], [0, 3, 0], [3, 2, 1], [1, 3, 0]])  # text 0 in three pairs, 3 in three
+    group = np.array([0, 1, 2, 3])  # pairs of one label: (0, 1), (2, 3); of two: the other 4
 
-    def gradients(cosines):
+    def gradients(loss):
         model.zero_grad()
-        cosines.sum().backward()
+        loss.backward()
         return torch.cat([p.grad.flatten() for p in model.encoder.parameters() if p.grad is not None])
 
     encoded, encode = [], model.encode
     model.encode = lambda input_ids, attention_mask: encoded.append(len(input_ids)) or encode(input_ids, attention_mask)
-    shared = pair_cosines(model, batches, pairs, context)
+    loss = group_loss(model, batches, group, labels, context)
     model.encode = encode
-    assert encoded == [4]  # 10 places, 4 distinct texts
-    shared_grad = gradients(shared)
+    assert encoded == [4]  # 6 pairs, one encoder call of the 4 texts
+    grouped = gradients(loss)
 
     def alone(row):  # a batch of one text: no other text, no padding
         batch = batches[np.array([row])]
         return model.encode(batch["input_ids"], batch["attention_mask"])
 
-    one_by_one = torch.cat([F.cosine_similarity(alone(first), alone(second)) for first, second, _ in pairs])
-    assert torch.allclose(shared, one_by_one, atol=1e-5)
-    assert torch.allclose(shared_grad, gradients(one_by_one), atol=1e-5)
+    def cosine(first, second):
+        return F.cosine_similarity(alone(first), alone(second))
+
+    one_label = torch.cat([(cosine(0, 1) - 1) ** 2, (cosine(2, 3) - 1) ** 2]).mean()
+    two_labels = torch.cat([cosine(a, b) ** 2 for a in (0, 1) for b in (2, 3)]).mean()
+    expected = (one_label + two_labels) / 2
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped, gradients(expected), atol=1e-5, rtol=1e-4)
 
 
 @pytest.fixture
@@ -85,7 +96,7 @@ def few_shot(tiny_model_dir, ag_news_rows, tmp_path):
         return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
                 "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
                 "--data.train", str(tmp_path / "train.csv"), "--data.test", str(tmp_path / "test.csv"), "--name", name,
-                "--train.checkpoint_every_steps", "20", "--train.contrastive_pairs", "320",  # 20 pair steps: fast
+                "--train.checkpoint_every_steps", "20", "--train.contrastive_steps", "20",  # fast
                 "--train.keep_checkpoint", "true"]
     return flags
 

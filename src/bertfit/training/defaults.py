@@ -15,11 +15,12 @@ states them. A value the user set always wins. Each rule is a principle, not a f
   of texts multiply what few labels say (see training.contrastive); standard otherwise. At 64 rows a class
   (bench/RESULTS.md, 5 seeds) contrastive led standard (its last weights kept, below) by 4.4 points of macro-F1
   on 2 classes (128 rows), tied on 4 (256 rows, 2 seeds: -0.3) and 5 (320 rows: +0.8) and trailed by 4.0 on 6
-  (384 rows): its lead shrinks as the rows grow, since its pair budget stays fixed while every labelled row also
-  teaches standard fine-tuning, which trains there in a quarter to two-thirds of the time. Its encoder stage
-  draws 40 pairs a training row, at most 4,000: on two classes at 8 and 16 rows a class 4.4x and 2.4x SetFit's
-  count (every unique pair once; 2.8x and 2.5x its train time on SST-2), which took a third of the time but
-  scored 2 points of macro-F1 lower on SST-2; on six (emotion) it is SetFit's count or half of it (bench/RESULTS.md);
+  (384 rows; -3.4 with the groups below): its lead shrinks as the rows grow, since its budget of steps is capped
+  while every labelled row also teaches standard fine-tuning. Its encoder stage makes 2.5 steps a training row,
+  at most 250, each on every pair among 8 texts of 2 labels (training.contrastive): each text is encoded in about
+  20 steps. On SST-2 at 8 and 16 rows a class that is 320 and 640 text encodings, against SetFit's 288 and 1,088
+  (every unique pair once, 32 texts a step); half the steps scored 0.5-0.7 points of macro-F1 lower (session 13),
+  as SetFit's count of pairs did (2 points, session 7);
 - long texts: when most training texts exceed model.max_length (and head+tail was not asked for), read
   them whole in half-overlapping windows, at most model.max_windows a text in training: the log states
   the cost, the windows a text (bench/RESULTS.md: trained on windows, IMDb at 128 tokens gains 11 points).
@@ -56,7 +57,7 @@ MAX_BATCH, MIN_BATCH, ROWS_PER_BATCH = 32, 4, 8
 MIN_STEPS, BASE_EPOCHS, MAX_EPOCHS = 150, 3, 30
 CONTRASTIVE_BELOW_ROWS_PER_CLASS, CONTRASTIVE_BELOW_ROWS = 100, 256
 HEAD_LR = 1e-2
-CONTRASTIVE_PAIRS_PER_ROW, MAX_CONTRASTIVE_PAIRS = 40, 4000
+CONTRASTIVE_STEPS_PER_ROW, MAX_CONTRASTIVE_STEPS = 2.5, 250  # 8 texts a step: each text in ~20 steps
 MIN_VALIDATION_ROWS = 100  # to choose on (the best weights, a stack): a score's 95% interval there is about +-10 points
 LENGTH_SAMPLE = 2000  # training texts measured to decide on windows
 
@@ -135,8 +136,9 @@ def fill_defaults(config: RunConfig, facts: DataFacts, validation_fraction: floa
     if method == "contrastive":
         if config.model.freeze != "encoder":  # the second stage trains the head on the tuned, frozen encoder
             chosen["model.freeze"] = "encoder"
-        if train.contrastive_pairs is None:
-            chosen["train.contrastive_pairs"] = min(MAX_CONTRASTIVE_PAIRS, CONTRASTIVE_PAIRS_PER_ROW * (facts.rows or 0))
+        if train.contrastive_steps is None:
+            wanted = math.ceil(CONTRASTIVE_STEPS_PER_ROW * (facts.rows or 1))
+            chosen["train.contrastive_steps"] = min(MAX_CONTRASTIVE_STEPS, wanted)
     if train.keep == "auto":
         chosen["train.keep"] = weights_kept(config, method, facts.validation_rows)
     if config.data.validation_fraction is None and validation_fraction is not None:
