@@ -156,3 +156,25 @@ def test_a_finished_run_drops_its_checkpoint_unless_kept(tiny_overrides, ag_news
         train(resume=finished.run_dir)
     kept = train(config("kept", "--train.keep_checkpoint", "true"))
     assert (kept.run_dir / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_without_validation_rows_an_epoch_end_writes_no_checkpoint(tiny_overrides, ag_news_csv, monkeypatch):
+    """No validation split (a few-shot run): an epoch's end records the training scores only; model/ and the
+    checkpoint are written every train.checkpoint_every_steps and at the end, and model/ is the last step's."""
+    from bertfit import artifacts
+    from bertfit.training import writer
+
+    written: list[tuple[str, int]] = []
+    save_model, save_checkpoint = artifacts.save_model, writer.save_checkpoint
+    monkeypatch.setattr(artifacts, "save_model", lambda folder, model, tokenizer, meta:
+                        written.append(("model", meta.step)) or save_model(folder, model, tokenizer, meta))
+    monkeypatch.setattr(writer, "save_checkpoint", lambda run_dir, model, extra:
+                        written.append(("checkpoint", extra["loop"]["step"])) or save_checkpoint(run_dir, model, extra))
+    result = train(load_config(None, tiny_overrides + [  # 32 rows in batches of 8: 4 steps an epoch, 6 epochs
+        "--name", "no-validation", "--data.train", str(ag_news_csv), "--data.max_train_rows", "32",
+        "--data.validation_fraction", "0", "--train.batch_size", "8", "--train.epochs", "6",
+        "--train.checkpoint_every_steps", "10"]))
+    assert result.steps == 24 and result.kept == "last" and len(read_metrics(result.run_dir)) == 6  # a record an epoch
+    assert written == [("model", 10), ("checkpoint", 10), ("model", 20), ("checkpoint", 20), ("model", 24),
+                       ("checkpoint", 24)]
+    assert json.loads((result.run_dir / "model" / "bertfit.json").read_text())["step"] == 24

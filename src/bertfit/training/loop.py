@@ -71,7 +71,7 @@ class RunHooks(Protocol):
     """What the Trainer asks of the run directory (see training.writer.RunWriter)."""
 
     def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None: ...
-    def on_checkpoint(self, state: LoopState) -> None: ...
+    def on_checkpoint(self, state: LoopState, with_model: bool) -> None: ...
     def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
 
 
@@ -137,6 +137,9 @@ class Trainer:
         self.session, self.train, self.validation, self.names = session, train, validation, names
         self.config, self.hooks = config, hooks
         self.total_steps = total_steps(len(train), config)
+        # train.keep last (auto: on < 100 validation rows, or a contrastive head), or no validation split to choose on:
+        # model/ is the latest checkpoint's weights, written with it, not at every evaluation.
+        self.keeps_last = config.keep == "last" or validation is None
 
     def fit(self, state: LoopState) -> LoopState:
         """Train from `state` to the end (or early stop, or Ctrl-C), evaluating and checkpointing on the way."""
@@ -183,7 +186,10 @@ class Trainer:
         state, config, session = self.state, self.config, self.session
         eval_due = (end_of_epoch and config.eval_every_steps == 0) or state.step == self.total_steps or \
             bool(config.eval_every_steps and state.step % config.eval_every_steps == 0)
-        checkpoint_due = eval_due or bool(config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0)
+        # An evaluation is a checkpoint when it scores validation rows (it may be the best); without them it records
+        # the training scores alone, and a few-shot head's 4-step epochs would write the whole model every 4 steps.
+        checkpoint_due = (eval_due and self.validation is not None) or state.step == self.total_steps or \
+            bool(config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0)
         if self.meters.running_steps == LOG_EVERY_STEPS or end_of_epoch or state.step == self.total_steps:
             # The GPU runs behind the host: wait for the queued steps here and count that wait as
             # training time, or train_seconds would miss most of the device's work.
@@ -199,16 +205,14 @@ class Trainer:
             self._evaluate_and_record(self.meters.take_train_scores())
         if checkpoint_due or stopping or state.finished:
             state.since_eval = self.meters.snapshot()
-            self.hooks.on_checkpoint(state)
+            self.hooks.on_checkpoint(state, self.keeps_last)
 
     def _evaluate_and_record(self, train_scores: dict[str, float]) -> None:
         state, config = self.state, self.config
         # Without a validation split (data.validation_fraction 0) an evaluation records the training scores alone.
         metrics = evaluate(self.session, self.validation, self.names) if self.validation is not None else {}
         score = metrics.get(config.metric)
-        # train.keep last (auto: on < 100 validation rows, or a contrastive head): the "best" evaluation there is noise.
-        keep_last = config.keep == "last" or score is None
-        improved = keep_last or is_improvement(config.metric, score, state.best_score)
+        improved = self.keeps_last or is_improvement(config.metric, score, state.best_score)  # keep last: the best is noise
         if improved:
             state.best_score, state.best_step, state.stale_evals = score, state.step, 0
         else:
@@ -218,9 +222,9 @@ class Trainer:
         if score is None:
             log.info("step %d: no validation split, the last weights are kept", state.step)
         else:
-            mark = " (kept: train.keep last)" if keep_last else " (best)" if improved else ""
+            mark = " (kept: train.keep last)" if self.keeps_last else " (best)" if improved else ""
             log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, mark)
-        self.hooks.on_eval(state, record, improved)
+        self.hooks.on_eval(state, record, improved and not self.keeps_last)
         if config.early_stopping_patience and state.stale_evals >= config.early_stopping_patience:
             log.info("early stop: no improvement in %d evaluations", state.stale_evals)
             state.finished = True

@@ -42,12 +42,14 @@ class RunWriter:
         artifacts.append_metrics(self.run_dir, record)
         self.on_scalars(state.step, {k: v for k, v in record.items() if k.startswith("eval/")})
         if improved:
-            artifacts.save_model(self.run_dir / artifacts.MODEL_DIR, self.session.model, self.files.tokenizer,
-                                 dataclasses.replace(self.files.meta, step=state.step))
+            self._save_model(state)
         if self.on_eval_callback is not None:  # last: it may raise to stop the run (search pruning)
             self.on_eval_callback(state, record)
 
-    def on_checkpoint(self, state: LoopState) -> None:
+    def on_checkpoint(self, state: LoopState, with_model: bool) -> None:
+        """A resumable checkpoint; with_model: model/ too (train.keep last: the latest weights are the ones kept)."""
+        if with_model:
+            self._save_model(state)
         session, rng_ranks = self.session, gather_rng_states(self.session.dist)
         # "rng" (rank 0's) stays for bertfit versions that read only that key.
         save_checkpoint(self.run_dir, session.model, {
@@ -59,6 +61,10 @@ class RunWriter:
         for tracker in self.trackers:
             tracker.close()
 
+    def _save_model(self, state: LoopState) -> None:
+        artifacts.save_model(self.run_dir / artifacts.MODEL_DIR, self.session.model, self.files.tokenizer,
+                             dataclasses.replace(self.files.meta, step=state.step))
+
 
 class SilentWriter:
     """RunHooks for ranks other than 0: they keep no files, but send rank 0 their RNG state at checkpoints."""
@@ -67,6 +73,6 @@ class SilentWriter:
         self.dist = dist
 
     def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None: ...
-    def on_checkpoint(self, state: LoopState) -> None: gather_rng_states(self.dist)
+    def on_checkpoint(self, state: LoopState, with_model: bool) -> None: gather_rng_states(self.dist)
     def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
     def close(self) -> None: ...
