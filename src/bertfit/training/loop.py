@@ -212,7 +212,7 @@ class Trainer:
         # Without a validation split (data.validation_fraction 0) an evaluation records the training scores alone.
         metrics = evaluate(self.session, self.validation, self.names) if self.validation is not None else {}
         score = metrics.get(config.metric)
-        improved = self.keeps_last or is_improvement(config.metric, score, state.best_score)  # keep last: the best is noise
+        improved = self.keeps_last or is_improvement(config.metric, score, state.best_score)  # keep last: no best to trust
         if improved:
             state.best_score, state.best_step, state.stale_evals = score, state.step, 0
         else:
