@@ -118,6 +118,8 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
     tuned, base = load_file(straight.run_dir / "model" / "model.safetensors"), load_encoder(str(tiny_model_dir)).state_dict()
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.allclose(tuned[f"encoder.{key}"], base[key])  # the encoder stage moved the encoder
+    words = "embeddings.word_embeddings.weight"  # but not the word vectors (frozen, or AdamW's decay would shrink them)
+    assert torch.equal(tuned[f"encoder.{words}"], base[words])
     # The head kept is the last one, not the "best" epoch on a few validation rows: model/ is the final step's.
     final = load_file(straight.run_dir / "checkpoint" / "model.safetensors")
     assert straight.best_step == straight.steps and torch.equal(tuned["head.weight"], final["head.weight"])
