@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -122,8 +123,9 @@ def main() -> None:
                              "best checkpoint)")
     parser.add_argument("--tuned-sizes", nargs="+", type=int, default=[64], help="sizes the tuned system runs at")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    parser.add_argument("--bertfit-settings", nargs="*", default=[], help="extra flags for the bertfit system's runs "
-                                                                          "(e.g. --train.epochs 5): not 'no settings' any more")
+    parser.add_argument("--bertfit-settings", nargs="*", default=[],
+                        help="extra flags for the bertfit system's runs (e.g. --train.epochs 5): not 'no settings' any more; "
+                             "several in one quoted value: '--bertfit-settings=--train.method=contrastive --train.lr=1e-4'")
     parser.add_argument("--setfit-max-steps", type=int, default=-1)
     parser.add_argument("--out", type=Path, default=OUT / "few_shot.json")
     args = parser.parse_args()
@@ -131,6 +133,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    settings = [flag for value in args.bertfit_settings for flag in shlex.split(value)]
     results: dict = {"command": " ".join(sys.argv), "cpu": cpu_features(), "load_before": os.getloadavg(), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
@@ -151,7 +154,7 @@ def main() -> None:
                         texts, labels = [train_split.texts[i] for i in rows], [train_split.labels[i] for i in rows]
                         if system != "setfit":
                             run = run_bertfit(texts, [names[label] for label in labels], test_csv, seed, Path(tmp),
-                                              TUNED if system == "tuned" else args.bertfit_settings)
+                                              TUNED if system == "tuned" else settings)
                         else:
                             run = run_setfit(texts, labels, (test.texts, np.asarray(test.labels)), names, seed,
                                              args.setfit_max_steps, Path(tmp))
