@@ -32,7 +32,7 @@ from bertfit.infer.engine import InferenceContext  # noqa: E402
 from bertfit.model import TextClassifier, apply_freeze, load_encoder, load_tokenizer, resolve_model_name  # noqa: E402
 from bertfit.runtime.cpu import cpu_features  # noqa: E402
 from bertfit.runtime.device import choose_precision  # noqa: E402
-from bertfit.training.contrastive import ENCODER_LR, draw_groups, group_loss  # noqa: E402
+from bertfit.training.contrastive import ENCODER_LR, draw_groups, group_loss, make_tunable  # noqa: E402
 from bertfit.training.optim import build_optimizer  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -40,10 +40,11 @@ PHASES = ("forward", "backward", "clip", "adamw")
 
 
 def freeze(model: TextClassifier, variant: str) -> None:
-    model.encoder.requires_grad_(True)
-    if variant == "words":
-        model.encoder.get_input_embeddings().requires_grad_(False)
-    elif variant == "layer0":
+    if variant == "all":
+        model.encoder.requires_grad_(True)
+    else:  # words: what tune_encoder trains
+        make_tunable(model)
+    if variant == "layer0":
         apply_freeze(model, "1")
 
 

@@ -94,6 +94,12 @@ def group_loss(model: TextClassifier, batches: PaddedBatches, group: np.ndarray,
     return torch.stack([kind.mean() for kind in kinds if kind.numel()]).mean()
 
 
+def make_tunable(model: TextClassifier) -> None:
+    """What the encoder stage trains: the whole encoder but its word-embedding matrix (see the module docstring)."""
+    model.encoder.requires_grad_(True)
+    model.encoder.get_input_embeddings().requires_grad_(False)
+
+
 def tune_encoder(model: TextClassifier, split: TokenizedSplit, config: RunConfig, context: InferenceContext,
                  resume: Path | None, dist: Distributed = Distributed()) -> float:
     """Tune `model.encoder` on pairs from `split`, then freeze it; returns the seconds it took.
@@ -106,8 +112,7 @@ def tune_encoder(model: TextClassifier, split: TokenizedSplit, config: RunConfig
         return 0.0
     started, device = time.perf_counter(), context.device
     groups = draw_groups(split.labels, config.train.contrastive_steps, config.train.seed)
-    model.encoder.requires_grad_(True)
-    model.encoder.get_input_embeddings().requires_grad_(False)  # the word vectors stay as pretrained: see the docstring
+    make_tunable(model)
     optimizer = build_optimizer(model.encoder, ENCODER_LR, config.train.weight_decay, device)
     scheduler = build_scheduler(optimizer, WARMUP_RATIO, len(groups))
     scaler, batches, losses = make_scaler(device, context.precision), PaddedBatches(split, context.pad_id), []
