@@ -118,7 +118,8 @@ class TrainConfig:
                                  lambda v: v >= 0, "must be >= 0")
     warmup_ratio: float | None = _field(None, "share of steps warming up (unset: 0.06-0.1)", lambda v: 0 <= v < 1, "in [0, 1)")
     contrastive_steps: int | None = _field(None, "contrastive: steps of the encoder stage, each on every pair of 8 texts "
-                                                 "(unset: 2.5 a training row, <= 250)", lambda v: v >= 1, "must be >= 1")
+                                                 "(unset: SetFit's count of pairs / 28, >= 2.5 a row)",
+                                           lambda v: v >= 1, "must be >= 1")
     grad_accum_steps: int = _field(1, "micro-batches accumulated per optimizer step", lambda v: v >= 1, "must be >= 1")
     max_grad_norm: float = _field(1.0, "gradient clipping norm; 0 disables clipping", lambda v: v >= 0, "must be >= 0")
     label_smoothing: float = _field(0.0, "label smoothing of the loss (multi-label: targets move eps/2 towards 0.5)",

@@ -17,6 +17,7 @@ from bertfit.evaluate.model_card import render_model_card
 from bertfit.evaluate.run import evaluate_run
 from bertfit.infer.predictor import Predictor
 from bertfit.model import load_encoder
+from bertfit.training import defaults
 from bertfit.training.contrastive import GROUP_LABELS, GROUP_TEXTS_PER_LABEL, draw_groups, group_loss
 from bertfit.training.recipe import train
 from bertfit.training.stack import build_stack
@@ -96,8 +97,7 @@ def few_shot(tiny_model_dir, ag_news_rows, tmp_path):
         return ["--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(tmp_path / "runs"),
                 "--cache_dir", str(tmp_path / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
                 "--data.train", str(tmp_path / "train.csv"), "--data.test", str(tmp_path / "test.csv"), "--name", name,
-                "--train.checkpoint_every_steps", "20", "--train.contrastive_steps", "20",  # fast
-                "--train.keep_checkpoint", "true"]
+                "--train.checkpoint_every_steps", "20", "--train.keep_checkpoint", "true"]
     return flags
 
 
@@ -108,6 +108,9 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
     assert "train.method contrastive" in caplog.text and "contrastive: encoder tuned on" in caplog.text
     saved = yaml.safe_load((straight.run_dir / "config.yaml").read_text())
     assert saved["train"]["method"] == "contrastive" and saved["train"]["lr"] == 1e-2 and saved["train"]["batch_size"] == 4
+    # The encoder stage's budget follows the rows of each label: 12 of each of 4.
+    steps = defaults.contrastive_steps((12, 12, 12, 12))
+    assert saved["train"]["contrastive_steps"] == steps and f"texts in {steps} steps" in caplog.text
     assert straight.steps >= 150 and straight.test["accuracy"] > 0
     # Few-shot: every labelled row trains (as in SetFit), none is held out, and the run says so.
     assert "few-shot: all 48 labelled rows train the model" in caplog.text and saved["data"]["validation_fraction"] == 0

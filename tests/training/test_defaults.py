@@ -1,5 +1,6 @@
 """Defaults that fit the data: unset settings chosen from rows, classes and the encoder, logged, saved, overridable."""
 
+import itertools
 import logging
 import math
 
@@ -60,6 +61,34 @@ def test_explicit_settings_win():
     config = fill_defaults(explicit, DataFacts(64, 64, 4, MINILM), 0.3)
     assert (config.train.epochs, config.train.batch_size, config.train.lr, config.train.warmup_ratio) == (2, 64, 3e-5, 0)
     assert (config.train.method, config.data.validation_fraction, config.model.freeze) == ("standard", 0.3, "none")
+
+
+def _setfit_pairs(label_rows: tuple[int, ...]) -> int:
+    """The pairs SetFit 1.2.0's default (oversampling) draws, counted one pair at a time: as many of each kind (one
+    label, two labels) as the commoner kind has (SetFit also pairs a text with itself; a group never does)."""
+    labels = [label for label, rows in enumerate(label_rows) for _ in range(rows)]
+    same = sum(a == b for a, b in itertools.combinations(labels, 2))
+    return 2 * max(same, math.comb(len(labels), 2) - same)
+
+
+@pytest.mark.parametrize("label_rows", [(8, 8), (12,) * 4, (16,) * 6, (64,) * 6, (90, 10), (40, 5, 5)])
+def test_the_contrastive_budget_grows_with_the_pairs_the_rows_offer(label_rows):
+    """SetFit's count of pairs at 28 a step (every pair of a step's 8 texts), but at least 2.5 steps a row."""
+    steps, pairs, rows = defaults.contrastive_steps(label_rows), _setfit_pairs(label_rows), sum(label_rows)
+    assert steps * defaults.PAIRS_PER_STEP >= pairs and steps >= 2.5 * rows
+    assert (steps - 1) * defaults.PAIRS_PER_STEP < pairs or steps - 1 < 2.5 * rows  # no more than that
+    facts = DataFacts(rows, rows, len(label_rows), MINILM, 0, label_rows)
+    config = fill_defaults(load_config(None, []), facts, None)
+    assert config.train.method == "contrastive" and config.train.contrastive_steps == steps
+    assert fill_defaults(load_config(None, ["--train.contrastive_steps", "30"]), facts, None).train.contrastive_steps == 30
+
+
+def test_the_contrastive_budget_stays_bounded_where_the_method_is_chosen():
+    """Below CONTRASTIVE_BELOW_ROWS rows the quadratic count of pairs stays under ~10,000 steps."""
+    largest = defaults.CONTRASTIVE_BELOW_ROWS - 1
+    classes = math.ceil(largest / (defaults.CONTRASTIVE_BELOW_ROWS_PER_CLASS - 1))
+    worst = defaults.contrastive_steps((largest // classes,) * classes)
+    assert worst < largest ** 2 / defaults.PAIRS_PER_STEP < 10_000
 
 
 @pytest.mark.parametrize("flags, method, validation_rows, kept", [

@@ -11,16 +11,16 @@ states them. A value the user set always wins. Each rule is a principle, not a f
   above), scaled by sqrt(batch / 16) below batches of 16 (noisier gradients); a head trained alone on fixed
   vectors like a logistic regression (a contrastive run's second stage, model.freeze encoder), 1e-2;
 - warm-up: 6% of the steps, up to 10% so that a short run still warms up over about 10 steps;
-- method: contrastive below 100 training rows per class and below 256 rows in all (single-label), where pairs
-  of texts multiply what few labels say (see training.contrastive); standard otherwise. At 64 rows a class
-  (bench/RESULTS.md, 5 seeds) contrastive led standard (its last weights kept, below) by 4.4 points of macro-F1
-  on 2 classes (128 rows), tied on 4 (256 rows, 2 seeds: -0.3) and 5 (320 rows: +0.8) and trailed by 4.0 on 6
-  (384 rows; -3.4 with the groups below): its lead shrinks as the rows grow, since its budget of steps is capped
-  while every labelled row also teaches standard fine-tuning. Its encoder stage makes 2.5 steps a training row,
-  at most 250, each on every pair among 8 texts of 2 labels (training.contrastive): each text is encoded in about
-  20 steps. On SST-2 at 8 and 16 rows a class that is 320 and 640 text encodings, against SetFit's 288 and 1,088
-  (every unique pair once, 32 texts a step); half the steps scored 0.5-0.7 points of macro-F1 lower (session 13),
-  as SetFit's count of pairs did (2 points, session 7);
+- method: contrastive below 100 training rows per class and below 512 rows in all (single-label), where pairs
+  of texts multiply what few labels say (see training.contrastive); standard otherwise. Its encoder stage makes
+  a step (every pair among 8 texts of 2 labels, 28) for each 28 pairs SetFit's default draws from the rows: every
+  pair of two labels once, and as many of one label. That is 4,389 steps at 64 rows a class of 6 (122,880 pairs;
+  35,112 text encodings against SetFit's 245,760), and at least 2.5 steps a row, so that each text trains in about
+  20 steps (SST-2 at 8 and 16 rows a class: 320 and 640 encodings, SetFit's 288 and 1,088; half of it scored
+  0.5-0.7 points lower, session 13). The count grows with the square of the rows; below 512 rows it stays under
+  10,000 steps. Until session 15 the stage was capped at 250 steps: at 64 rows a class it then led standard (its
+  last weights kept, below) by 4.4 points on 2 classes and trailed by 4.0 on 6 (bench/RESULTS.md, session 12),
+  and on 6 classes its score rose with the steps, from 59.8 at 250 to 69.2 at 3,840 (session 14);
 - long texts: when most training texts exceed model.max_length (and head+tail was not asked for), read
   them whole in half-overlapping windows, at most model.max_windows a text in training: the log states
   the cost, the windows a text (bench/RESULTS.md: trained on windows, IMDb at 128 tokens gains 11 points).
@@ -55,9 +55,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH, MIN_BATCH, ROWS_PER_BATCH = 32, 4, 8
 MIN_STEPS, BASE_EPOCHS, MAX_EPOCHS = 150, 3, 30
-CONTRASTIVE_BELOW_ROWS_PER_CLASS, CONTRASTIVE_BELOW_ROWS = 100, 256
+CONTRASTIVE_BELOW_ROWS_PER_CLASS, CONTRASTIVE_BELOW_ROWS = 100, 512
 HEAD_LR = 1e-2
-CONTRASTIVE_STEPS_PER_ROW, MAX_CONTRASTIVE_STEPS = 2.5, 250  # 8 texts a step: each text in ~20 steps
+CONTRASTIVE_STEPS_PER_ROW, PAIRS_PER_STEP = 2.5, 28  # a step: every pair of 8 texts; each text in >= ~20 steps
 MIN_VALIDATION_ROWS = 100  # to choose on (the best weights, a stack): a score's 95% interval there is about +-10 points
 LENGTH_SAMPLE = 2000  # training texts measured to decide on windows
 
@@ -71,6 +71,7 @@ class DataFacts:
     classes: int
     parameters: int  # the encoder's
     validation_rows: int = 0  # held-out texts the run is evaluated on
+    label_rows: tuple[int, ...] = ()  # training rows of each label (single-label data read up front)
 
 
 def choose_method(config: RunConfig, facts: DataFacts) -> str:
@@ -82,6 +83,15 @@ def choose_method(config: RunConfig, facts: DataFacts) -> str:
     usable = not (config.data.multi_label or config.lora.r or config.model.init_from is not None
                   or config.model.freeze not in ("none", "encoder") or config.distill.teacher is not None)
     return "contrastive" if few and usable else "standard"
+
+
+def contrastive_steps(label_rows: tuple[int, ...]) -> int:
+    """The encoder stage's steps: the pairs SetFit's default draws from these rows (every pair of two labels once, and
+    as many pairs of one label), 28 a step; at least 2.5 steps a row, so that each text trains in about 20 steps."""
+    rows = sum(label_rows)
+    different = (rows * rows - sum(n * n for n in label_rows)) // 2
+    same = sum(n * (n - 1) // 2 for n in label_rows)
+    return max(1, math.ceil(CONTRASTIVE_STEPS_PER_ROW * rows), math.ceil(2 * max(different, same) / PAIRS_PER_STEP))
 
 
 def weights_kept(config: RunConfig, method: str, validation_rows: int) -> str:
@@ -137,8 +147,7 @@ def fill_defaults(config: RunConfig, facts: DataFacts, validation_fraction: floa
         if config.model.freeze != "encoder":  # the second stage trains the head on the tuned, frozen encoder
             chosen["model.freeze"] = "encoder"
         if train.contrastive_steps is None:
-            wanted = math.ceil(CONTRASTIVE_STEPS_PER_ROW * (facts.rows or 1))
-            chosen["train.contrastive_steps"] = min(MAX_CONTRASTIVE_STEPS, wanted)
+            chosen["train.contrastive_steps"] = contrastive_steps(facts.label_rows or (facts.rows or 1,))
     if train.keep == "auto":
         chosen["train.keep"] = weights_kept(config, method, facts.validation_rows)
     if config.data.validation_fraction is None and validation_fraction is not None:
