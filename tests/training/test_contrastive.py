@@ -159,3 +159,21 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
     saved["data"]["test"] = None
     (straight.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     assert check_sample(straight.run_dir, load_model(straight.run_dir), 20).source == "train (20)"
+
+
+def test_the_encoder_stage_shows_its_progress(tiny_model_dir, capsys):
+    """Thousands of steps at 64 rows a class: the stage shows a bar (train.progress), as the loop does."""
+    from bertfit.data.batching import tokenize
+    from bertfit.infer.engine import InferenceContext
+    from bertfit.model import TextClassifier, load_tokenizer
+    from bertfit.runtime.device import choose_precision
+    from bertfit.training.contrastive import tune_encoder
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    split = tokenize(["good film", "bad film", "a great cast", "dull"], [0, 1, 0, 1], tokenizer, 32, cache_dir=None)
+    model = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=2)
+    context = InferenceContext(torch.device("cpu"), choose_precision("fp32", torch.device("cpu")), tokenizer.pad_token_id, 32)
+    for shown in (True, False):
+        config = load_config(None, ["--train.contrastive_steps", "3", "--train.progress", str(shown).lower()])
+        tune_encoder(model, split, config, context, resume=None)
+        assert ("contrastive: 100%" in capsys.readouterr().err) == shown

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from bertfit.config import RunConfig
 from bertfit.data.batching import PaddedBatches, TokenizedSplit
@@ -117,6 +118,8 @@ def tune_encoder(model: TextClassifier, split: TokenizedSplit, config: RunConfig
     scheduler = build_scheduler(optimizer, WARMUP_RATIO, len(groups))
     scaler, batches, losses = make_scaler(device, context.precision), PaddedBatches(split, context.pad_id), []
     model.train()
+    progress = tqdm(total=len(groups), unit="step", dynamic_ncols=True, desc="contrastive",
+                    disable=not (config.train.progress and dist.is_main))
     for group in groups:
         loss = group_loss(model, batches, group, split.labels, context)
         scaler.scale(loss).backward()
@@ -127,6 +130,8 @@ def tune_encoder(model: TextClassifier, split: TokenizedSplit, config: RunConfig
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.detach())
+        progress.update(1)
+    progress.close()
     broadcast_parameters(model, dist)  # ranks drew different dropout masks: all keep rank 0's encoder
     apply_freeze(model, "encoder")
     seconds = time.perf_counter() - started
