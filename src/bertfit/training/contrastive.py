@@ -45,7 +45,8 @@ from bertfit.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
-GROUP_LABELS, GROUP_TEXTS_PER_LABEL = 2, 4  # a step's group: 8 texts, 28 pairs
+GROUP_LABELS, GROUP_TEXTS_PER_LABEL = 2, 4  # a step's group: 8 texts
+PAIRS_PER_STEP = math.comb(GROUP_LABELS * GROUP_TEXTS_PER_LABEL, 2)  # 28: every pair among a group's texts
 ENCODER_LR = 2e-5  # SetFit's body learning rate
 WARMUP_RATIO = 0.1
 

@@ -52,6 +52,7 @@ from bertfit.config import RunConfig, override
 from bertfit.data.inspection import token_lengths
 from bertfit.data.splits import TextDataset
 from bertfit.data.windows import spread_windows, window_starts
+from bertfit.training.contrastive import PAIRS_PER_STEP
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ MAX_BATCH, MIN_BATCH, ROWS_PER_BATCH = 32, 4, 8
 MIN_STEPS, BASE_EPOCHS, MAX_EPOCHS = 150, 3, 30
 CONTRASTIVE_BELOW_ROWS_PER_CLASS, CONTRASTIVE_BELOW_ROWS = 100, 512
 HEAD_LR = 1e-2
-CONTRASTIVE_STEPS_PER_ROW, PAIRS_PER_STEP = 2.5, 28  # a step: every pair of 8 texts; each text in >= ~20 steps
+CONTRASTIVE_STEPS_PER_ROW = 2.5  # 8 texts a step: each text in >= ~20 steps
 MIN_VALIDATION_ROWS = 100  # to choose on (the best weights, a stack): a score's 95% interval there is about +-10 points
 LENGTH_SAMPLE = 2000  # training texts measured to decide on windows
 
@@ -149,7 +150,9 @@ def fill_defaults(config: RunConfig, facts: DataFacts, validation_fraction: floa
         if config.model.freeze != "encoder":  # the second stage trains the head on the tuned, frozen encoder
             chosen["model.freeze"] = "encoder"
         if train.contrastive_steps is None:
-            chosen["train.contrastive_steps"] = contrastive_steps(facts.label_rows or (facts.rows or 1,))
+            # Callers that know no label's rows (tests) get an even split, not one label of every row.
+            even = (math.ceil((facts.rows or 1) / facts.classes),) * facts.classes
+            chosen["train.contrastive_steps"] = contrastive_steps(facts.label_rows or even)
     if train.keep == "auto":
         chosen["train.keep"] = weights_kept(config, method, facts.validation_rows)
     if config.data.validation_fraction is None and validation_fraction is not None:
