@@ -45,8 +45,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                        help="both sides: bertfit train.precision; Trainer bf16=True (with use_cpu=True without a GPU)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                        help="both sides: bertfit train.precision; Trainer bf16=True (with use_cpu=True without a GPU); "
+                             "auto: bertfit's own choice (runtime.device.choose_precision), Trainer's default (fp32)")
     parser.add_argument("--compile", action="store_true", help="bertfit side only: train.compile true")
     parser.add_argument("--eval-rows", type=int, help="test rows both sides score (default: all 7,600; small for smoke runs)")
     parser.add_argument("--variants", default=",".join(VARIANTS))

@@ -126,7 +126,8 @@ class TrainConfig:
                                     lambda v: 0 <= v < 1, "must be in [0, 1)")
     class_weights: Literal["none", "balanced"] = _field(
         "none", "balanced weighs each class by n_samples / (n_classes * count); multi-label: positives by negatives / positives")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = _field("auto", "auto: bf16 (or fp16) on GPU, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
+        "auto", "auto: bf16 (or fp16) on GPU; on CPU fp32, or bf16 where the CPU computes it 3x as fast (AMX)")
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
     seed: int = _field(42, "seed for splits, shuffling, dropout and head initialisation")
     eval_every_steps: int = _field(0, "evaluate every N optimizer steps; 0 evaluates once per epoch",

@@ -48,15 +48,22 @@ def test_tokenize_shows_tokens_ids_mask_and_what_max_length_cuts(tiny_model_dir,
         in out["length"]
 
 
-def test_env_suggests_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, capsys):
-    from bertfit.runtime import env
+@pytest.mark.parametrize("flags, speedup, precision, advice", [
+    ("", 0.4, "fp32", "fastest choice here"),
+    ("avx512_bf16", 1.8, "fp32", "has avx512_bf16 but computes bf16 only 1.8x as fast as fp32 on one core"),
+    ("avx512_bf16 amx_bf16", 7.9, "bf16", "bf16 autocast, which this CPU (amx) computes 7.9x as fast as fp32"),
+])
+def test_env_states_the_training_precision_the_cpu_gets(monkeypatch, capsys, flags, speedup, precision, advice):
+    from bertfit.runtime import cpu, device, env
 
     monkeypatch.setattr(env.torch.cuda, "is_available", lambda: False)
-    for native in (False, True):
-        monkeypatch.setattr(env, "cpu_supports_bf16", lambda native=native: native)
-        assert main(["env", "--device", "cpu"]) == 0
-        advice = capsys.readouterr().out.strip().splitlines()[-1]
-        assert ("train.precision=bf16" in advice) is native, advice
+    monkeypatch.setattr(cpu, "_read", lambda path: f"flags\t: fpu avx2 {flags}\n")
+    monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: speedup)
+    monkeypatch.setattr(env, "cpu_bf16_speedup", lambda: speedup)
+    assert main(["env", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("no GPU") and advice in lines[-1], lines[-1]
+    assert ["precision", precision] in [line.split() for line in lines]
 
 
 def test_train_ends_with_the_overfitting_warning_evaluate_gives(tiny_overrides, tmp_path, ag_news_rows, capsys):

@@ -1,6 +1,7 @@
 """The loop's contracts: accumulation equals one big batch, resume equals no interruption, reload is exact."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -101,6 +102,24 @@ def test_saved_model_reloads_and_predicts_identically(tiny_overrides, ag_news_cs
     once, twice = predictor.predict_proba(TEXTS), Predictor(result.run_dir).predict_proba(TEXTS[::-1])[::-1]
     np.testing.assert_allclose(once, twice, rtol=1e-5, atol=1e-6)  # order restored, weights identical
     assert predictor.labels.names == ("Business", "Sci/Tech", "Sports", "World")
+
+
+def test_a_cpu_that_computes_bf16_fast_trains_in_it_and_scores_as_evaluate_does(tiny_overrides, ag_news_csv, monkeypatch,
+                                                                                caplog):
+    from bertfit.runtime import device
+
+    monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: 8.0)  # what AMX measures; the run needs no AMX to take it
+    autocasts = []
+    real_autocast = loop.autocast
+    monkeypatch.setattr(loop, "autocast", lambda where, precision: autocasts.append(precision.name)
+                        or real_autocast(where, precision))
+    with caplog.at_level(logging.INFO, logger="bertfit.training.recipe"):
+        result = train(load_config(None, tiny_overrides + ["--name", "amx", "--data.train", str(ag_news_csv),
+                                                           "--data.test", str(ag_news_csv.parent / "test.csv"),
+                                                           "--train.device", "cpu"]))
+    assert set(autocasts) == {"bf16"} and "cpu bf16 (fp32 evaluation)" in caplog.text
+    reloaded = evaluate_run(result.run_dir, str(ag_news_csv.parent / "test.csv"), calibrate=False, baselines=False)
+    assert reloaded["loss"] == pytest.approx(result.test["loss"], rel=1e-5)  # the run's scores are evaluate's
 
 
 def _script_validation_accuracy(monkeypatch, scores: list[float]) -> None:

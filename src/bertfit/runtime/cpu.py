@@ -1,7 +1,8 @@
-"""What the CPU offers for fast inference: the instruction sets that decide which backend and precision win.
+"""What the CPU offers: the instruction sets that decide which backend and precision win.
 
 int8 matmuls are fast with VNNI (AVX-512 VNNI, AVX-VNNI) or AMX on x86 and with the dot-product
-extension on ARM; without them int8 gains much less over fp32. `cpu_features()` reads them from
+extension on ARM; without them int8 gains much less over fp32. bf16 matmuls are native with AMX tiles
+or AVX-512 BF16 dot products, emulated (slower than fp32) elsewhere. `cpu_features()` reads them from
 /proc/cpuinfo (Linux); elsewhere it says only the architecture.
 """
 
@@ -34,6 +35,12 @@ def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     int8_dot = bool({"avx512_vnni", "avx_vnni", "amx_int8", "dotprod"} & set(flags))
     return {"machine": platform.machine(), "model": model or platform.processor() or "unknown",
             "cores": os.cpu_count(), "flags": flags, "int8_dot_product": int8_dot}
+
+
+def native_bf16(flags: list[str]) -> str | None:
+    """How a CPU with these `cpu_features()` flags multiplies bf16 matrices: "amx" (tiles), "avx512_bf16" (dot
+    products), or None (emulated)."""
+    return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
 
 
 def _read(path: Path) -> str:

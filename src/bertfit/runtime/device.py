@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from bertfit.errors import BertfitError
+
+BF16_MIN_SPEEDUP = 3.0  # AMX tiles: 4.7-8x here (session 16); bf16 dot-product instructions: 2x at most, emulation < 1
+PROBE_ROWS, PROBE_IN, PROBE_OUT = 512, 384, 1536  # a feed-forward layer of a small encoder, 512 tokens
 
 
 @dataclass(frozen=True)
@@ -39,16 +43,47 @@ def choose_device(spec: str = "auto") -> torch.device:
     return device
 
 
-def choose_precision(spec: str, device: torch.device) -> Precision:
-    """auto: bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU and MPS."""
+def choose_precision(spec: str, device: torch.device, training: bool = False) -> Precision:
+    """auto: bf16 where the GPU supports it, else fp16 on GPU; fp32 on MPS and on the CPU, except for training on a CPU
+    that multiplies bf16 at least BF16_MIN_SPEEDUP times as fast as fp32 (cpu_bf16_speedup: AMX tiles), where bf16
+    autocast trained MiniLM-L6 1.67x as fast to the same test accuracy (bench/RESULTS.md, session 16). Measured, not
+    read from the CPU's flags: another 2-core Xeon listing AMX trained 2.8x slower in bf16 (session of 2026-11-23).
+    Weights and optimizer state stay fp32. Inference on the CPU stays fp32, the same numbers on every CPU (its fast
+    paths are the export backends, deploy.choose)."""
     if spec == "auto":
-        if device.type != "cuda":
-            spec = "fp32"
-        else:
+        if device.type == "cuda":
             spec = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            native = device.type == "cpu" and training and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+            spec = "bf16" if native else "fp32"
     if spec == "fp16" and device.type == "cpu":
         raise BertfitError("train.precision: fp16 needs a GPU; on CPU use fp32 or bf16")
     return Precision(spec, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[spec])
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speedup() -> float:
+    """How many times as fast one core of this CPU computes a layer-sized matmul under bf16 autocast as in fp32: the
+    best of 5 repeats each, about 0.1 s, once a process. One thread, so that other work on the machine does not decide
+    it; constant inputs, so that the random number streams are left untouched."""
+    inputs, weight = torch.full((PROBE_ROWS, PROBE_IN), 0.5), torch.full((PROBE_OUT, PROBE_IN), 0.25)
+
+    def fastest(dtype: torch.dtype | None) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None), torch.no_grad():
+                torch.nn.functional.linear(inputs, weight)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fastest(torch.bfloat16)  # warm-up: the first bf16 call builds its kernels
+        return fastest(None) / max(fastest(torch.bfloat16), 1e-9)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:

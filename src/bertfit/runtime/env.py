@@ -9,17 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertfit.runtime.device import choose_device, choose_precision
+from bertfit.runtime.cpu import cpu_features, native_bf16
+from bertfit.runtime.device import BF16_MIN_SPEEDUP, choose_device, choose_precision, cpu_bf16_speedup
 from bertfit.runtime.distributed import distributed_from_env
 
 
-def cpu_supports_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = cpuinfo.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        return False
+def cpu_bf16() -> str | None:
+    """How this CPU multiplies bf16 matrices natively: "amx", "avx512_bf16", or None (emulated)."""
+    return native_bf16(cpu_features()["flags"])
 
 
 def environment(device_spec: str = "auto", precision_spec: str = "auto") -> dict[str, Any]:
@@ -38,10 +35,11 @@ def environment(device_spec: str = "auto", precision_spec: str = "auto") -> dict
         "cuda_available": torch.cuda.is_available(),
         "torch_cuda_build": torch.version.cuda,
         "device": str(device),
-        "precision": choose_precision(precision_spec, device).name,
+        "precision": choose_precision(precision_spec, device, training=True).name,  # what training uses
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "cpu_bf16": cpu_supports_bf16(),
+        "cpu_bf16": cpu_bf16() or "emulated",  # from the CPU's flags
+        "cpu_bf16_speedup": round(cpu_bf16_speedup(), 1),  # measured: bf16 matmul speed over fp32's, one core
         "world_size": distributed_from_env().world_size,  # processes of a torchrun / accelerate job
     }
     if torch.cuda.is_available():
@@ -50,12 +48,16 @@ def environment(device_spec: str = "auto", precision_spec: str = "auto") -> dict
 
 
 def precision_advice(facts: dict[str, Any]) -> str | None:
-    """What `bertfit env` says about precision on a machine without a GPU. bf16 autocast is suggested only where
-    the CPU computes bf16 natively (avx512_bf16 or AMX); without it bf16 is emulated and measured slower than fp32."""
+    """What `bertfit env` says about precision on a machine without a GPU (see runtime.device.choose_precision)."""
     if facts["cuda_available"]:
         return None
-    if facts["cpu_bf16"]:
-        return ("no GPU: training runs on the CPU in fp32; this CPU computes bf16 natively (avx512_bf16/AMX), "
-                "so train.precision=bf16 may be faster: compare samples/s on a short run (train.max_steps)")
+    speed = f"{facts['cpu_bf16_speedup']}x as fast as fp32 on one core"
+    if facts["precision"] == "bf16":
+        return (f"no GPU: training runs on the CPU in bf16 autocast, which this CPU ({facts['cpu_bf16']}) computes {speed}; "
+                "set train.precision=fp32 to train in fp32")
+    if facts["cpu_bf16"] != "emulated":
+        return (f"no GPU: training runs on the CPU in fp32; this CPU has {facts['cpu_bf16']} but computes bf16 only {speed} "
+                f"(auto takes bf16 from {BF16_MIN_SPEEDUP:g}x): train.precision=bf16 may still be faster, compare samples/s "
+                "on a short run (train.max_steps)")
     return ("no GPU: training runs on the CPU in fp32, the fastest choice here (this CPU has no native bf16, "
             "avx512_bf16 or AMX, so bf16 autocast would be emulated and slower)")

@@ -30,23 +30,26 @@ log = logging.getLogger(__name__)
 
 
 def encode_splits(model: TextClassifier, splits: dict[str, TokenizedSplit], context: InferenceContext,
-                  cache_dir: Path | None = None) -> dict[str, FeatureSplit]:
+                  cache_dir: Path | None = None, training: InferenceContext | None = None) -> dict[str, FeatureSplit]:
     """All splits encoded once; the run then never calls the encoder again.
 
+    The train split is encoded as a training step would run the frozen encoder (`training`: its precision, when
+    not `context`'s, e.g. bf16 on a CPU with AMX), the rest as evaluation does (`context`).
     With `cache_dir`, vectors are read from (or written to) cache_dir/features/KEY.npy, KEY naming the
     token ids, the encoder's weights, the pooling and the precision: a later run on the same texts with
     the same frozen encoder (a search over head settings, say) skips the encoder entirely.
     """
     started = time.perf_counter()
-    model_key = model_fingerprint(model, context.precision) if cache_dir is not None else ""
     encoded = {}
     for name, split in splits.items():
+        chosen = training if name == "train" and training is not None else context
+        model_key = model_fingerprint(model, chosen.precision) if cache_dir is not None else ""
         path = None if cache_dir is None else Path(cache_dir) / "features" / f"{_split_key(split, model_key)}.npy"
         if path is not None and path.is_file():
             log.info("feature cache hit: %s", path)
             encoded[name] = FeatureSplit(np.load(path), split.labels, split.lengths, split.windows, split.pooling)
             continue
-        encoded[name] = encode(model, split, context)
+        encoded[name] = encode(model, split, chosen)
         if path is not None:
             with atomic_file(path, "wb") as file:
                 np.save(file, encoded[name].features)

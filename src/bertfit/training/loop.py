@@ -22,7 +22,7 @@ from bertfit.data.batching import FeatureSplit, TokenizedSplit, loader, train_ba
 from bertfit.data.streaming import StreamedSplit, stream_loader
 from bertfit.infer.engine import InferenceContext, split_logits
 from bertfit.metrics import classification_metrics, is_improvement
-from bertfit.runtime.device import autocast, wait_for_device
+from bertfit.runtime.device import Precision, autocast, wait_for_device
 from bertfit.runtime.distributed import Distributed, all_reduce_sum, any_rank, shard_rows
 from bertfit.training.interrupt import StopRequest
 
@@ -40,9 +40,14 @@ class Session:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # summed over the batch
-    context: InferenceContext  # device, precision, pad id; its batch size is the evaluation batch size
+    context: InferenceContext  # device, evaluation precision, pad id; its batch size is the evaluation batch size
     max_grad_norm: float
     dist: Distributed = Distributed()  # under torchrun: this rank's share of each batch, gradients summed
+    train_precision: Precision | None = None  # the training steps' autocast, when not the context's
+
+    @property
+    def precision(self) -> Precision:
+        return self.train_precision or self.context.precision
 
     @property
     def device(self) -> torch.device:
@@ -92,7 +97,7 @@ def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]], t
             continue  # a global batch smaller than the world leaves some ranks without rows
         # Token batches carry input_ids + attention_mask, cached-feature batches carry features.
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in ("labels", "rows")}
-        with autocast(device, session.context.precision):
+        with autocast(device, session.precision):
             logits = model(**inputs)
         # Labels copied once, asynchronously: a blocking copy would wait for the GPU every step.
         labels = batch["labels"].to(device, non_blocking=True)

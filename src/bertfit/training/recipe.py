@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ from bertfit.infer.engine import InferenceContext, split_logits
 from bertfit.meta import ModelMeta
 from bertfit.metrics import classification_metrics, overfitting_warning, sigmoid, tune_thresholds
 from bertfit.model import build_classifier, count_parameters, load_tokenizer
-from bertfit.runtime.device import choose_precision, compile_model, make_scaler
+from bertfit.runtime.device import Precision, choose_precision, compile_model, make_scaler
 from bertfit.runtime.distributed import (
     Distributed,
     barrier,
@@ -35,19 +36,19 @@ from bertfit.runtime.distributed import (
     init_distributed,
 )
 from bertfit.runtime.env import environment
-from bertfit.runtime.seed import restore_rng_states, seed_everything
+from bertfit.runtime.seed import seed_everything
 from bertfit.training import defaults
-from bertfit.training.checkpoint import check_resumable, drop_checkpoint, load_checkpoint
+from bertfit.training.checkpoint import check_resumable, drop_checkpoint
 from bertfit.training.contrastive import tune_encoder
 from bertfit.training.distill import with_teacher_targets
 from bertfit.training.features import encode_splits
 from bertfit.training.growth import forgetting, initial_weights
-from bertfit.training.loop import LoopState, Session, Trainer, state_from_dict, total_steps
+from bertfit.training.loop import LoopState, Session, Trainer, total_steps
 from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
 from bertfit.training.stack import stack_at_end_of_training
 from bertfit.training.trackers import Tracker, open_trackers
-from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter
+from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter, restore_session
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +98,22 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
            on_eval: EvalCallback | None) -> TrainResult:
     seed_everything(config.train.seed + dist.rank)  # ranks draw different dropout masks, like one big batch
     tokenizer = load_tokenizer(config.model.name)
+    # Training steps may autocast where evaluation does not (bf16 on a CPU with AMX): the run's scores are those
+    # `bertfit evaluate` gives (runtime.device.choose_precision).
+    precision = choose_precision(config.train.precision, device, training=True)
     context = InferenceContext(device, choose_precision(config.train.precision, device), tokenizer.pad_token_id,
                                config.train.eval_batch_size)
     # A search compares its trials on validation scores (on_eval): its runs always hold rows out.
-    config, dataset, tokens, model, encoder_seconds = _setup_data_and_model(config, tokenizer, context, dist, resume,
-                                                                            keep_validation=on_eval is not None)
-    session = _setup_session(model, tokens["train"], config, context, dist)
+    config, dataset, tokens, model, encoder_seconds = _setup_data_and_model(config, tokenizer, context, precision, dist,
+                                                                            resume, keep_validation=on_eval is not None)
+    session = _setup_session(model, tokens["train"], config, context, precision, dist)
     run_dir, state = _open_run(config, dataset.labels, session, resume, overwrite)
     state.train_seconds += encoder_seconds  # the contrastive encoder stage is training time too
     trainable, total = count_parameters(model)
+    evaluation = "" if precision == context.precision else f" ({context.precision.name} evaluation)"
     log.info("run %s: %d train / %d validation %s, %s of %s parameters train, %s %s%s", run_dir,
              len(tokens["train"]), len(tokens.get("validation", ())), "windows" if config.model.window_stride else "rows",
-             f"{trainable:,}", f"{total:,}", device, context.precision.name,
+             f"{trainable:,}", f"{total:,}", device, precision.name + evaluation,
              f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
     # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
     files = RunFiles(run_dir, tokenizer, ModelMeta.for_run(config, dataset.labels, state.step))
@@ -132,8 +137,8 @@ def _trackers(config: RunConfig, run_dir: Path, purge_step: int | None) -> list[
     return open_trackers(names, run_dir, flatten(config_to_dict(config)), purge_step, config.train.mlflow_uri)
 
 
-def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, dist: Distributed,
-                          resume: str | Path | None, keep_validation: bool = False
+def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, precision: Precision,
+                          dist: Distributed, resume: str | Path | None, keep_validation: bool = False
                           ) -> tuple[RunConfig, TextDataset, Splits, torch.nn.Module, float]:
     """The config with its unset fields chosen from the data (training.defaults), the splits (tokens, or with
     a frozen encoder its pooled vectors), the model on its device, and the seconds of a contrastive encoder stage.
@@ -164,11 +169,12 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     config = defaults.fill_defaults(config, facts, dataset.validation_fraction)
     model = model.to(context.device)
     broadcast_parameters(model, dist)
-    encoder_seconds = 0.0
+    encoder_seconds, training = 0.0, dataclasses.replace(context, precision=precision)  # a training step's context
     if config.train.method == "contrastive":
-        encoder_seconds = tune_encoder(model, tokens["train"], config, context, resume and Path(resume), dist)
+        encoder_seconds = tune_encoder(model, tokens["train"], config, training, resume and Path(resume), dist)
     if config.uses_cached_features:  # from here on the splits are pooled vectors, not tokens
-        tokens = encode_splits(model, tokens, context, _cache_dir(config) if config.train.cache_features == "disk" else None)
+        tokens = encode_splits(model, tokens, context, _cache_dir(config) if config.train.cache_features == "disk" else None,
+                               training)
     elif config.train.compile:
         compile_model(model)
     return config, dataset, tokens, model, encoder_seconds
@@ -192,7 +198,7 @@ def _open_run(config: RunConfig, labels: LabelMap, session: Session, resume: str
             for folder in (artifacts.MODEL_DIR, artifacts.CHECKPOINT_DIR):
                 recover_stale(Path(resume) / folder)
         barrier(session.dist)
-        return Path(resume), _restore(Path(resume), session, config.train.seed)
+        return Path(resume), restore_session(Path(resume), session, config.train.seed)
     run_dir = Path(config.output_dir) / config.name
     if session.dist.is_main:
         run_dir = artifacts.create_run_dir(config, labels, environment(config.train.device, config.train.precision),
@@ -225,27 +231,14 @@ def _cache_dir(config: RunConfig) -> Path:
 
 
 def _setup_session(model: torch.nn.Module, train_split: TokenizedSplit | FeatureSplit | StreamedSplit,
-                   config: RunConfig, context: InferenceContext, dist: Distributed = Distributed()) -> Session:
+                   config: RunConfig, context: InferenceContext, precision: Precision,
+                   dist: Distributed = Distributed()) -> Session:
     cfg, device = config.train, context.device
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = build_scheduler(optimizer, cfg.warmup_ratio, total_steps(len(train_split), cfg))
     loss_fn = loss_function(cfg, train_split.labels, model.head.out_features, device, config.distill)
-    return Session(model, optimizer, scheduler, make_scaler(device, context.precision), loss_fn, context,
-                   cfg.max_grad_norm, dist)
-
-
-def _restore(run_dir: Path, session: Session, seed: int) -> LoopState:
-    saved = load_checkpoint(run_dir, session.model)
-    session.optimizer.load_state_dict(saved["optimizer"])
-    session.scheduler.load_state_dict(saved["scheduler"])
-    session.scaler.load_state_dict(saved["scaler"])
-    state = state_from_dict(saved["loop"])
-    restore_rng_states(saved["rng_ranks"], session.dist, seed, state.step)
-    state.interrupted = False
-    if session.dist.is_main:
-        artifacts.truncate_metrics(run_dir, state.step)
-    log.info("resuming %s at step %d (epoch %d)", run_dir, state.step, state.epoch)
-    return state
+    return Session(model, optimizer, scheduler, make_scaler(device, precision), loss_fn, context, cfg.max_grad_norm, dist,
+                   precision)
 
 
 def _finish(run_dir: Path, session: Session, tokens: Splits, dataset: TextDataset, config: RunConfig,

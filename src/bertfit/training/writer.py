@@ -1,8 +1,10 @@
-"""What a training run leaves as it goes: evaluations, scalars, the best model and checkpoints (rank 0 only)."""
+"""What a training run leaves as it goes (evaluations, scalars, the best model and checkpoints; rank 0 only), and the
+checkpoint read back to resume."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -10,10 +12,12 @@ from typing import Any, Callable
 from bertfit import artifacts
 from bertfit.meta import ModelMeta
 from bertfit.runtime.distributed import Distributed
-from bertfit.runtime.seed import gather_rng_states
-from bertfit.training.checkpoint import save_checkpoint
-from bertfit.training.loop import LoopState, Session, state_dict
+from bertfit.runtime.seed import gather_rng_states, restore_rng_states
+from bertfit.training.checkpoint import load_checkpoint, save_checkpoint
+from bertfit.training.loop import LoopState, Session, state_dict, state_from_dict
 from bertfit.training.trackers import Tracker
+
+log = logging.getLogger(__name__)
 
 EvalCallback = Callable[[LoopState, dict[str, Any]], None]  # (loop state, metrics record) after each evaluation
 
@@ -76,3 +80,18 @@ class SilentWriter:
     def on_checkpoint(self, state: LoopState, with_model: bool) -> None: gather_rng_states(self.dist)
     def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
     def close(self) -> None: ...
+
+
+def restore_session(run_dir: Path, session: Session, seed: int) -> LoopState:
+    """The optimizer, schedule, scaler, loop state and random streams of the checkpoint in `run_dir`, into `session`."""
+    saved = load_checkpoint(run_dir, session.model)
+    session.optimizer.load_state_dict(saved["optimizer"])
+    session.scheduler.load_state_dict(saved["scheduler"])
+    session.scaler.load_state_dict(saved["scaler"])
+    state = state_from_dict(saved["loop"])
+    restore_rng_states(saved["rng_ranks"], session.dist, seed, state.step)
+    state.interrupted = False
+    if session.dist.is_main:
+        artifacts.truncate_metrics(run_dir, state.step)
+    log.info("resuming %s at step %d (epoch %d)", run_dir, state.step, state.epoch)
+    return state
