@@ -12,7 +12,7 @@ import torch
 
 from bertfit.errors import BertfitError
 
-BF16_MIN_SPEEDUP = 3.0  # AMX tiles: 4.7-8x here (session 16); bf16 dot-product instructions: 2x at most, emulation < 1
+BF16_MIN_SPEEDUP = 3.0  # AMX tiles: 4.1-8x here (session 16); bf16 dot-product instructions: 2x at most, emulation < 1
 PROBE_ROWS, PROBE_IN, PROBE_OUT = 512, 384, 1536  # a feed-forward layer of a small encoder, 512 tokens
 
 
@@ -48,8 +48,8 @@ def choose_precision(spec: str, device: torch.device, training: bool = False) ->
     that multiplies bf16 at least BF16_MIN_SPEEDUP times as fast as fp32 (cpu_bf16_speedup: AMX tiles), where bf16
     autocast trained MiniLM-L6 1.67x as fast to the same test accuracy (bench/RESULTS.md, session 16). Measured, not
     read from the CPU's flags: another 2-core Xeon listing AMX trained 2.8x slower in bf16 (session of 2026-11-23).
-    Weights and optimizer state stay fp32. Inference on the CPU stays fp32, the same numbers on every CPU (its fast
-    paths are the export backends, deploy.choose)."""
+    Weights and optimizer state stay fp32. Inference on the CPU stays fp32, evaluation during training too, so that a run
+    scores what `bertfit evaluate` gives (its fast paths are the export backends, deploy.choose)."""
     if spec == "auto":
         if device.type == "cuda":
             spec = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -64,7 +64,7 @@ def choose_precision(spec: str, device: torch.device, training: bool = False) ->
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_speedup() -> float:
     """How many times as fast one core of this CPU computes a layer-sized matmul under bf16 autocast as in fp32: the
-    best of 5 repeats each, about 0.1 s, once a process. One thread, so that other work on the machine does not decide
+    best of 5 repeats each, about 0.05 s, once a process. One thread, so that other work on the machine does not decide
     it; constant inputs, so that the random number streams are left untouched."""
     inputs, weight = torch.full((PROBE_ROWS, PROBE_IN), 0.5), torch.full((PROBE_OUT, PROBE_IN), 0.25)
 
