@@ -84,3 +84,22 @@ def test_the_bf16_probe_measures_without_moving_the_random_streams_or_the_thread
     speedup = cpu_bf16_speedup()
     assert 0 < speedup < 1000 and speedup == cpu_bf16_speedup()  # measured once a process
     assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
+
+
+def test_a_half_precision_checkpoint_trains_and_reloads_in_float32(tiny_model_dir, tmp_path):
+    """transformers 5 builds a model in the dtype its config.json names; bertfit keeps float32 weights
+    (half precision is autocast's job), both when it loads the encoder and when it reloads a saved run."""
+    from transformers import AutoTokenizer, BertModel
+
+    from bertfit.artifacts import load_model, save_model
+    from bertfit.meta import ModelMeta
+
+    half = tmp_path / "bf16-bert"
+    BertModel.from_pretrained(tiny_model_dir).to(torch.bfloat16).save_pretrained(half)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(half)
+    model = build_classifier(ModelConfig(name=str(half)), num_labels=2, seed=0)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    model.encoder.config.dtype = torch.bfloat16  # a run folder whose config.json still says bfloat16
+    meta = ModelMeta(labels=("a", "b"), max_length=16, pooling="mean", dropout=0.1, base_model=str(half))
+    save_model(tmp_path / "model", model, AutoTokenizer.from_pretrained(half), meta)
+    assert {p.dtype for p in load_model(tmp_path / "model").model.parameters()} == {torch.float32}
