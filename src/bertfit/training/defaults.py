@@ -19,7 +19,7 @@ states them. A value the user set always wins. Each rule is a principle, not a f
   20 steps (SST-2 at 8 and 16 rows a class: 320 and 640 encodings, SetFit's 288 and 1,088; half of it scored
   0.5-0.7 points lower, session 13). The count grows with the square of the rows; below 512 rows it stays under
   10,000 steps (~30 minutes single-threaded for MiniLM-L6); 512 bounds that cost, it is not a measured crossing
-  (at 480 rows, emotion 80 a class, one seed, contrastive still led by 2.9).
+  (at 480 rows, emotion 80 a class, 3 seeds, contrastive still led by 5.6, +2.9 to +7.4; sessions 15-16).
   At 64 rows a class (bench/RESULTS.md, session 15, 5 seeds) contrastive led standard (its last weights kept,
   below) by 4.4 points of macro-F1 on 2 classes, 0.5 on 4 (a tie, in 8.7x the time), 3.3 on 5 and 6.1 on 6. Capped
   at 250 steps until then, it had trailed by 4.0 on 6 classes (session 12);
