@@ -38,19 +38,21 @@ def test_compare_reports_disagreement_with_its_interval():
     assert low < 0.25 < high and record["max_probability_difference"] == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("text, flags, dot", [
-    ("model name\t: Intel Xeon\nflags\t\t: fpu sse avx avx2 avx512f avx512bw\n", ["avx2", "avx512f"], False),
+@pytest.mark.parametrize("text, flags, dot, bf16", [
+    ("model name\t: Intel Xeon\nflags\t\t: fpu sse avx avx2 avx512f avx512bw\n", ["avx2", "avx512f"], False, "emulated"),
     ("model name\t: AMD EPYC\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16\n", ["avx2", "avx512_bf16", "avx512_vnni",
-                                                                                  "avx512f"], True),
+                                                                                  "avx512f"], True, "avx512_bf16"),
     ("model name\t: Xeon SPR\nflags\t\t: avx2 avx512f avx512_vnni amx_tile amx_int8 amx_bf16\n",
-     ["amx", "amx_bf16", "amx_int8", "avx2", "avx512_vnni", "avx512f"], True),
-    ("processor\t: 0\nFeatures\t: fp asimd asimddp sve i8mm\nCPU part\t: 0xd40\n", ["dotprod", "i8mm", "neon", "sve"], True),
-    ("", [], False),  # no /proc/cpuinfo
+     ["amx", "amx_bf16", "amx_int8", "avx2", "avx512_vnni", "avx512f"], True, "amx"),
+    ("processor\t: 0\nFeatures\t: fp asimd asimddp sve i8mm\nCPU part\t: 0xd40\n", ["dotprod", "i8mm", "neon", "sve"], True,
+     "emulated"),
+    ("", [], False, "emulated"),  # no /proc/cpuinfo
 ])
-def test_cpu_features_reads_the_flags_that_decide_int8_speed(tmp_path, text, flags, dot):
+def test_cpu_features_reads_the_flags_that_decide_int8_and_bf16_speed(tmp_path, text, flags, dot, bf16):
     path = tmp_path / "cpuinfo"
     path.write_text(text)
     features = cpu_features(path)
     assert features["flags"] == flags and features["int8_dot_product"] is dot
+    assert features["bf16_matmul"] == bf16
     assert features["cores"] >= 1 and features["machine"]
     assert cpu_features(tmp_path / "missing")["flags"] == []

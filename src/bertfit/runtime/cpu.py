@@ -20,7 +20,8 @@ ARM_FLAGS = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve"
 
 
 def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """{"machine", "model", "cores", "flags": [...], "int8_dot_product": bool}: the flags that matter here."""
+    """{"machine", "model", "cores", "flags": [...], "int8_dot_product": bool, "bf16_matmul": "amx" (tiles) |
+    "avx512_bf16" (dot products) | "emulated"}: the flags that matter here."""
     text = _read(cpuinfo)
     model, present = "", set()
     for line in text.splitlines():
@@ -33,14 +34,9 @@ def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     names = {**X86_FLAGS, **ARM_FLAGS}
     flags = sorted({names[flag] for flag in present if flag in names})
     int8_dot = bool({"avx512_vnni", "avx_vnni", "amx_int8", "dotprod"} & set(flags))
+    bf16 = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "emulated"
     return {"machine": platform.machine(), "model": model or platform.processor() or "unknown",
-            "cores": os.cpu_count(), "flags": flags, "int8_dot_product": int8_dot}
-
-
-def native_bf16(flags: list[str]) -> str | None:
-    """How a CPU with these `cpu_features()` flags multiplies bf16 matrices: "amx" (tiles), "avx512_bf16" (dot
-    products), or None (emulated)."""
-    return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
+            "cores": os.cpu_count(), "flags": flags, "int8_dot_product": int8_dot, "bf16_matmul": bf16}
 
 
 def _read(path: Path) -> str:

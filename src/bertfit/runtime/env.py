@@ -9,14 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertfit.runtime.cpu import cpu_features, native_bf16
+from bertfit.runtime.cpu import cpu_features
 from bertfit.runtime.device import BF16_MIN_SPEEDUP, choose_device, choose_precision, cpu_bf16_speedup
 from bertfit.runtime.distributed import distributed_from_env
-
-
-def cpu_bf16() -> str | None:
-    """How this CPU multiplies bf16 matrices natively: "amx", "avx512_bf16", or None (emulated)."""
-    return native_bf16(cpu_features()["flags"])
 
 
 def environment(device_spec: str = "auto", precision_spec: str = "auto") -> dict[str, Any]:
@@ -38,7 +33,7 @@ def environment(device_spec: str = "auto", precision_spec: str = "auto") -> dict
         "precision": choose_precision(precision_spec, device, training=True).name,  # what training uses
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "cpu_bf16": cpu_bf16() or "emulated",  # from the CPU's flags
+        "cpu_bf16": cpu_features()["bf16_matmul"],  # from the CPU's flags
         "cpu_bf16_speedup": round(cpu_bf16_speedup(), 1),  # measured: bf16 matmul speed over fp32's, one core
         "world_size": distributed_from_env().world_size,  # processes of a torchrun / accelerate job
     }

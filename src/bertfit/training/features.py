@@ -40,10 +40,12 @@ def encode_splits(model: TextClassifier, splits: dict[str, TokenizedSplit], cont
     the same frozen encoder (a search over head settings, say) skips the encoder entirely.
     """
     started = time.perf_counter()
-    encoded = {}
+    encoded, model_keys = {}, {}  # one hash of the encoder's weights a precision
     for name, split in splits.items():
         chosen = training if name == "train" and training is not None else context
-        model_key = model_fingerprint(model, chosen.precision) if cache_dir is not None else ""
+        if cache_dir is not None and chosen.precision not in model_keys:
+            model_keys[chosen.precision] = model_fingerprint(model, chosen.precision)
+        model_key = model_keys.get(chosen.precision, "")
         path = None if cache_dir is None else Path(cache_dir) / "features" / f"{_split_key(split, model_key)}.npy"
         if path is not None and path.is_file():
             log.info("feature cache hit: %s", path)

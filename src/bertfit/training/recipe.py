@@ -100,20 +100,20 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     tokenizer = load_tokenizer(config.model.name)
     # Training steps may autocast where evaluation does not (bf16 on a CPU with AMX): the run's scores are those
     # `bertfit evaluate` gives (runtime.device.choose_precision).
-    precision = choose_precision(config.train.precision, device, training=True)
     context = InferenceContext(device, choose_precision(config.train.precision, device), tokenizer.pad_token_id,
                                config.train.eval_batch_size)
+    training = dataclasses.replace(context, precision=choose_precision(config.train.precision, device, training=True))
     # A search compares its trials on validation scores (on_eval): its runs always hold rows out.
-    config, dataset, tokens, model, encoder_seconds = _setup_data_and_model(config, tokenizer, context, precision, dist,
+    config, dataset, tokens, model, encoder_seconds = _setup_data_and_model(config, tokenizer, context, training, dist,
                                                                             resume, keep_validation=on_eval is not None)
-    session = _setup_session(model, tokens["train"], config, context, precision, dist)
+    session = _setup_session(model, tokens["train"], config, context, training.precision, dist)
     run_dir, state = _open_run(config, dataset.labels, session, resume, overwrite)
     state.train_seconds += encoder_seconds  # the contrastive encoder stage is training time too
     trainable, total = count_parameters(model)
-    evaluation = "" if precision == context.precision else f" ({context.precision.name} evaluation)"
+    evaluation = "" if training.precision == context.precision else f" ({context.precision.name} evaluation)"
     log.info("run %s: %d train / %d validation %s, %s of %s parameters train, %s %s%s", run_dir,
              len(tokens["train"]), len(tokens.get("validation", ())), "windows" if config.model.window_stride else "rows",
-             f"{trainable:,}", f"{total:,}", device, precision.name + evaluation,
+             f"{trainable:,}", f"{total:,}", device, training.precision.name + evaluation,
              f", rank {dist.rank} of {dist.world_size}" if dist.enabled else "")
     # Only rank 0 writes the run directory; the others train and evaluate identically but silently.
     files = RunFiles(run_dir, tokenizer, ModelMeta.for_run(config, dataset.labels, state.step))
@@ -137,12 +137,13 @@ def _trackers(config: RunConfig, run_dir: Path, purge_step: int | None) -> list[
     return open_trackers(names, run_dir, flatten(config_to_dict(config)), purge_step, config.train.mlflow_uri)
 
 
-def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, precision: Precision,
+def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, training: InferenceContext,
                           dist: Distributed, resume: str | Path | None, keep_validation: bool = False
                           ) -> tuple[RunConfig, TextDataset, Splits, torch.nn.Module, float]:
     """The config with its unset fields chosen from the data (training.defaults), the splits (tokens, or with
     a frozen encoder its pooled vectors), the model on its device, and the seconds of a contrastive encoder stage.
-    `keep_validation`: a default validation share is held out even for a few-shot run."""
+    `training`: `context` with a training step's precision. `keep_validation`: a default validation share is held out
+    even for a few-shot run."""
     if config.data.streaming:  # the training split is read chunk by chunk during fit (data.streaming)
         # A stream cuts its batches as it reads: their size is needed now; its windows are refused (config).
         config = override(config, {"train.batch_size": config.train.batch_size or defaults.batch_size(None),
@@ -169,7 +170,7 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     config = defaults.fill_defaults(config, facts, dataset.validation_fraction)
     model = model.to(context.device)
     broadcast_parameters(model, dist)
-    encoder_seconds, training = 0.0, dataclasses.replace(context, precision=precision)  # a training step's context
+    encoder_seconds = 0.0
     if config.train.method == "contrastive":
         encoder_seconds = tune_encoder(model, tokens["train"], config, training, resume and Path(resume), dist)
     if config.uses_cached_features:  # from here on the splits are pooled vectors, not tokens
