@@ -108,7 +108,7 @@ class LoraConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     method: Literal["auto", "standard", "contrastive"] = _field("auto", "contrastive: encoder on same/different-label "
-        "pairs, then the head (SetFit-style); auto: contrastive below 100 train rows a class and 256 in all (single-label)")
+        "pairs, then the head (SetFit-style); auto: contrastive below 100 train rows a class and 512 in all (single-label)")
     epochs: int | None = _field(None, "passes over the data (unset: 3, or more for 150 steps)", lambda v: v >= 1, "must be >= 1")
     batch_size: int | None = _field(None, "rows a step, all devices together (unset: <= 32, <= rows/8)",
                                     lambda v: v >= 1, "must be >= 1")
