@@ -91,6 +91,17 @@ def test_the_contrastive_budget_stays_bounded_where_the_method_is_chosen():
     assert worst < largest ** 2 / defaults.PAIRS_PER_STEP < 10_000
 
 
+def test_the_method_help_states_the_thresholds_the_rule_uses():
+    """`bertfit train --help` tells when auto picks contrastive: the numbers it prints are the rule's."""
+    from dataclasses import fields
+
+    from bertfit.config import TrainConfig
+
+    text = next(f.metadata["help"] for f in fields(TrainConfig) if f.name == "method")
+    assert f"below {defaults.CONTRASTIVE_BELOW_ROWS_PER_CLASS} train rows a class" in text
+    assert f"and {defaults.CONTRASTIVE_BELOW_ROWS} in all" in text
+
+
 @pytest.mark.parametrize("flags, method, validation_rows, kept", [
     ([], "standard", 99, "last"), ([], "standard", 100, "best"), ([], "contrastive", 500, "last"),
     (["--train.early_stopping_patience", "2"], "standard", 12, "best"),
