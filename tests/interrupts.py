@@ -11,11 +11,14 @@ import pytest
 from bertfit.training import loop
 
 
-def stop_at(monkeypatch: pytest.MonkeyPatch, step: int, how: str = "interrupt") -> None:
+def stop_at(monkeypatch: pytest.MonkeyPatch, step: int, how: str = "interrupt", target: tuple[Any, str] = (loop, "train_step")
+            ) -> None:
     """Make the loop's step number `step` be followed by SIGINT (the loop checkpoints and stops, like a
     first Ctrl-C) or, with how="crash", raise before it runs. Call it inside `monkeypatch.context()` so
-    that a later run in the same test trains normally."""
-    real_step, calls = loop.train_step, {"n": 0}
+    that a later run in the same test trains normally. `target` (module, function): what a step calls once,
+    e.g. (training.contrastive, "group_loss") for the contrastive encoder stage's steps."""
+    module, name = target
+    real_step, calls = getattr(module, name), {"n": 0}
 
     def patched(*args, **kwargs):
         calls["n"] += 1
@@ -25,7 +28,7 @@ def stop_at(monkeypatch: pytest.MonkeyPatch, step: int, how: str = "interrupt") 
         if calls["n"] == step:
             os.kill(os.getpid(), signal.SIGINT)
         return loss
-    monkeypatch.setattr(loop, "train_step", patched)
+    monkeypatch.setattr(module, name, patched)
 
 
 def straight_and_resumed(make_config: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch, step: int) -> tuple[Any, Any]:

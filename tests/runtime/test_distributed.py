@@ -7,6 +7,7 @@ one process taking the whole batch (the gradient is the same sum, reduced in a d
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,23 +81,30 @@ def test_accelerate_launch_matches_one_process(flags, tmp_path):
     _assert_same_run(single, single.parent / "accelerate")
 
 
-# torchrun runs this instead of `-m bertfit.cli`: rank 1 alone sends itself Ctrl-C during step STOP. The
-# ranks agree on stopping after each step, so both stop after that step (one stopping alone would hang
-# the other in its next all-reduce).
+# torchrun runs this instead of `-m bertfit.cli`: rank 1 alone sends itself Ctrl-C during step STOP (of the
+# loop, or with MODULE contrastive and FUNCTION group_loss of the contrastive stage). The ranks agree on
+# stopping after each step, so both stop after that step (one stopping alone would hang the other in its
+# next collective).
 _INTERRUPTING_CLI = """
 import os, signal, sys
-from bertfit.training import loop
+from bertfit.training import MODULE
 from bertfit.cli.main import main
-real_step, done = loop.train_step, []
-def train_step(*args, **kwargs):
+real_step, done = MODULE.FUNCTION, []
+def patched(*args, **kwargs):
     loss = real_step(*args, **kwargs)
     done.append(1)
     if len(done) == STOP and os.environ["RANK"] == "1":
         os.kill(os.getpid(), signal.SIGINT)
     return loss
-loop.train_step = train_step
+MODULE.FUNCTION = patched
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def _interrupting_cli(folder: Path, stop: int, module: str = "loop", function: str = "train_step") -> Path:
+    driver = folder / f"interrupting_{module}.py"
+    driver.write_text(_INTERRUPTING_CLI.replace("STOP", str(stop)).replace("MODULE", module).replace("FUNCTION", function))
+    return driver
 
 
 def test_two_process_resume_with_dropout_is_exact(tiny_model_dir, tiny_overrides, ag_news_csv, tmp_path):
@@ -107,8 +115,7 @@ def test_two_process_resume_with_dropout_is_exact(tiny_model_dir, tiny_overrides
                               "--train.keep_checkpoint", "true"]
     torchrun = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2"]
     _run(torchrun + ["-m", "bertfit.cli", "train", *flags, "--name", "straight"])
-    driver = tmp_path / "interrupting_cli.py"
-    driver.write_text(_INTERRUPTING_CLI.replace("STOP", "4"))
+    driver = _interrupting_cli(tmp_path, 4)
     stopped = subprocess.run(torchrun + [str(driver), "train", *flags, "--name", "stopped"], env=_env(),
                              capture_output=True, text=True, timeout=300)
     assert "interrupted after step 4" in stopped.stdout, stopped.stderr[-3000:]
@@ -120,6 +127,27 @@ def test_two_process_resume_with_dropout_is_exact(tiny_model_dir, tiny_overrides
         np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert [r["step"] for r in read_metrics(runs / "stopped")] == [3, 6]
     assert read_metrics(runs / "stopped")[-1]["eval/loss"] == pytest.approx(read_metrics(runs / "straight")[-1]["eval/loss"])
+
+
+def test_two_process_contrastive_stage_stops_together_and_resumes_exactly(tiny_model_dir, tiny_overrides, ag_news_csv,
+                                                                         tmp_path):
+    """Ctrl-C on rank 1 alone in the contrastive encoder stage: both ranks stop after that step with a checkpoint,
+    and the resumed run ends with the weights of the one that never stopped."""
+    flags = [*tiny_overrides, "--model.name", str(tiny_model_dir), "--data.train", str(ag_news_csv),
+             "--data.max_train_rows", "48", "--data.max_eval_rows", "16", "--train.method", "contrastive",
+             "--train.contrastive_steps", "30", "--train.checkpoint_every_steps", "10", "--train.keep_checkpoint", "true"]
+    torchrun = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2"]
+    _run(torchrun + ["-m", "bertfit.cli", "train", *flags, "--name", "straight"])
+    driver = _interrupting_cli(tmp_path, 15, "contrastive", "group_loss")
+    stopped = subprocess.run(torchrun + [str(driver), "train", *flags, "--name", "stopped"], env=_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert "interrupted in the contrastive encoder stage" in stopped.stdout, stopped.stderr[-3000:]
+    assert "stopped at step 15 of 30 with a checkpoint" in stopped.stderr
+    runs = tmp_path / "runs"
+    _run(torchrun + ["-m", "bertfit.cli", "train", "--resume", str(runs / "stopped")])
+    straight, resumed = (load_file(runs / name / "checkpoint" / "model.safetensors") for name in ("straight", "stopped"))
+    for key in straight:
+        np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 _LAUNCHER_VARIABLES = [name for names in distributed._RANK_VARIABLES.values() for name in names] + \

@@ -17,7 +17,7 @@ from bertfit.evaluate.model_card import render_model_card
 from bertfit.evaluate.run import evaluate_run
 from bertfit.infer.predictor import Predictor
 from bertfit.model import load_encoder
-from bertfit.training import defaults
+from bertfit.training import contrastive, defaults
 from bertfit.training.contrastive import GROUP_LABELS, GROUP_TEXTS_PER_LABEL, draw_groups, group_loss
 from bertfit.training.recipe import train
 from bertfit.training.stack import build_stack
@@ -161,6 +161,33 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
     assert check_sample(straight.run_dir, load_model(straight.run_dir), 20).source == "train (20)"
 
 
+def test_the_encoder_stage_resumes_after_ctrl_c_or_a_crash(few_shot, tmp_path, monkeypatch, caplog):
+    """A stage of thousands of steps is not lost: Ctrl-C there, or a crash, then `--resume` goes on from its last
+    checkpoint (Ctrl-C's, or the one every train.checkpoint_every_steps, 20 here) to the run that never stopped."""
+    straight = train(load_config(None, few_shot("straight")))
+    steps = defaults.contrastive_steps((12, 12, 12, 12))
+    expected = load_file(straight.run_dir / "checkpoint" / "model.safetensors")
+    for how, stopped_at, resumed_at in (("interrupt", 30, 30), ("crash", 30, 20)):
+        with monkeypatch.context() as patch:
+            stop_at(patch, stopped_at, how, target=(contrastive, "group_loss"))
+            if how == "crash":
+                with pytest.raises(RuntimeError, match="simulated crash"):
+                    train(load_config(None, few_shot(how)))
+                stopped = None
+            else:
+                stopped = train(load_config(None, few_shot(how)))
+        if stopped is not None:
+            assert stopped.interrupted and stopped.steps == 0 and not (stopped.run_dir / "model").exists()
+        with caplog.at_level(logging.INFO, logger="bertfit.training"):
+            caplog.clear()
+            resumed = train(resume=tmp_path / "runs" / how)
+        assert f"resuming the encoder stage of {tmp_path / 'runs' / how} at step {resumed_at} of {steps}" in caplog.text
+        assert resumed.steps == straight.steps and resumed.test["accuracy"] == pytest.approx(straight.test["accuracy"])
+        actual = load_file(resumed.run_dir / "checkpoint" / "model.safetensors")
+        for key in expected:
+            torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6)
+
+
 def test_the_encoder_stage_shows_its_progress(tiny_model_dir, capsys):
     """Thousands of steps at 64 rows a class: the stage shows a bar (train.progress), as the loop does."""
     from bertfit.data.batching import tokenize
@@ -175,5 +202,5 @@ def test_the_encoder_stage_shows_its_progress(tiny_model_dir, capsys):
     context = InferenceContext(torch.device("cpu"), choose_precision("fp32", torch.device("cpu")), tokenizer.pad_token_id, 32)
     for shown in (True, False):
         config = load_config(None, ["--train.contrastive_steps", "3", "--train.progress", str(shown).lower()])
-        tune_encoder(model, split, config, context, resume=None)
+        tune_encoder(model, split, config, context)
         assert ("contrastive: 100%" in capsys.readouterr().err) == shown

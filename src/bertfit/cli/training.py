@@ -95,7 +95,8 @@ def _distill(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _print_result(result: TrainResult) -> int:
     if result.interrupted:
-        print(f"interrupted after step {result.steps}; resume with: bertfit train --resume {result.run_dir}")
+        where = f"after step {result.steps}" if result.steps else "in the contrastive encoder stage"  # before the loop
+        print(f"interrupted {where}; resume with: bertfit train --resume {result.run_dir}")
         return EXIT_INTERRUPTED
     print(f"run: {result.run_dir}")
     print(f"training: {result.train_seconds:.1f} s, {result.samples_per_second:.1f} samples/s")

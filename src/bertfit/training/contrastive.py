@@ -13,8 +13,12 @@ label and 16 of two, each kind weighing half of the loss (SetFit balances the ki
 Encoding is the cost of a step, so 8 texts make 28 pairs where SetFit's 16-pair steps encode up to 32
 (bench/RESULTS.md, session 13: the same macro-F1 as 16 random pairs a step, in under half the time from 16
 rows a class up). Labels take turns in seeded rounds, and each label's texts come in a seeded cycle, so every
-text trains about equally often and a run repeats exactly; a resumed run takes the tuned encoder from its
-checkpoint.
+text trains about equally often and a run repeats exactly.
+
+The stage is training like the loop's and keeps the loop's promise: it checkpoints every
+train.checkpoint_every_steps steps (and at its end, when it made that many), and Ctrl-C stops it with a
+checkpoint; `bertfit train --resume` continues it at the step it stopped, to the weights a run that never
+stopped reaches. A checkpoint of the loop (taken after the stage) holds the tuned encoder itself.
 
 The word-embedding matrix stays as pretrained. It is half of MiniLM-L6's weights, and a few labelled texts move
 only the rows of their own words, so it cost a step its gradient, its clipping and its AdamW update for
@@ -27,7 +31,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +44,12 @@ from bertfit.config import RunConfig
 from bertfit.data.batching import PaddedBatches, TokenizedSplit
 from bertfit.infer.engine import InferenceContext
 from bertfit.model import TextClassifier, apply_freeze
-from bertfit.runtime.device import autocast, make_scaler
+from bertfit.runtime.device import autocast, make_scaler, wait_for_device
 from bertfit.runtime.distributed import Distributed, broadcast_parameters
-from bertfit.training.checkpoint import load_checkpoint
+from bertfit.runtime.seed import gather_rng_states, restore_rng_states
+from bertfit.training.checkpoint import load_checkpoint, save_checkpoint
+from bertfit.training.interrupt import StopRequest
+from bertfit.training.loop import stop_agreed
 from bertfit.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -49,6 +58,17 @@ GROUP_LABELS, GROUP_TEXTS_PER_LABEL = 2, 4  # a step's group: 8 texts
 PAIRS_PER_STEP = math.comb(GROUP_LABELS * GROUP_TEXTS_PER_LABEL, 2)  # 28: every pair among a group's texts
 ENCODER_LR = 2e-5  # SetFit's body learning rate
 WARMUP_RATIO = 0.1
+STAGE = "contrastive"  # the key of the stage's own state in a checkpoint taken during it
+
+
+@dataclass(frozen=True)
+class EncoderStage:
+    """What the encoder stage did: its seconds (across resumes), whether Ctrl-C stopped it, and whether it resumed from
+    the loop's checkpoint (the stage had finished: the loop resumes from that checkpoint too)."""
+
+    seconds: float
+    interrupted: bool = False
+    loop_checkpoint: bool = False
 
 
 def draw_groups(labels: np.ndarray, steps: int, seed: int) -> list[np.ndarray]:
@@ -103,41 +123,83 @@ def make_tunable(model: TextClassifier) -> None:
 
 
 def tune_encoder(model: TextClassifier, split: TokenizedSplit, config: RunConfig, context: InferenceContext,
-                 resume: Path | None, dist: Distributed = Distributed()) -> float:
-    """Tune `model.encoder` on pairs from `split`, then freeze it; returns the seconds it took.
+                 run_dir: Path | None = None, resume: bool = False, dist: Distributed = Distributed()) -> EncoderStage:
+    """Tune `model.encoder` on pairs from `split`, then freeze it (unless Ctrl-C stopped the stage).
 
-    Resuming, the tuned encoder comes from the run's checkpoint (it does not change after this stage).
+    With `run_dir` the stage checkpoints there (see the module's text); `resume` continues from its checkpoint.
     """
-    if resume is not None:
-        load_checkpoint(resume, model)
-        log.info("contrastive: tuned encoder restored from %s", resume)
-        return 0.0
-    started, device = time.perf_counter(), context.device
     groups = draw_groups(split.labels, config.train.contrastive_steps, config.train.seed)
+    saved = load_checkpoint(run_dir, model) if resume else {}
+    if resume and STAGE not in saved:
+        apply_freeze(model, "encoder")
+        log.info("contrastive: tuned encoder restored from %s", run_dir)
+        return EncoderStage(0.0, loop_checkpoint=True)
     make_tunable(model)
-    optimizer = build_optimizer(model.encoder, ENCODER_LR, config.train.weight_decay, device)
+    optimizer = build_optimizer(model.encoder, ENCODER_LR, config.train.weight_decay, context.device)
     scheduler = build_scheduler(optimizer, WARMUP_RATIO, len(groups))
-    scaler, batches, losses = make_scaler(device, context.precision), PaddedBatches(split, context.pad_id), []
+    scaler, batches = make_scaler(context.device, context.precision), PaddedBatches(split, context.pad_id)
+    parts = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    step, seconds, losses = _restore(saved, parts, dist, config.train.seed, context.device) if saved else (0, 0.0, [])
+    if saved:
+        log.info("contrastive: resuming the encoder stage of %s at step %d of %d", run_dir, step, len(groups))
     model.train()
-    progress = tqdm(total=len(groups), unit="step", dynamic_ncols=True, desc="contrastive",
+    progress = tqdm(total=len(groups), initial=step, unit="step", dynamic_ncols=True, desc="contrastive",
                     disable=not (config.train.progress and dist.is_main))
-    for group in groups:
-        loss = group_loss(model, batches, group, split.labels, context)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.encoder.parameters(), config.train.max_grad_norm or math.inf)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.detach())
-        progress.update(1)
+    stop, every = StopRequest(), config.train.checkpoint_every_steps
+    with stop.installed():
+        while step < len(groups):
+            began = time.perf_counter()
+            losses.append(_step(model, batches, groups[step], split.labels, context, parts, config.train.max_grad_norm))
+            step, seconds = step + 1, seconds + time.perf_counter() - began
+            progress.update(1)
+            stopping = stop_agreed(dist, context.device, stop.requested, step)
+            if run_dir is not None and (stopping or (every and (step % every == 0 or step == len(groups) >= every))):
+                seconds += wait_for_device(context.device)  # the queued steps are training time, the saving is not
+                _save(run_dir, model, {**parts, "step": step, "seconds": seconds, "losses": torch.stack(losses)}, dist)
+            if stopping:
+                progress.close()
+                log.warning("contrastive: stopped at step %d of %d with a checkpoint", step, len(groups))
+                return EncoderStage(seconds, interrupted=True)
     progress.close()
     broadcast_parameters(model, dist)  # ranks drew different dropout masks: all keep rank 0's encoder
     apply_freeze(model, "encoder")
-    seconds = time.perf_counter() - started
+    seconds += wait_for_device(context.device)
     head, tail = (torch.stack(losses[:10]).mean().item(), torch.stack(losses[-10:]).mean().item()) if losses else (0, 0)
     pairs = sum(len(group) * (len(group) - 1) // 2 for group in groups)
     log.info("contrastive: encoder tuned on %d pairs of %d texts in %d steps (%.1f s), pair loss %.3f -> %.3f; "
              "now training the head on its frozen vectors", pairs, len(split), len(losses), seconds, head, tail)
-    return seconds
+    return EncoderStage(seconds)
+
+
+def _step(model: TextClassifier, batches: PaddedBatches, group: np.ndarray, labels: np.ndarray,
+          context: InferenceContext, parts: dict[str, Any], max_grad_norm: float) -> torch.Tensor:
+    """One optimizer step on one group's pairs; its loss, left on the device."""
+    optimizer, scheduler, scaler = parts["optimizer"], parts["scheduler"], parts["scaler"]
+    loss = group_loss(model, batches, group, labels, context)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.encoder.parameters(), max_grad_norm or math.inf)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def _restore(saved: dict[str, Any], parts: dict[str, Any], dist: Distributed, seed: int, device: torch.device
+             ) -> tuple[int, float, list[torch.Tensor]]:
+    """The stage's optimizer, schedule, scaler and random streams from a checkpoint taken in it; its step, seconds
+    and losses so far."""
+    stage = saved[STAGE]
+    for name, part in parts.items():
+        part.load_state_dict(stage[name])
+    restore_rng_states(saved["rng_ranks"], dist, seed, stage["step"])
+    return stage["step"], stage["seconds"], list(stage["losses"].to(device))
+
+
+def _save(run_dir: Path, model: TextClassifier, stage: dict[str, Any], dist: Distributed) -> None:
+    """A checkpoint of the stage (rank 0 writes it; every rank sends its random streams, as in the loop)."""
+    rng_ranks = gather_rng_states(dist)
+    if dist.is_main:
+        state = {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in stage.items()}
+        save_checkpoint(run_dir, model, {STAGE: state, "rng": rng_ranks[0], "rng_ranks": rng_ranks})

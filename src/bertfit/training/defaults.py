@@ -114,6 +114,16 @@ def holds_out_nothing(config: RunConfig, dataset: TextDataset) -> bool:
     return choose_method(config, DataFacts(documents, documents, len(dataset.labels), 0)) == "contrastive"
 
 
+def every_row_trains(config: RunConfig, dataset: TextDataset) -> RunConfig:
+    """The config of a few-shot run that holds out no validation rows (holds_out_nothing)."""
+    held_out = len(dataset.splits["validation"])
+    rows = len(dataset.splits["train"]) + held_out
+    log.info("few-shot: all %d labelled rows train the model (data.validation_fraction 0); the %d a default share would "
+             "hold out would score it within +-%.0f points (95%%): score the run on data.test, or set "
+             "data.validation_fraction to hold rows out", rows, held_out, 196 * math.sqrt(0.25 / max(1, held_out)))
+    return override(config, {"data.validation_fraction": 0.0})
+
+
 def batch_size(rows: int | None) -> int:
     if rows is None:
         return MAX_BATCH

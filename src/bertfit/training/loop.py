@@ -178,7 +178,7 @@ class Trainer:
             end_of_epoch = state.batches_done == len(sizes)
             if end_of_epoch:
                 state.epoch, state.batches_done = state.epoch + 1, 0
-            stopping = _stop_agreed(self.session, stop.requested, state.step)
+            stopping = stop_agreed(self.session.dist, self.session.device, stop.requested, state.step)
             self._after_step(end_of_epoch, stopping)
             if stopping:
                 state.interrupted = True
@@ -224,8 +224,9 @@ class Trainer:
             state.stale_evals += 1
         record = {"step": state.step, "epoch": state.epoch, **train_scores, **{f"eval/{k}": v for k, v in metrics.items()}}
         state.history.append(record)
-        if score is None:
-            log.info("step %d: no validation split, the last weights are kept", state.step)
+        if score is None:  # said once: a few-shot head evaluates (its training scores) every few steps
+            level = logging.INFO if len(state.history) == 1 else logging.DEBUG
+            log.log(level, "step %d: no validation split, the last weights are kept", state.step)
         else:
             mark = " (kept: train.keep last)" if self.keeps_last else " (best)" if improved else ""
             log.info("step %d: eval/%s=%.4f%s", state.step, config.metric, score, mark)
@@ -247,15 +248,15 @@ def epoch_batches(session: Session, train: TokenizedSplit | FeatureSplit | Strea
     return [len(rows) for rows in batches], iter(loader(train, shards, pad_id, config.num_workers, pin_memory))
 
 
-def _stop_agreed(session: Session, requested: bool, step: int) -> bool:
+def stop_agreed(dist: Distributed, device: torch.device, requested: bool, step: int) -> bool:
     """Whether to stop after this step. Under DDP all ranks stop together (one stopping alone would leave
-    the others waiting in the next all-reduce): they compare their Ctrl-C flags after every step on CPU,
+    the others waiting in the next collective): they compare their Ctrl-C flags after every step on CPU,
     and every LOG_EVERY_STEPS on GPU, where reading the flag back waits for the device (as logging does)."""
-    if not session.dist.enabled:
+    if not dist.enabled:
         return requested
-    if session.device.type == "cuda" and step % LOG_EVERY_STEPS:
+    if device.type == "cuda" and step % LOG_EVERY_STEPS:
         return False
-    return any_rank(requested, session.device)
+    return any_rank(requested, device)
 
 
 class _Meters:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +103,18 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
                                config.train.eval_batch_size)
     training = dataclasses.replace(context, precision=choose_precision(config.train.precision, device, training=True))
     # A search compares its trials on validation scores (on_eval): its runs always hold rows out.
-    config, dataset, tokens, model, encoder_seconds = _setup_data_and_model(config, tokenizer, context, training, dist,
-                                                                            resume, keep_validation=on_eval is not None)
+    config, dataset, tokens, model = _setup_data_and_model(config, tokenizer, context, dist, keep_validation=on_eval is not None)
+    run_dir = _open_run_dir(config, dataset.labels, resume, overwrite, dist)
+    stage = tune_encoder(model, tokens["train"], config, training, run_dir, resume is not None, dist) \
+        if config.train.method == "contrastive" else None
+    if stage is not None and stage.interrupted:
+        log.warning("interrupted in the contrastive stage; continue with: bertfit train --resume %s", run_dir)
+        return TrainResult(run_dir, 0, 0, {}, None, stage.seconds, 0.0, True)
+    tokens = _prepare_splits(model, tokens, config, context, training)
     session = _setup_session(model, tokens["train"], config, context, training.precision, dist)
-    run_dir, state = _open_run(config, dataset.labels, session, resume, overwrite)
-    state.train_seconds += encoder_seconds  # the contrastive encoder stage is training time too
+    resumes_loop = resume is not None and (stage is None or stage.loop_checkpoint)
+    state = restore_session(run_dir, session, config.train.seed) if resumes_loop else LoopState()
+    state.train_seconds += stage.seconds if stage is not None else 0.0  # the contrastive encoder stage is training too
     trainable, total = count_parameters(model)
     evaluation = "" if training.precision == context.precision else f" ({context.precision.name} evaluation)"
     log.info("run %s: %d train / %d validation %s, %s of %s parameters train, %s %s%s", run_dir,
@@ -137,13 +143,10 @@ def _trackers(config: RunConfig, run_dir: Path, purge_step: int | None) -> list[
     return open_trackers(names, run_dir, flatten(config_to_dict(config)), purge_step, config.train.mlflow_uri)
 
 
-def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, training: InferenceContext,
-                          dist: Distributed, resume: str | Path | None, keep_validation: bool = False
-                          ) -> tuple[RunConfig, TextDataset, Splits, torch.nn.Module, float]:
-    """The config with its unset fields chosen from the data (training.defaults), the splits (tokens, or with
-    a frozen encoder its pooled vectors), the model on its device, and the seconds of a contrastive encoder stage.
-    `training`: `context` with a training step's precision. `keep_validation`: a default validation share is held out
-    even for a few-shot run."""
+def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, dist: Distributed,
+                          keep_validation: bool = False) -> tuple[RunConfig, TextDataset, Splits, torch.nn.Module]:
+    """The config with its unset fields chosen from the data (training.defaults), the tokenised splits and the model on
+    its device. `keep_validation`: a default validation share is held out even for a few-shot run."""
     if config.data.streaming:  # the training split is read chunk by chunk during fit (data.streaming)
         # A stream cuts its batches as it reads: their size is needed now; its windows are refused (config).
         config = override(config, {"train.batch_size": config.train.batch_size or defaults.batch_size(None),
@@ -152,7 +155,7 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     else:
         dataset, stream = load_dataset(config.data, config.train.seed), None
         if not keep_validation and defaults.holds_out_nothing(config, dataset):
-            config = _every_row_trains(config, dataset)
+            config = defaults.every_row_trains(config, dataset)
             dataset = load_dataset(config.data, config.train.seed)  # read as a resume will, from config.yaml's 0
         if config.model.window_stride is None:
             config = defaults.choose_windows(config, dataset.splits["train"].texts, tokenizer)
@@ -170,41 +173,35 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     config = defaults.fill_defaults(config, facts, dataset.validation_fraction)
     model = model.to(context.device)
     broadcast_parameters(model, dist)
-    encoder_seconds = 0.0
-    if config.train.method == "contrastive":
-        encoder_seconds = tune_encoder(model, tokens["train"], config, training, resume and Path(resume), dist)
-    if config.uses_cached_features:  # from here on the splits are pooled vectors, not tokens
-        tokens = encode_splits(model, tokens, context, _cache_dir(config) if config.train.cache_features == "disk" else None,
-                               training)
-    elif config.train.compile:
+    return config, dataset, tokens, model
+
+
+def _prepare_splits(model: torch.nn.Module, tokens: Splits, config: RunConfig, context: InferenceContext,
+                    training: InferenceContext) -> Splits:
+    """With a frozen encoder, every split as its pooled vectors (the train split in `training`'s precision); else
+    the tokens, the model compiled when asked."""
+    if config.uses_cached_features:
+        return encode_splits(model, tokens, context, _cache_dir(config) if config.train.cache_features == "disk" else None,
+                             training)
+    if config.train.compile:
         compile_model(model)
-    return config, dataset, tokens, model, encoder_seconds
+    return tokens
 
 
-def _every_row_trains(config: RunConfig, dataset: TextDataset) -> RunConfig:
-    """The config of a few-shot run that holds out no validation rows (training.defaults.holds_out_nothing)."""
-    held_out = len(dataset.splits["validation"])
-    rows = len(dataset.splits["train"]) + held_out
-    log.info("few-shot: all %d labelled rows train the model (data.validation_fraction 0); the %d a default share would "
-             "hold out would score it within +-%.0f points (95%%): score the run on data.test, or set "
-             "data.validation_fraction to hold rows out", rows, held_out, 196 * math.sqrt(0.25 / max(1, held_out)))
-    return override(config, {"data.validation_fraction": 0.0})
-
-
-def _open_run(config: RunConfig, labels: LabelMap, session: Session, resume: str | Path | None,
-              overwrite: bool) -> tuple[Path, LoopState]:
-    """The run directory, created (rank 0) or resumed, and the loop state to start from."""
+def _open_run_dir(config: RunConfig, labels: LabelMap, resume: str | Path | None, overwrite: bool,
+                  dist: Distributed) -> Path:
+    """The run directory: created (rank 0), or the resumed one with what a crash mid-save left cleared away."""
     if resume is not None:
-        if session.dist.is_main:  # a crash mid-save leaves staging folders (and, rarely, model/ as .model.old)
+        if dist.is_main:  # a crash mid-save leaves staging folders (and, rarely, model/ as .model.old)
             for folder in (artifacts.MODEL_DIR, artifacts.CHECKPOINT_DIR):
                 recover_stale(Path(resume) / folder)
-        barrier(session.dist)
-        return Path(resume), restore_session(Path(resume), session, config.train.seed)
+        barrier(dist)
+        return Path(resume)
     run_dir = Path(config.output_dir) / config.name
-    if session.dist.is_main:
+    if dist.is_main:
         run_dir = artifacts.create_run_dir(config, labels, environment(config.train.device, config.train.precision),
                                            overwrite)
-    return run_dir, LoopState()
+    return run_dir
 
 
 def _check_run_dir_free(config: RunConfig, overwrite: bool, dist: Distributed) -> None:
