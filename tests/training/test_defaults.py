@@ -13,6 +13,7 @@ from bertfit.errors import ConfigError
 from bertfit.training import defaults
 from bertfit.training.defaults import DataFacts, fill_defaults
 from bertfit.training.recipe import train
+from conftest import write_csv
 
 MINILM = 22_700_000
 
@@ -173,6 +174,26 @@ def test_long_texts_are_read_whole_in_windows_unless_set_otherwise(tiny_model_di
     assert defaults.choose_windows(config, short_texts, tokenizer).model.window_stride == 0
     head_tail = load_config(None, ["--model.max_length", "32", "--model.keep_head", "0.25"])
     assert defaults.choose_windows(head_tail, long_texts, tokenizer).model.window_stride == 0
+
+
+def test_a_windowed_few_shot_run_counts_its_pairs_on_texts_not_windows(tiny_model_dir, ag_news_rows, tmp_path, caplog):
+    """A long text read in windows is one labelled text: the encoder stage's steps follow the pairs of texts, or the
+    windows (3 a text here) would multiply its cost by their square and break the bound CONTRASTIVE_BELOW_ROWS keeps."""
+    firsts = {}
+    for text, label in ag_news_rows:
+        firsts.setdefault(label, []).append((text, label))
+    write_csv(tmp_path / "train.csv", [row for rows in firsts.values() for row in rows[:6]])  # 6 texts of each of 4
+    flags = ["--model.name", str(tiny_model_dir), "--output_dir", str(tmp_path / "runs"), "--name", "windows",
+             "--data.train", str(tmp_path / "train.csv"), "--train.progress", "false", "--train.tensorboard", "false",
+             "--model.max_length", "24", "--model.window_stride", "8", "--model.max_windows", "3"]
+    with caplog.at_level(logging.INFO, logger="bertfit.training"):
+        result = train(load_config(None, flags))
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["train"]["method"] == "contrastive" and "train / 0 validation windows" in caplog.text
+    windows = int(caplog.text.split(" train / 0 validation windows")[0].rsplit(" ", 1)[-1])
+    assert windows > 2 * 24  # most of these texts make 3 windows
+    assert saved["train"]["contrastive_steps"] == defaults.contrastive_steps((6, 6, 6, 6)) < \
+        defaults.contrastive_steps((windows // 4,) * 4)
 
 
 def test_a_few_shot_run_holds_out_nothing_unless_told(ag_news_csv, tmp_path):

@@ -17,7 +17,8 @@ states them. A value the user set always wins. Each rule is a principle, not a f
   pair of two labels once, and as many of one label. That is 4,389 steps at 64 rows a class of 6 (122,880 pairs;
   35,112 text encodings against SetFit's 245,760), and at least 2.5 steps a row, so that each text trains in about
   20 steps (SST-2 at 8 and 16 rows a class: 320 and 640 encodings, SetFit's 288 and 1,088; half of it scored
-  0.5-0.7 points lower, session 13). The count grows with the square of the rows; below 512 rows it stays under
+  0.5-0.7 points lower, session 13). The count grows with the square of the texts (a long text read in windows
+  counts once: its windows share its steps, or windows would square the cost); below 512 texts it stays under
   10,000 steps (~30 minutes single-threaded for MiniLM-L6); 512 bounds that cost, it is not a measured crossing
   (at 480 rows, emotion 80 a class, 3 seeds, contrastive still led by 5.6, +2.9 to +7.4; sessions 15-16).
   At 64 rows a class (bench/RESULTS.md, session 15, 5 seeds) contrastive led standard (its last weights kept,
@@ -74,7 +75,7 @@ class DataFacts:
     classes: int
     parameters: int  # the encoder's
     validation_rows: int = 0  # held-out texts the run is evaluated on
-    label_rows: tuple[int, ...] = ()  # training rows of each label (single-label data read up front)
+    label_rows: tuple[int, ...] = ()  # training texts of each label (single-label data read up front)
 
 
 def choose_method(config: RunConfig, facts: DataFacts) -> str:
@@ -161,7 +162,7 @@ def fill_defaults(config: RunConfig, facts: DataFacts, validation_fraction: floa
             chosen["model.freeze"] = "encoder"
         if train.contrastive_steps is None:
             # Callers that know no label's rows (tests) get an even split, not one label of every row.
-            even = (math.ceil((facts.rows or 1) / facts.classes),) * facts.classes
+            even = (math.ceil((facts.documents or facts.rows or 1) / facts.classes),) * facts.classes
             chosen["train.contrastive_steps"] = contrastive_steps(facts.label_rows or even)
     if train.keep == "auto":
         chosen["train.keep"] = weights_kept(config, method, facts.validation_rows)

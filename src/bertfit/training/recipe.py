@@ -168,8 +168,8 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     facts = defaults.DataFacts(len(tokens["train"]), None if stream is not None else len(dataset.splits["train"]),
                                len(dataset.labels), sum(p.numel() for p in model.encoder.parameters()),
                                len(dataset.splits["validation"]) if "validation" in dataset.splits else 0,
-                               () if stream is not None or config.data.multi_label
-                               else tuple(np.unique(tokens["train"].labels, return_counts=True)[1].tolist()))
+                               () if stream is not None or config.data.multi_label  # texts, not windows, a label
+                               else tuple(np.unique(tokens["train"].document_labels, return_counts=True)[1].tolist()))
     config = defaults.fill_defaults(config, facts, dataset.validation_fraction)
     model = model.to(context.device)
     broadcast_parameters(model, dist)
