@@ -132,8 +132,8 @@ class TrainConfig:
     seed: int = _field(42, "seed for splits, shuffling, dropout and head initialisation")
     eval_every_steps: int = _field(0, "evaluate every N optimizer steps; 0 evaluates once per epoch",
                                    lambda v: v >= 0, "must be >= 0")
-    checkpoint_every_steps: int = _field(200, "save a resumable checkpoint every N steps (and at each evaluation); "
-                                              "0: evaluations only",
+    checkpoint_every_steps: int = _field(200, "save a resumable checkpoint every N steps (and at each evaluation), "
+                                              "the contrastive stage's steps too; 0: evaluations only",
                                          lambda v: v >= 0, "must be >= 0")
     metric: Literal["accuracy", "f1_macro", "f1_micro", "loss"] = _field(
         "f1_macro", "validation metric that picks the best checkpoint (multi-label accuracy is exact match)")
