@@ -163,19 +163,20 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
 
 def test_the_encoder_stage_resumes_after_ctrl_c_or_a_crash(few_shot, tmp_path, monkeypatch, caplog):
     """A stage of thousands of steps is not lost: Ctrl-C there, or a crash, then `--resume` goes on from its last
-    checkpoint (Ctrl-C's, or the one every train.checkpoint_every_steps, 20 here) to the run that never stopped."""
-    straight = train(load_config(None, few_shot("straight")))
-    steps = defaults.contrastive_steps((12, 12, 12, 12))
+    checkpoint (Ctrl-C's, or the one every train.checkpoint_every_steps, 10 here) to the run that never stopped."""
+    steps = 40
+    shorter = ["--train.contrastive_steps", str(steps), "--train.checkpoint_every_steps", "10", "--train.epochs", "2"]
+    straight = train(load_config(None, [*few_shot("straight"), *shorter]))
     expected = load_file(straight.run_dir / "checkpoint" / "model.safetensors")
-    for how, stopped_at, resumed_at in (("interrupt", 30, 30), ("crash", 30, 20)):
+    for how, stopped_at, resumed_at in (("interrupt", 25, 25), ("crash", 25, 20)):
         with monkeypatch.context() as patch:
             stop_at(patch, stopped_at, how, target=(contrastive, "group_loss"))
             if how == "crash":
                 with pytest.raises(RuntimeError, match="simulated crash"):
-                    train(load_config(None, few_shot(how)))
+                    train(load_config(None, [*few_shot(how), *shorter]))
                 stopped = None
             else:
-                stopped = train(load_config(None, few_shot(how)))
+                stopped = train(load_config(None, [*few_shot(how), *shorter]))
         if stopped is not None:
             assert stopped.interrupted and stopped.steps == 0 and not (stopped.run_dir / "model").exists()
         with caplog.at_level(logging.INFO, logger="bertfit.training"):
