@@ -1,0 +1,94 @@
+"""Whose head: bertfit's, or SetFit's logistic regression, on the same tuned encoder (issue 14, session 17).
+
+    python bench/few_shot_heads.py --datasets sst2 --sizes 8 --seeds 5 --threads 1
+
+For each cell (data set, n texts a class, seed: the rows bench/few_shot.py draws) bertfit trains with no settings
+(the contrastive method below its thresholds); its run's tuned encoder then gives fp32 pooled vectors of the same
+training texts and of the full test split, and scikit-learn's LogisticRegression (its defaults: L2, C 1) is fitted
+on them as they are, and on their unit vectors (what SetFit's head sees: its body normalises). All three heads are
+scored on the same test rows. Writes bench/out/few_shot_heads.json (or --out): macro-F1 a seed, and the CPU's flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from few_shot import OUT, run_bertfit, sample  # noqa: E402
+
+from bertfit.artifacts import load_model  # noqa: E402
+from bertfit.config import load_config  # noqa: E402
+from bertfit.data.splits import load_dataset  # noqa: E402
+from bertfit.infer.engine import InferenceContext, encode  # noqa: E402
+from bertfit.infer.tokens import tokenize_like_training  # noqa: E402
+from bertfit.metrics import classification_metrics  # noqa: E402
+from bertfit.runtime.cpu import cpu_features  # noqa: E402
+
+HEADS = ("bertfit_head", "regression", "regression_unit")
+
+
+def regression_f1(train: np.ndarray, labels: list[int], test: np.ndarray, test_labels: np.ndarray,
+                  names: tuple[str, ...]) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    predicted = LogisticRegression(max_iter=1000).fit(train, labels).predict(test)
+    logits = np.full((len(predicted), len(names)), -10.0)
+    logits[np.arange(len(predicted)), predicted] = 10.0  # one-hot: the metrics read the argmax
+    return classification_metrics(logits, test_labels, names)["f1_macro"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["sst2", "emotion"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[8, 16])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--out", type=Path, default=OUT / "few_shot_heads.json")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results: dict = {"command": " ".join(sys.argv), "cpu": cpu_features(), "cells": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.datasets:
+            dataset = load_dataset(load_config(None, ["--data.train", name]).data, seed=0)
+            names, train_split, test = dataset.labels.names, dataset.splits["train"], dataset.splits["test"]
+            test_csv, test_labels = Path(tmp) / f"{name}-test.csv", np.asarray(test.labels)
+            with open(test_csv, "w", newline="", encoding="utf-8") as file:
+                csv.writer(file).writerows([("text", "label"), *((t, names[label]) for t, label in zip(test.texts, test.labels))])
+            for size in args.sizes:
+                runs = [score_seed(train_split, (test.texts, test_labels), names, size, seed, test_csv, Path(tmp))
+                        for seed in range(args.seeds)]
+                print(name, size, runs, flush=True)
+                means = {k: round(statistics.mean(r[k] for r in runs), 4) for k in HEADS}
+                results["cells"].append({"dataset": name, "per_class": size, "means": means, "runs": runs})
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(results, indent=2))
+
+
+def score_seed(train_split, test: tuple[list[str], np.ndarray], names: tuple[str, ...], size: int, seed: int,
+               test_csv: Path, folder: Path) -> dict:
+    """bertfit's run on the seed's rows, then the two regressions on its tuned encoder's vectors."""
+    rows = sample(train_split.labels, size, seed)
+    texts, labels = [train_split.texts[i] for i in rows], [train_split.labels[i] for i in rows]
+    run = run_bertfit(texts, [names[label] for label in labels], test_csv, seed, folder, [])
+    loaded = load_model(folder / f"run-{seed}")
+    context = InferenceContext.create(loaded.tokenizer.pad_token_id, 64, "cpu", "fp32")
+    vectors = [encode(loaded.model, tokenize_like_training(loaded.meta, loaded.tokenizer, part), context).features
+               for part in (texts, test[0])]
+    units = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in vectors]
+    scores = {"seed": seed, "bertfit_head": run["f1_macro"],
+              "regression": regression_f1(vectors[0], labels, vectors[1], test[1], names),
+              "regression_unit": regression_f1(units[0], labels, units[1], test[1], names)}
+    return scores
+
+if __name__ == "__main__":
+    main()
