@@ -112,7 +112,7 @@ def test_two_process_resume_with_dropout_is_exact(tiny_model_dir, tiny_overrides
     flags = tiny_overrides + ["--model.name", str(tiny_model_dir), "--data.train", str(ag_news_csv),
                               "--data.max_train_rows", "48", "--data.max_eval_rows", "16", "--train.batch_size", "8",
                               "--train.eval_every_steps", "3",  # 6 steps; evaluations and checkpoints at 3 and 6
-                              "--train.keep_checkpoint", "true"]
+                              "--train.keep_checkpoint", "true", "--train.precision", "fp32"]  # one choice for both launches
     torchrun = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2"]
     _run(torchrun + ["-m", "bertfit.cli", "train", *flags, "--name", "straight"])
     driver = _interrupting_cli(tmp_path, 4)
@@ -135,7 +135,8 @@ def test_two_process_contrastive_stage_stops_together_and_resumes_exactly(tiny_m
     and the resumed run ends with the weights of the one that never stopped."""
     flags = [*tiny_overrides, "--model.name", str(tiny_model_dir), "--data.train", str(ag_news_csv),
              "--data.max_train_rows", "48", "--data.max_eval_rows", "16", "--train.method", "contrastive",
-             "--train.contrastive_steps", "30", "--train.checkpoint_every_steps", "10", "--train.keep_checkpoint", "true"]
+             "--train.contrastive_steps", "30", "--train.checkpoint_every_steps", "10", "--train.keep_checkpoint", "true",
+             "--train.precision", "fp32"]  # the straight and the stopped launch would each measure the CPU for auto
     torchrun = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2"]
     _run(torchrun + ["-m", "bertfit.cli", "train", *flags, "--name", "straight"])
     driver = _interrupting_cli(tmp_path, 15, "contrastive", "group_loss")

@@ -197,3 +197,19 @@ def test_without_validation_rows_an_epoch_end_writes_no_checkpoint(tiny_override
     assert written == [("model", 10), ("checkpoint", 10), ("model", 20), ("checkpoint", 20), ("model", 24),
                        ("checkpoint", 24)]
     assert json.loads((result.run_dir / "model" / "bertfit.json").read_text())["step"] == 24
+
+
+@pytest.mark.parametrize("started, spec", [("bf16", "auto"), ("fp32", "auto"), ("bf16", "fp32")])
+def test_a_resumed_cpu_run_trains_in_the_precision_it_started_with(tmp_path, monkeypatch, started, spec):
+    """auto measures the CPU when a run starts (env.json records the choice); its resume keeps that choice whatever a
+    busy core measures then, or the resumed weights would not be the unbroken run's."""
+    from bertfit.runtime import device as device_module
+    from bertfit.runtime.distributed import Distributed
+    from bertfit.training.writer import training_precision
+
+    now = "fp32" if started == "bf16" else "bf16"  # the measurement now points the other way
+    monkeypatch.setattr(device_module, "cpu_bf16_speedup", lambda: 10.0 if now == "bf16" else 1.0)
+    (tmp_path / "env.json").write_text(json.dumps({"precision": started}))
+    config, cpu = load_config(None, ["--train.precision", spec]), torch.device("cpu")
+    assert training_precision(config, cpu, tmp_path, Distributed()).name == (started if spec == "auto" else spec)
+    assert training_precision(config, cpu, None, Distributed()).name == (now if spec == "auto" else spec)  # a new run

@@ -47,7 +47,7 @@ from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
 from bertfit.training.stack import stack_at_end_of_training
 from bertfit.training.trackers import Tracker, open_trackers
-from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter, restore_session
+from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter, restore_session, training_precision
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     # `bertfit evaluate` gives (runtime.device.choose_precision).
     context = InferenceContext(device, choose_precision(config.train.precision, device), tokenizer.pad_token_id,
                                config.train.eval_batch_size)
-    training = dataclasses.replace(context, precision=choose_precision(config.train.precision, device, training=True))
+    training = dataclasses.replace(context, precision=training_precision(config, device, resume, dist))
     # A search compares its trials on validation scores (on_eval): its runs always hold rows out.
     config, dataset, tokens, model = _setup_data_and_model(config, tokenizer, context, dist, keep_validation=on_eval is not None)
     run_dir = _open_run_dir(config, dataset.labels, resume, overwrite, dist)

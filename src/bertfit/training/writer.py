@@ -4,14 +4,19 @@ checkpoint read back to resume."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from bertfit import artifacts
+from bertfit.config import RunConfig
 from bertfit.meta import ModelMeta
-from bertfit.runtime.distributed import Distributed
+from bertfit.runtime.device import Precision, choose_precision
+from bertfit.runtime.distributed import Distributed, broadcast_object
 from bertfit.runtime.seed import gather_rng_states, restore_rng_states
 from bertfit.training.checkpoint import load_checkpoint, save_checkpoint
 from bertfit.training.loop import LoopState, Session, state_dict, state_from_dict
@@ -95,3 +100,13 @@ def restore_session(run_dir: Path, session: Session, seed: int) -> LoopState:
         artifacts.truncate_metrics(run_dir, state.step)
     log.info("resuming %s at step %d (epoch %d)", run_dir, state.step, state.epoch)
     return state
+
+
+def training_precision(config: RunConfig, device: torch.device, resume: str | Path | None, dist: Distributed) -> Precision:
+    """What training steps autocast to: train.precision, auto decided once for the run. On a CPU auto measures a core
+    (runtime.device.choose_precision), so rank 0's measurement holds for every rank, and a resumed run keeps what it
+    started with (its env.json): a busy core measuring otherwise would break the exact resume."""
+    spec, started = config.train.precision, Path(resume or "") / "env.json"
+    if resume is not None and spec == "auto" and device.type == "cpu" and started.is_file():
+        spec = {"fp32": "fp32", "bf16": "bf16"}.get(json.loads(started.read_text(encoding="utf-8")).get("precision"), spec)
+    return choose_precision(broadcast_object(choose_precision(spec, device, training=True).name, dist), device, training=True)
