@@ -5,8 +5,10 @@
 For each cell (data set, n texts a class, seed: the rows bench/few_shot.py draws) bertfit trains with no settings
 (the contrastive method below its thresholds); its run's tuned encoder then gives fp32 pooled vectors of the same
 training texts and of the full test split, and scikit-learn's LogisticRegression (its defaults: L2, C 1) is fitted
-on them as they are, and on their unit vectors (what SetFit's head sees: its body normalises). All three heads are
-scored on the same test rows. Writes bench/out/few_shot_heads.json (or --out): macro-F1 a seed, and the CPU's flags.
+on them as they are, and on their unit vectors (what SetFit's head sees: its body normalises); a fourth head
+averages the class probabilities of bertfit's head and the unit-vector regression (session 22). All four heads are
+scored on the same test rows. Writes bench/out/few_shot_heads.json (or --out): macro-F1 a seed, each head's mean top
+probability on the test rows (confidence), and the CPU's flags.
 """
 
 from __future__ import annotations
@@ -28,22 +30,24 @@ from few_shot import OUT, run_bertfit, sample  # noqa: E402
 from bertfit.artifacts import load_model  # noqa: E402
 from bertfit.config import load_config  # noqa: E402
 from bertfit.data.splits import load_dataset  # noqa: E402
-from bertfit.infer.engine import InferenceContext, encode  # noqa: E402
+from bertfit.infer.engine import InferenceContext, encode, split_logits  # noqa: E402
 from bertfit.infer.tokens import tokenize_like_training  # noqa: E402
 from bertfit.metrics import classification_metrics  # noqa: E402
 from bertfit.runtime.cpu import cpu_features  # noqa: E402
 
-HEADS = ("bertfit_head", "regression", "regression_unit")
+HEADS = ("bertfit_head", "regression", "regression_unit", "mean_of_heads")
 
 
-def regression_f1(train: np.ndarray, labels: list[int], test: np.ndarray, test_labels: np.ndarray,
-                  names: tuple[str, ...]) -> float:
+def regression_probabilities(train: np.ndarray, labels: list[int], test: np.ndarray) -> np.ndarray:
+    """Class probabilities of scikit-learn's LogisticRegression (its defaults: L2, C 1); every label is in `labels`,
+    so its columns are the label ids in order."""
     from sklearn.linear_model import LogisticRegression
 
-    predicted = LogisticRegression(max_iter=1000).fit(train, labels).predict(test)
-    logits = np.full((len(predicted), len(names)), -10.0)
-    logits[np.arange(len(predicted)), predicted] = 10.0  # one-hot: the metrics read the argmax
-    return classification_metrics(logits, test_labels, names)["f1_macro"]
+    return LogisticRegression(max_iter=1000).fit(train, labels).predict_proba(test)
+
+
+def f1(probabilities: np.ndarray, test_labels: np.ndarray, names: tuple[str, ...]) -> float:
+    return classification_metrics(np.log(probabilities + 1e-12), test_labels, names)["f1_macro"]
 
 
 def main() -> None:
@@ -76,19 +80,24 @@ def main() -> None:
 
 def score_seed(train_split, test: tuple[list[str], np.ndarray], names: tuple[str, ...], size: int, seed: int,
                test_csv: Path, folder: Path) -> dict:
-    """bertfit's run on the seed's rows, then the two regressions on its tuned encoder's vectors."""
+    """bertfit's run on the seed's rows, then the two regressions on its tuned encoder's vectors and the mean of
+    bertfit's head and the unit-vector one."""
     rows = sample(train_split.labels, size, seed)
     texts, labels = [train_split.texts[i] for i in rows], [train_split.labels[i] for i in rows]
     run = run_bertfit(texts, [names[label] for label in labels], test_csv, seed, folder, [])
     loaded = load_model(folder / f"run-{seed}")
     context = InferenceContext.create(loaded.tokenizer.pad_token_id, 64, "cpu", "fp32")
-    vectors = [encode(loaded.model, tokenize_like_training(loaded.meta, loaded.tokenizer, part), context).features
-               for part in (texts, test[0])]
+    features = [encode(loaded.model, tokenize_like_training(loaded.meta, loaded.tokenizer, part), context)
+                for part in (texts, test[0])]
+    head = torch.softmax(torch.from_numpy(split_logits(loaded.model, features[1], context)), dim=-1).numpy()
+    vectors = [f.features for f in features]
     units = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in vectors]
-    scores = {"seed": seed, "bertfit_head": run["f1_macro"],
-              "regression": regression_f1(vectors[0], labels, vectors[1], test[1], names),
-              "regression_unit": regression_f1(units[0], labels, units[1], test[1], names)}
-    return scores
+    unit = regression_probabilities(units[0], labels, units[1])
+    return {"seed": seed, "bertfit_head": run["f1_macro"], "bertfit_head_again": f1(head, test[1], names),
+            "regression": f1(regression_probabilities(vectors[0], labels, vectors[1]), test[1], names),
+            "regression_unit": f1(unit, test[1], names), "mean_of_heads": f1((head + unit) / 2, test[1], names),
+            "confidence": {"bertfit_head": float(head.max(1).mean()), "regression_unit": float(unit.max(1).mean())}}
+
 
 if __name__ == "__main__":
     main()
