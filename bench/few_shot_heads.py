@@ -8,7 +8,8 @@ training texts and of the full test split, and scikit-learn's LogisticRegression
 on them as they are, and on their unit vectors (what SetFit's head sees: its body normalises); a fourth head
 averages the class probabilities of bertfit's head and the unit-vector regression (session 22). All four heads are
 scored on the same test rows. Writes bench/out/few_shot_heads.json (or --out): macro-F1 a seed, each head's mean top
-probability on the test rows (confidence), and the CPU's flags.
+probability on the test rows (confidence), bertfit's head scored again from the saved run (bertfit_head_again: a
+check that the fourth head averages the head the run was scored with), and the CPU's flags.
 """
 
 from __future__ import annotations
