@@ -33,7 +33,7 @@ from bertfit.config import load_config  # noqa: E402
 from bertfit.data.splits import load_dataset  # noqa: E402
 from bertfit.infer.engine import InferenceContext, encode, split_logits  # noqa: E402
 from bertfit.infer.tokens import tokenize_like_training  # noqa: E402
-from bertfit.metrics import classification_metrics  # noqa: E402
+from bertfit.metrics import probability_metrics, softmax  # noqa: E402
 from bertfit.runtime.cpu import cpu_features  # noqa: E402
 
 HEADS = ("bertfit_head", "regression", "regression_unit", "mean_of_heads")
@@ -48,7 +48,7 @@ def regression_probabilities(train: np.ndarray, labels: list[int], test: np.ndar
 
 
 def f1(probabilities: np.ndarray, test_labels: np.ndarray, names: tuple[str, ...]) -> float:
-    return classification_metrics(np.log(probabilities + 1e-12), test_labels, names)["f1_macro"]
+    return probability_metrics(probabilities, test_labels, names)["f1_macro"]
 
 
 def main() -> None:
@@ -90,7 +90,7 @@ def score_seed(train_split, test: tuple[list[str], np.ndarray], names: tuple[str
     context = InferenceContext.create(loaded.tokenizer.pad_token_id, 64, "cpu", "fp32")
     features = [encode(loaded.model, tokenize_like_training(loaded.meta, loaded.tokenizer, part), context)
                 for part in (texts, test[0])]
-    head = torch.softmax(torch.from_numpy(split_logits(loaded.model, features[1], context)), dim=-1).numpy()
+    head = softmax(split_logits(loaded.model, features[1], context))
     vectors = [f.features for f in features]
     units = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in vectors]
     unit = regression_probabilities(units[0], labels, units[1])
