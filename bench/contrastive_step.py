@@ -32,7 +32,8 @@ from bertfit.infer.engine import InferenceContext  # noqa: E402
 from bertfit.model import TextClassifier, apply_freeze, load_encoder, load_tokenizer, resolve_model_name  # noqa: E402
 from bertfit.runtime.cpu import cpu_features  # noqa: E402
 from bertfit.runtime.device import choose_precision  # noqa: E402
-from bertfit.training.contrastive import ENCODER_LR, draw_groups, group_loss, make_tunable  # noqa: E402
+from bertfit.training.contrastive import draw_groups, group_loss, make_tunable  # noqa: E402
+from bertfit.training.defaults import contrastive_lr  # noqa: E402
 from bertfit.training.optim import build_optimizer  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -54,7 +55,8 @@ def time_variant(variant: str, batches: PaddedBatches, labels: np.ndarray, args:
     torch.manual_seed(args.seed)
     model = TextClassifier(load_encoder(resolve_model_name(args.model)), num_labels=len(np.unique(labels))).train()
     freeze(model, variant)
-    optimizer = build_optimizer(model.encoder, ENCODER_LR, 0.01, device)
+    parameters = sum(p.numel() for p in model.encoder.parameters())
+    optimizer = build_optimizer(model.encoder, contrastive_lr(parameters), 0.01, device)
     totals = dict.fromkeys(PHASES, 0.0)
     for step, group in enumerate(draw_groups(labels, args.warmup + args.steps, args.seed)):
         marks = [time.perf_counter()]

@@ -120,6 +120,9 @@ class TrainConfig:
     contrastive_steps: int | None = _field(None, "contrastive: steps of the encoder stage, each on every pair of 8 texts "
                                                  "(unset: SetFit's count of pairs / 28, >= 2.5 a row)",
                                            lambda v: v >= 1, "must be >= 1")
+    contrastive_lr: float | None = _field(None, "contrastive: peak learning rate of the encoder stage (unset: 4e-5 below "
+                                                "40M encoder parameters, else SetFit's 2e-5)", lambda v: 0 < v < 1,
+                                          "must be between 0 and 1")
     grad_accum_steps: int = _field(1, "micro-batches accumulated per optimizer step", lambda v: v >= 1, "must be >= 1")
     max_grad_norm: float = _field(1.0, "gradient clipping norm; 0 disables clipping", lambda v: v >= 0, "must be >= 0")
     label_smoothing: float = _field(0.0, "label smoothing of the loss (multi-label: targets move eps/2 towards 0.5)",

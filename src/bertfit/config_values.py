@@ -126,8 +126,8 @@ def build_dataclass(cls: type, raw: Any, prefix: str, problems: list[str]) -> An
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(fields)})"
+            close = " or ".join(prefix + name for name in difflib.get_close_matches(str(key), fields, n=2))
+            hint = f" (did you mean {close}?)" if close else f" (known: {', '.join(fields)})"
             problems.append(f"{prefix}{key}: unknown field{hint}")
     values = {}
     for name, f in fields.items():

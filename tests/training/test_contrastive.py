@@ -108,6 +108,7 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
     assert "train.method contrastive" in caplog.text and "contrastive: encoder tuned on" in caplog.text
     saved = yaml.safe_load((straight.run_dir / "config.yaml").read_text())
     assert saved["train"]["method"] == "contrastive" and saved["train"]["lr"] == 1e-2 and saved["train"]["batch_size"] == 4
+    assert saved["train"]["contrastive_lr"] == 4e-5 and "train.contrastive_lr 4e-05" in caplog.text  # a small encoder's
     # The encoder stage's budget follows the rows of each label: 12 of each of 4.
     steps = defaults.contrastive_steps((12, 12, 12, 12))
     assert saved["train"]["contrastive_steps"] == steps and f"texts in {steps} steps" in caplog.text
@@ -189,19 +190,38 @@ def test_the_encoder_stage_resumes_after_ctrl_c_or_a_crash(few_shot, tmp_path, m
             torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6)
 
 
-def test_the_encoder_stage_shows_its_progress(tiny_model_dir, capsys):
-    """Thousands of steps at 64 rows a class: the stage shows a bar (train.progress), as the loop does."""
+def _stage_parts(tiny_model_dir):
+    """A model, four labelled texts and a CPU context: what tune_encoder takes, without a run."""
     from bertfit.data.batching import tokenize
     from bertfit.infer.engine import InferenceContext
     from bertfit.model import TextClassifier, load_tokenizer
     from bertfit.runtime.device import choose_precision
-    from bertfit.training.contrastive import tune_encoder
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     split = tokenize(["good film", "bad film", "a great cast", "dull"], [0, 1, 0, 1], tokenizer, 32, cache_dir=None)
     model = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=2)
     context = InferenceContext(torch.device("cpu"), choose_precision("fp32", torch.device("cpu")), tokenizer.pad_token_id, 32)
+    return model, split, context
+
+
+def test_the_encoder_stage_shows_its_progress(tiny_model_dir, capsys):
+    """Thousands of steps at 64 rows a class: the stage shows a bar (train.progress), as the loop does."""
+    model, split, context = _stage_parts(tiny_model_dir)
     for shown in (True, False):
-        config = load_config(None, ["--train.contrastive_steps", "3", "--train.progress", str(shown).lower()])
-        tune_encoder(model, split, config, context)
+        config = load_config(None, ["--train.contrastive_steps", "3", "--train.contrastive_lr", "4e-5",
+                                    "--train.progress", str(shown).lower()])
+        contrastive.tune_encoder(model, split, config, context)
         assert ("contrastive: 100%" in capsys.readouterr().err) == shown
+
+
+def test_the_encoder_stage_learns_at_train_contrastive_lr(tiny_model_dir):
+    """AdamW's steps scale with the rate: 25x the rate moves the encoder about 25x as far in the same steps."""
+    key, moved = "encoder.layer.0.attention.self.query.weight", []
+    for rate in ("4e-5", "1e-3"):
+        model, split, context = _stage_parts(tiny_model_dir)
+        before = dict(model.encoder.named_parameters())[key].detach().clone()
+        config = load_config(None, ["--train.contrastive_steps", "4", "--train.contrastive_lr", rate,
+                                    "--train.progress", "false"])
+        contrastive.tune_encoder(model, split, config, context)
+        moved.append((dict(model.encoder.named_parameters())[key] - before).abs().max().item())
+    assert moved[1] > 10 * moved[0] > 0

@@ -84,6 +84,17 @@ def test_the_contrastive_budget_grows_with_the_pairs_the_rows_offer(label_rows):
     assert fill_defaults(load_config(None, ["--train.contrastive_steps", "30"]), facts, None).train.contrastive_steps == 30
 
 
+def test_the_encoder_stage_rate_follows_the_encoders_size():
+    """SetFit's 2e-5, twice it below 40M parameters (bench/RESULTS.md, session 23); a rate set wins; standard runs have
+    no such stage and leave it unset."""
+    def rate(size: float, flags: list[str]) -> float | None:
+        return fill_defaults(load_config(None, flags), DataFacts(128, 128, 2, int(size), 0, (64, 64)), None).train.contrastive_lr
+
+    assert [rate(size, []) for size in (22.7e6, 109e6, 335e6)] == [4e-5, 2e-5, 2e-5]
+    assert rate(22.7e6, ["--train.contrastive_lr", "1e-5"]) == 1e-5
+    assert rate(22.7e6, ["--train.method", "standard"]) is None
+
+
 def test_the_contrastive_budget_stays_bounded_where_the_method_is_chosen():
     """Below CONTRASTIVE_BELOW_ROWS rows the quadratic count of pairs stays under ~10,000 steps."""
     largest = defaults.CONTRASTIVE_BELOW_ROWS - 1

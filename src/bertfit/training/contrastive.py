@@ -1,12 +1,12 @@
 """The contrastive method's first stage (SetFit-style): tune the encoder on pairs of texts, then freeze it.
 
-With few labelled texts a fresh head on a pretrained encoder learns from a handful of steps. Pairs
-multiply what the labels say: n texts give ~n^2 pairs, each "same label" or "different labels". The
-encoder is tuned so that the cosine similarity of two texts' pooled vectors moves towards 1 for a pair
-of one label and towards 0 for two labels (SetFit's CosineSimilarityLoss, on mean-pooled vectors); the
-ordinary loop then trains the head on the tuned, frozen encoder's vectors (cached once, see
-training.features), so evaluation, checkpoints, resume, export and serving are those of any run: the
-saved model is a plain encoder + head.
+With few labelled texts a fresh head on a pretrained encoder learns from a handful of steps. Pairs multiply what the
+labels say: n texts give ~n^2 pairs, each "same label" or "different labels". The encoder is tuned so that the
+cosine similarity of two texts' pooled vectors moves towards 1 for a pair of one label and towards 0 for two labels
+(SetFit's CosineSimilarityLoss, on mean-pooled vectors), at the rate train.contrastive_lr (training.defaults chooses
+it by the encoder's size); the ordinary loop then trains the head on the tuned, frozen encoder's vectors (cached
+once, see training.features), so evaluation, checkpoints, resume, export and serving are those of any run: the saved
+model is a plain encoder + head.
 
 A step encodes a group of texts, 4 of each of 2 labels, and learns from every pair among them: 12 of one
 label and 16 of two, each kind weighing half of the loss (SetFit balances the kinds by repeating the rarer).
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 GROUP_LABELS, GROUP_TEXTS_PER_LABEL = 2, 4  # a step's group: 8 texts
 PAIRS_PER_STEP = math.comb(GROUP_LABELS * GROUP_TEXTS_PER_LABEL, 2)  # 28: every pair among a group's texts
-ENCODER_LR = 2e-5  # SetFit's body learning rate
 WARMUP_RATIO = 0.1
 STAGE = "contrastive"  # the key of the stage's own state in a checkpoint taken during it
 
@@ -135,7 +134,7 @@ def tune_encoder(model: TextClassifier, split: TokenizedSplit, config: RunConfig
         log.info("contrastive: tuned encoder restored from %s", run_dir)
         return EncoderStage(0.0, loop_checkpoint=True)
     make_tunable(model)
-    optimizer = build_optimizer(model.encoder, ENCODER_LR, config.train.weight_decay, context.device)
+    optimizer = build_optimizer(model.encoder, config.train.contrastive_lr, config.train.weight_decay, context.device)
     scheduler = build_scheduler(optimizer, WARMUP_RATIO, len(groups))
     scaler, batches = make_scaler(context.device, context.precision), PaddedBatches(split, context.pad_id)
     parts = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}

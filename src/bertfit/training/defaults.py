@@ -24,6 +24,10 @@ states them. A value the user set always wins. Each rule is a principle, not a f
   At 64 rows a class (bench/RESULTS.md, session 15, 5 seeds) contrastive led standard (its last weights kept,
   below) by 4.4 points of macro-F1 on 2 classes, 0.5 on 4 (a tie, in 8.7x the time), 3.3 on 5 and 6.1 on 6. Capped
   at 250 steps until then, it had trailed by 4.0 on 6 classes (session 12);
+- the encoder stage's learning rate: SetFit's 2e-5, twice that below 40M parameters (smaller encoders take larger
+  steps, as above). For MiniLM-L6, 4e-5 scored 0.5 points of macro-F1 higher on the mean of 8 cells of 5 seeds in the
+  same steps (emotion at 64 a class +1.5, at 16 +1.8; SST-5 at 8 -0.4; bench/RESULTS.md, session 23); larger
+  encoders keep the rate SetFit was tuned with;
 - long texts: when most training texts exceed model.max_length (and head+tail was not asked for), read
   them whole in half-overlapping windows, at most model.max_windows a text in training: the log states
   the cost, the windows a text (bench/RESULTS.md: trained on windows, IMDb at 128 tokens gains 11 points).
@@ -61,6 +65,8 @@ MAX_BATCH, MIN_BATCH, ROWS_PER_BATCH = 32, 4, 8
 MIN_STEPS, BASE_EPOCHS, MAX_EPOCHS = 150, 3, 30
 CONTRASTIVE_BELOW_ROWS_PER_CLASS, CONTRASTIVE_BELOW_ROWS = 100, 512
 HEAD_LR = 1e-2
+SMALL_ENCODER = 40e6  # parameters: below it an encoder takes larger steps
+CONTRASTIVE_LR, SMALL_CONTRASTIVE_LR = 2e-5, 4e-5  # the encoder stage's: SetFit's body rate, twice it for a small encoder
 CONTRASTIVE_STEPS_PER_ROW = 2.5  # 8 texts a step: each text in >= ~20 steps
 MIN_VALIDATION_ROWS = 100  # to choose on (the best weights, a stack): a score's 95% interval there is about +-10 points
 LENGTH_SAMPLE = 2000  # training texts measured to decide on windows
@@ -96,6 +102,11 @@ def contrastive_steps(label_rows: tuple[int, ...]) -> int:
     different = (rows * rows - sum(n * n for n in label_rows)) // 2
     same = sum(n * (n - 1) // 2 for n in label_rows)
     return max(1, math.ceil(CONTRASTIVE_STEPS_PER_ROW * rows), math.ceil(2 * max(different, same) / PAIRS_PER_STEP))
+
+
+def contrastive_lr(parameters: int) -> float:
+    """The encoder stage's peak learning rate (see the module's text)."""
+    return SMALL_CONTRASTIVE_LR if parameters < SMALL_ENCODER else CONTRASTIVE_LR
 
 
 def weights_kept(config: RunConfig, method: str, validation_rows: int) -> str:
@@ -141,7 +152,7 @@ def epochs(rows: int | None, batch: int, accumulation: int) -> int:
 def learning_rate(parameters: int, batch: int, head_only: bool) -> float:
     if head_only:
         return HEAD_LR
-    base = 1e-4 if parameters < 40e6 else 5e-5 if parameters < 150e6 else 2e-5
+    base = 1e-4 if parameters < SMALL_ENCODER else 5e-5 if parameters < 150e6 else 2e-5
     return float(f"{base * min(1.0, math.sqrt(batch / 16)):.2g}")
 
 
@@ -164,6 +175,8 @@ def fill_defaults(config: RunConfig, facts: DataFacts, validation_fraction: floa
             # Callers that know no label's rows (tests) get an even split, not one label of every row.
             even = (math.ceil((facts.documents or facts.rows or 1) / facts.classes),) * facts.classes
             chosen["train.contrastive_steps"] = contrastive_steps(facts.label_rows or even)
+        if train.contrastive_lr is None:
+            chosen["train.contrastive_lr"] = contrastive_lr(facts.parameters)
     if train.keep == "auto":
         chosen["train.keep"] = weights_kept(config, method, facts.validation_rows)
     if config.data.validation_fraction is None and validation_fraction is not None:
