@@ -29,7 +29,7 @@ from bertfit.config import load_config  # noqa: E402
 from bertfit.data.batching import PaddedBatches, tokenize  # noqa: E402
 from bertfit.data.splits import load_dataset  # noqa: E402
 from bertfit.infer.engine import InferenceContext  # noqa: E402
-from bertfit.model import TextClassifier, apply_freeze, load_encoder, load_tokenizer, resolve_model_name  # noqa: E402
+from bertfit.model import TextClassifier, apply_freeze, count_parameters, load_encoder, load_tokenizer, resolve_model_name  # noqa: E402
 from bertfit.runtime.cpu import cpu_features  # noqa: E402
 from bertfit.runtime.device import choose_precision  # noqa: E402
 from bertfit.training.contrastive import draw_groups, group_loss, make_tunable  # noqa: E402
@@ -55,8 +55,7 @@ def time_variant(variant: str, batches: PaddedBatches, labels: np.ndarray, args:
     torch.manual_seed(args.seed)
     model = TextClassifier(load_encoder(resolve_model_name(args.model)), num_labels=len(np.unique(labels))).train()
     freeze(model, variant)
-    parameters = sum(p.numel() for p in model.encoder.parameters())
-    optimizer = build_optimizer(model.encoder, contrastive_lr(parameters), 0.01, device)
+    optimizer = build_optimizer(model.encoder, contrastive_lr(count_parameters(model.encoder)[1]), 0.01, device)
     totals = dict.fromkeys(PHASES, 0.0)
     for step, group in enumerate(draw_groups(labels, args.warmup + args.steps, args.seed)):
         marks = [time.perf_counter()]
@@ -72,7 +71,7 @@ def time_variant(variant: str, batches: PaddedBatches, labels: np.ndarray, args:
         if step >= args.warmup:
             for phase, start, end in zip(PHASES, marks, marks[1:]):
                 totals[phase] += end - start
-    trained = sum(p.numel() for p in model.encoder.parameters() if p.requires_grad)
+    trained, _ = count_parameters(model.encoder)
     milliseconds = {phase: round(1000 * seconds / args.steps, 1) for phase, seconds in totals.items()}
     return {"variant": variant, "trained_parameters": trained, "ms_per_step": milliseconds,
             "step_ms": round(sum(milliseconds.values()), 1)}

@@ -112,10 +112,12 @@ def _upgraded(raw: Any) -> Any:
     train.contrastive_pairs, 16 pairs a step: it reads as those steps. Contrastive runs made before
     train.contrastive_lr tuned their encoder at SetFit's 2e-5: a resumed one goes on at that rate."""
     train = raw.get("train") if isinstance(raw, dict) else None
-    if isinstance(train, dict) and "contrastive_pairs" in train:
+    if not isinstance(train, dict):
+        return raw  # build_config names what is wrong with it
+    if "contrastive_pairs" in train:
         pairs = train.pop("contrastive_pairs")
         train.setdefault("contrastive_steps", pairs if not isinstance(pairs, int) else math.ceil(pairs / 16))
-    if isinstance(train, dict) and train.get("method") == "contrastive":
+    if train.get("method") == "contrastive":
         train.setdefault("contrastive_lr", 2e-5)
     return raw
 

@@ -166,7 +166,7 @@ def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceC
     tokens = ({"train": stream} if stream is not None else {}) | tokenize_dataset(dataset, tokenizer, config)
     model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
     facts = defaults.DataFacts(len(tokens["train"]), None if stream is not None else len(dataset.splits["train"]),
-                               len(dataset.labels), sum(p.numel() for p in model.encoder.parameters()),
+                               len(dataset.labels), count_parameters(model.encoder)[1],
                                len(dataset.splits["validation"]) if "validation" in dataset.splits else 0,
                                () if stream is not None or config.data.multi_label  # texts, not windows, a label
                                else tuple(np.unique(tokens["train"].document_labels, return_counts=True)[1].tolist()))
