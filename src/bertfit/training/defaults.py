@@ -17,17 +17,18 @@ states them. A value the user set always wins. Each rule is a principle, not a f
   pair of two labels once, and as many of one label. That is 4,389 steps at 64 rows a class of 6 (122,880 pairs;
   35,112 text encodings against SetFit's 245,760), and at least 2.5 steps a row, so that each text trains in about
   20 steps (SST-2 at 8 and 16 rows a class: 320 and 640 encodings, SetFit's 288 and 1,088; half of it scored
-  0.5-0.7 points lower, session 13). The count grows with the square of the texts (a long text read in windows
-  counts once: its windows share its steps, or windows would square the cost); below 512 texts it stays under
-  10,000 steps (~30 minutes single-threaded for MiniLM-L6); 512 bounds that cost, it is not a measured crossing
-  (at 480 rows, emotion 80 a class, 3 seeds, contrastive still led by 5.6, +2.9 to +7.4; sessions 15-16).
+  0.5-0.7 points lower, session 13; twice it scored 1.5 lower on emotion at 8 a class, 10 seeds, session 24). The
+  count grows with the square of the texts (a long text read in windows counts once: its windows share its steps,
+  or windows would square the cost); below 512 texts it stays under 10,000 steps (~30 minutes single-threaded for
+  MiniLM-L6); 512 bounds that cost, it is not a measured crossing (at 480 rows, emotion 80 a class, 3 seeds,
+  contrastive still led by 5.6, +2.9 to +7.4; sessions 15-16).
   At 64 rows a class (bench/RESULTS.md, session 15, 5 seeds) contrastive led standard (its last weights kept,
   below) by 4.4 points of macro-F1 on 2 classes, 0.5 on 4 (a tie, in 8.7x the time), 3.3 on 5 and 6.1 on 6. Capped
   at 250 steps until then, it had trailed by 4.0 on 6 classes (session 12);
 - the encoder stage's learning rate: SetFit's 2e-5, twice that below 40M parameters (smaller encoders take larger
   steps, as above). For MiniLM-L6, 4e-5 scored 0.5 points of macro-F1 higher on the mean of 8 cells of 5 seeds in the
-  same steps (emotion at 64 a class +1.5, at 16 +1.8; SST-5 at 8 -0.4; bench/RESULTS.md, session 23); larger
-  encoders keep the rate SetFit was tuned with;
+  same steps (emotion at 64 a class +1.5, at 16 +1.8; SST-5 at 8 -0.6 on 10 seeds; bench/RESULTS.md, session 23);
+  larger encoders keep the rate SetFit was tuned with;
 - long texts: when most training texts exceed model.max_length (and head+tail was not asked for), read
   them whole in half-overlapping windows, at most model.max_windows a text in training: the log states
   the cost, the windows a text (bench/RESULTS.md: trained on windows, IMDb at 128 tokens gains 11 points).
