@@ -17,8 +17,8 @@ states them. A value the user set always wins. Each rule is a principle, not a f
   pair of two labels once, and as many of one label. That is 4,389 steps at 64 rows a class of 6 (122,880 pairs;
   35,112 text encodings against SetFit's 245,760), and at least 2.5 steps a row, so that each text trains in about
   20 steps (SST-2 at 8 and 16 rows a class: 320 and 640 encodings, SetFit's 288 and 1,088; half of it scored
-  0.5-0.7 points lower, session 13; twice it scored 1.5 lower on emotion at 8 a class, 10 seeds, session 24). The
-  count grows with the square of the texts (a long text read in windows counts once: its windows share its steps,
+  0.5-0.7 points lower, session 13; twice it, at 8 a class on 10 seeds, emotion -1.5 and SST-5 +0.2, session 24).
+  The count grows with the square of the texts (a long text read in windows counts once: its windows share its steps,
   or windows would square the cost); below 512 texts it stays under 10,000 steps (~30 minutes single-threaded for
   MiniLM-L6); 512 bounds that cost, it is not a measured crossing (at 480 rows, emotion 80 a class, 3 seeds,
   contrastive still led by 5.6, +2.9 to +7.4; sessions 15-16).
