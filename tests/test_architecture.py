@@ -107,3 +107,41 @@ def test_the_stage_test_sees_a_violation(tmp_path):
     bad.write_text("def f():\n    from bertfit.training.loop import Trainer\n")
     assert imports(bad) == [(2, "bertfit.training.loop"), (2, "bertfit.training.loop.Trainer")]
     assert STAGES.index(stage_of("bertfit.training.loop")) > STAGES.index("infer")
+
+
+# The rules that choose a run's unset settings, and the planner modules that alone may call them.
+SETTING_RULES = {"fill_defaults", "choose_windows", "every_row_trains", "choose_method", "weights_kept", "contrastive_steps",
+                 "contrastive_lr", "learning_rate", "warmup_ratio", "epochs", "batch_size", "holds_out_nothing"}
+PLANNER = {"bertfit.training.plan", "bertfit.training.setup", "bertfit.training.defaults"}
+
+
+def calls_to_setting_rules(path: Path) -> list[str]:
+    """`defaults.rule(...)` calls, and calls of rules imported by name from training.defaults, in the file."""
+    tree, where = ast.parse(path.read_text(encoding="utf-8")), path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    imported = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module == "bertfit.training.defaults" for a in node.names if a.name in SETTING_RULES}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        function = node.func
+        if isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name) \
+                and function.value.id == "defaults" and function.attr in SETTING_RULES:
+            found.append(f"{where}:{node.lineno} defaults.{function.attr}")
+        elif isinstance(function, ast.Name) and function.id in imported:
+            found.append(f"{where}:{node.lineno} {function.id}")
+    return found
+
+
+def test_only_the_planner_decides_a_runs_settings():
+    """A run's unset settings are chosen in one place (training.plan, through the rules in training.defaults) before
+    its first step; everything after the plan carries it out."""
+    outside = [call for path in SOURCES if module_name(path) not in PLANNER for call in calls_to_setting_rules(path)]
+    assert not outside, "settings chosen outside the planner:\n" + "\n".join(outside)
+
+
+def test_the_planner_test_sees_a_rule_called_elsewhere(tmp_path):
+    bad = tmp_path / "elsewhere.py"
+    bad.write_text("from bertfit.training import defaults\nfrom bertfit.training.defaults import epochs\n\n"
+                   "def f(c, f):\n    return defaults.fill_defaults(c, f, None), epochs(1, 2, 3)\n")
+    assert calls_to_setting_rules(bad) == ["elsewhere.py:5 defaults.fill_defaults", "elsewhere.py:5 epochs"]

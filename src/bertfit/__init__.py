@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 _API = {
     "load_config": "bertfit.config", "RunConfig": "bertfit.config", "DataConfig": "bertfit.config",
     "ModelConfig": "bertfit.config", "TrainConfig": "bertfit.config",
-    "train": "bertfit.training.recipe", "TrainResult": "bertfit.training.recipe",
+    "train": "bertfit.training.recipe", "TrainResult": "bertfit.training.recipe", "plan_run": "bertfit.training.recipe",
+    "RunPlan": "bertfit.training.plan",
     "evaluate_run": "bertfit.evaluate.run", "Predictor": "bertfit.infer.predictor", "Prediction": "bertfit.infer.predictor",
     "load_dataset": "bertfit.data.splits", "inspect_data": "bertfit.data.inspection",
     "fit_temperature": "bertfit.evaluate.calibration", "render_report": "bertfit.evaluate.report",

@@ -57,7 +57,7 @@ def resumable(tiny_overrides, ag_news_csv):
     """Two epochs of 6 steps, evaluating every 4 steps and checkpointing every 3."""
     def config(name: str):
         return load_config(None, tiny_overrides + [
-            "--name", name, "--data.train", str(ag_news_csv), "--data.max_train_rows", "96",
+            "--name", name, "--data.train", str(ag_news_csv), "--data.max_train_rows", "112",
             "--data.max_eval_rows", "40", "--train.epochs", "2", "--train.eval_every_steps", "4",
             "--train.checkpoint_every_steps", "3", "--train.keep_checkpoint", "true"])
     return config
@@ -135,7 +135,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_overrides, ag_news_csv, m
     """Validation accuracy scripted as 0.5, 0.7, 0.6, 0.65: patience 2 stops at the 4th evaluation."""
     _script_validation_accuracy(monkeypatch, [0.5, 0.7, 0.6, 0.65, 0.9, 0.9])
     result = train(load_config(None, tiny_overrides + [
-        "--name", "early", "--data.train", str(ag_news_csv), "--data.max_train_rows", "96", "--train.epochs", "1",
+        "--name", "early", "--data.train", str(ag_news_csv), "--data.max_train_rows", "112", "--train.epochs", "1",
         "--train.eval_every_steps", "1", "--train.metric", "accuracy", "--train.early_stopping_patience", "2"]))
     history = read_metrics(result.run_dir)
     assert [r["eval/accuracy"] for r in history] == [0.5, 0.7, 0.6, 0.65]
@@ -149,7 +149,7 @@ def test_a_small_validation_split_keeps_the_last_weights_unless_told(tiny_overri
     auto keeps the last step's weights; train.keep best keeps step 2's."""
     _script_validation_accuracy(monkeypatch, [0.5, 0.9] + [0.6] * 20)
     result = train(load_config(None, tiny_overrides + [
-        "--name", keep, "--data.train", str(ag_news_csv), "--data.max_train_rows", "96", "--train.epochs", "1",
+        "--name", keep, "--data.train", str(ag_news_csv), "--data.max_train_rows", "112", "--train.epochs", "1",
         "--train.eval_every_steps", "1", "--train.metric", "accuracy", "--train.keep", keep]))
     kept_step = result.steps if keep == "auto" else 2
     assert result.steps >= 4 and result.best_step == kept_step and result.kept == ("last" if keep == "auto" else "best")

@@ -11,6 +11,7 @@ from bertfit.cli.evaluation import kept_validation, summary
 from bertfit.errors import BertfitError
 
 if TYPE_CHECKING:
+    from bertfit.training.plan import RunPlan
     from bertfit.training.recipe import TrainResult
 
 
@@ -23,6 +24,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--init-from", metavar="RUN", help="start from RUN's weights; its labels keep their ids and "
                                                           "new labels get new head rows (same as --model.init_from)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory of the same name")
+    train.add_argument("--plan", action="store_true", help="read the data, print the run's plan (every setting, its "
+                                                           "stages and their estimated time here) and stop")
     train.add_argument("--quiet", action="store_true", help="log warnings only")
     train.set_defaults(handler=_train)
 
@@ -70,17 +73,30 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     from bertfit.config import load_config
-    from bertfit.training.recipe import train
+    from bertfit.training.recipe import plan_run, train
 
     if args.resume is not None:
-        if args.config is not None or overrides:
-            raise BertfitError("--resume continues a run with its saved config; drop --config and field flags")
-        result = train(resume=args.resume)
-    else:
-        if args.init_from is not None:
-            overrides = [*overrides, "--model.init_from", str(args.init_from)]
-        result = train(load_config(args.config, overrides), overwrite=args.overwrite)
-    return _print_result(result)
+        if args.config is not None or overrides or args.plan:
+            raise BertfitError("--resume continues a run with its saved config and plan; drop --config, --plan and "
+                               "field flags")
+        return _print_result(train(resume=args.resume))
+    if args.init_from is not None:
+        overrides = [*overrides, "--model.init_from", str(args.init_from)]
+    config = load_config(args.config, overrides)
+    if args.plan:
+        return _print_plan(plan_run(config), args, overrides)
+    return _print_result(train(config, overwrite=args.overwrite))
+
+
+def _print_plan(plan: RunPlan, args: argparse.Namespace, overrides: list[str]) -> int:
+    """The plan, its notes, and the command that starts it."""
+    import shlex
+
+    print("\n".join(plan.lines() + [f"note: {note}" for note in plan.notes]))
+    command = ["bertfit", "train", *(["--config", str(args.config)] if args.config else []), *overrides,
+               *(["--overwrite"] if args.overwrite else [])]
+    print(f"start it with: {shlex.join(command)}")
+    return 0
 
 
 def _distill(args: argparse.Namespace, overrides: list[str]) -> int:

@@ -6,14 +6,18 @@ ids (or multi-hot rows), and whose `labels` map ids to names.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from bertfit.config import DataConfig
 from bertfit.data.labels import LabelMap, build_label_map, build_multi_label_map, map_labels, multi_hot
 from bertfit.data.presets import PRESETS
 from bertfit.data.read import RawSplit, read_split
 from bertfit.errors import BertfitError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ def load_dataset(config: DataConfig, seed: int) -> TextDataset:
         splits = {name: Split(name, part.source, part.texts, map_labels(part, labels)) for name, part in raw.items()}
         _require_two_classes(splits["train"], labels)
     rng, fraction = random.Random(seed), None
+    # data.max_train_rows bounds the rows the file gives: a validation share is carved out of those, not the whole file.
+    splits["train"] = shuffled(splits["train"], rng).head(config.max_train_rows)
     if "validation" not in splits and config.validation_fraction == 0:  # every training row trains: none held out
         fraction = 0.0
     elif "validation" not in splits:
@@ -72,11 +78,19 @@ def load_dataset(config: DataConfig, seed: int) -> TextDataset:
         # Label combinations are too many to stratify on; multi-label data is split at random.
         divide = random_split if config.multi_label else stratified_split
         splits["train"], splits["validation"] = divide(splits["train"], fraction, rng)
-    splits["train"] = shuffled(splits["train"], rng).head(config.max_train_rows)
+        splits["train"] = shuffled(splits["train"], rng)
     for name in ("validation", "test"):
         if name in splits and config.max_eval_rows is not None:
             splits[name] = shuffled(splits[name], rng).head(config.max_eval_rows)
+    _log_sizes(splits, config, fraction)
     return TextDataset(splits, labels, fraction)
+
+
+def _log_sizes(splits: dict[str, Split], config: DataConfig, fraction: float | None) -> None:
+    """The rows each split holds, and where a bound or a share made them."""
+    bound = f" (data.max_train_rows {config.max_train_rows})" if config.max_train_rows else ""
+    carved = f", {fraction:.0%} of the rows read held out for validation" if fraction else ""
+    log.info("data: %s%s%s", ", ".join(f"{len(split):,} {name}" for name, split in splits.items()), bound, carved)
 
 
 def random_split(split: Split, fraction: float, rng: random.Random) -> tuple[Split, Split]:
@@ -131,8 +145,8 @@ def keep_label_ids(dataset: TextDataset, first: tuple[str, ...]) -> TextDataset:
     return TextDataset(splits, LabelMap(names), dataset.validation_fraction)
 
 
-def _preset_default(train_spec: str, split: str) -> str | None:
-    preset = PRESETS.get(train_spec)
+def _preset_default(train_spec: Any, split: str) -> str | None:
+    preset = PRESETS.get(train_spec) if isinstance(train_spec, str) else None  # a DataFrame is no preset
     return train_spec if preset is not None and split in preset.files else None
 
 

@@ -58,6 +58,7 @@ from bertfit.config import RunConfig, override
 from bertfit.data.inspection import token_lengths
 from bertfit.data.splits import TextDataset
 from bertfit.data.windows import spread_windows, window_starts
+from bertfit.metrics import MIN_VALIDATION_ROWS
 from bertfit.training.contrastive import PAIRS_PER_STEP
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ HEAD_LR = 1e-2
 SMALL_ENCODER = 40e6  # parameters: below it an encoder takes larger steps
 CONTRASTIVE_LR, SMALL_CONTRASTIVE_LR = 2e-5, 4e-5  # the encoder stage's: SetFit's body rate, twice it for a small encoder
 CONTRASTIVE_STEPS_PER_ROW = 2.5  # 8 texts a step: each text in >= ~20 steps
-MIN_VALIDATION_ROWS = 100  # to choose on (the best weights, a stack): a score's 95% interval there is about +-10 points
 LENGTH_SAMPLE = 2000  # training texts measured to decide on windows
 
 
@@ -175,7 +175,8 @@ def fill_defaults(config: RunConfig, facts: DataFacts, validation_fraction: floa
         if train.contrastive_steps is None:
             # Callers that know no label's rows (tests) get an even split, not one label of every row.
             even = (math.ceil((facts.documents or facts.rows or 1) / facts.classes),) * facts.classes
-            chosen["train.contrastive_steps"] = contrastive_steps(facts.label_rows or even)
+            steps = contrastive_steps(facts.label_rows or even)
+            chosen["train.contrastive_steps"] = min(steps, train.max_steps) if train.max_steps else steps  # bounds every stage
         if train.contrastive_lr is None:
             chosen["train.contrastive_lr"] = contrastive_lr(facts.parameters)
     if train.keep == "auto":

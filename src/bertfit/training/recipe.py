@@ -14,44 +14,39 @@ import torch
 
 from bertfit import artifacts
 from bertfit.atomic import recover_stale, write_json_atomic
-from bertfit.config import RunConfig, config_to_dict, flatten, override, replace
-from bertfit.data.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
+from bertfit.config import RunConfig, config_to_dict, flatten, replace
+from bertfit.data.batching import FeatureSplit, TokenizedSplit
 from bertfit.data.labels import LabelMap
-from bertfit.data.splits import TextDataset, load_dataset
-from bertfit.data.streaming import StreamedSplit, load_streamed
-from bertfit.data.windows import WindowSettings
+from bertfit.data.splits import TextDataset
+from bertfit.data.streaming import StreamedSplit
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext, split_logits
 from bertfit.meta import ModelMeta
 from bertfit.metrics import classification_metrics, overfitting_warning, sigmoid, tune_thresholds
-from bertfit.model import build_classifier, count_parameters, load_tokenizer
-from bertfit.runtime.device import Precision, choose_precision, compile_model, make_scaler
+from bertfit.model import count_parameters
+from bertfit.runtime.device import Precision, compile_model, make_scaler
 from bertfit.runtime.distributed import (
     Distributed,
     barrier,
     broadcast_object,
-    broadcast_parameters,
     close_distributed,
     init_distributed,
 )
 from bertfit.runtime.env import environment
-from bertfit.runtime.seed import seed_everything
-from bertfit.training import defaults
 from bertfit.training.checkpoint import check_resumable, drop_checkpoint
 from bertfit.training.contrastive import tune_encoder
-from bertfit.training.distill import with_teacher_targets
 from bertfit.training.features import encode_splits
-from bertfit.training.growth import forgetting, initial_weights
+from bertfit.training.growth import forgetting
 from bertfit.training.loop import LoopState, Session, Trainer, total_steps
 from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
+from bertfit.training.plan import RunPlan, save_plan
+from bertfit.training.setup import Prepared, Splits, cache_dir, prepare
 from bertfit.training.stack import stack_at_end_of_training
 from bertfit.training.trackers import Tracker, open_trackers
-from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter, restore_session, training_precision
+from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter, restore_session
 
 log = logging.getLogger(__name__)
-
-Splits = dict[str, TokenizedSplit | FeatureSplit | StreamedSplit]  # train (maybe streamed), validation, test
 
 
 @dataclass(frozen=True)
@@ -67,6 +62,7 @@ class TrainResult:
     overfitting_warning: str | None = None  # the rule `bertfit evaluate` applies, on this run's evaluations
     stack: dict[str, Any] | None = None  # results.json's stack record: TF-IDF vs the model, and whether a stack was built
     kept: str = "best"  # train.keep: the weights kept are the best evaluation's, or the last step's
+    plan: RunPlan | None = None  # what the run was planned to do and cost (training.plan)
 
 
 def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False,
@@ -93,26 +89,38 @@ def train(config: RunConfig | None = None, resume: str | Path | None = None, ove
         close_distributed(dist)
 
 
+def plan_run(config: RunConfig) -> RunPlan:
+    """What `train(config)` would do and what it would cost here, decided and logged without training or writing."""
+    dist, device = init_distributed(config.train.device)
+    try:
+        return prepare(config, dist, device, None, keep_validation=False).plan
+    finally:
+        close_distributed(dist)
+
+
+
 def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: str | Path | None, overwrite: bool,
            on_eval: EvalCallback | None) -> TrainResult:
-    seed_everything(config.train.seed + dist.rank)  # ranks draw different dropout masks, like one big batch
-    tokenizer = load_tokenizer(config.model.name)
-    # Training steps may autocast where evaluation does not (bf16 on a CPU with AMX): the run's scores are those
-    # `bertfit evaluate` gives (runtime.device.choose_precision).
-    context = InferenceContext(device, choose_precision(config.train.precision, device), tokenizer.pad_token_id,
-                               config.train.eval_batch_size)
-    training = dataclasses.replace(context, precision=training_precision(config, device, resume, dist))
     # A search compares its trials on validation scores (on_eval): its runs always hold rows out.
-    config, dataset, tokens, model = _setup_data_and_model(config, tokenizer, context, dist, keep_validation=on_eval is not None)
-    run_dir = _open_run_dir(config, dataset.labels, resume, overwrite, dist)
-    stage = tune_encoder(model, tokens["train"], config, training, run_dir, resume is not None, dist) \
+    ready = prepare(config, dist, device, resume, keep_validation=on_eval is not None)
+    run_dir = _open_run_dir(ready.plan.config, ready.dataset.labels, resume, overwrite, dist)
+    if resume is None and dist.is_main:
+        save_plan(ready.plan, run_dir)
+    return dataclasses.replace(_run(ready, run_dir, dist, resume is not None, on_eval), plan=ready.plan)
+
+
+def _run(ready: Prepared, run_dir: Path, dist: Distributed, resumed: bool, on_eval: EvalCallback | None) -> TrainResult:
+    """The plan carried out: the contrastive encoder stage (if planned), the loop, the test evaluation."""
+    config, tokenizer, context, training = ready.plan.config, ready.tokenizer, ready.context, ready.training
+    dataset, tokens, model, device = ready.dataset, ready.tokens, ready.model, ready.context.device
+    stage = tune_encoder(model, tokens["train"], config, training, run_dir, resumed, dist) \
         if config.train.method == "contrastive" else None
     if stage is not None and stage.interrupted:
         log.warning("interrupted in the contrastive stage; continue with: bertfit train --resume %s", run_dir)
         return TrainResult(run_dir, 0, 0, {}, None, stage.seconds, 0.0, True)
     tokens = _prepare_splits(model, tokens, config, context, training)
     session = _setup_session(model, tokens["train"], config, context, training.precision, dist)
-    resumes_loop = resume is not None and (stage is None or stage.loop_checkpoint)
+    resumes_loop = resumed and (stage is None or stage.loop_checkpoint)
     state = restore_session(run_dir, session, config.train.seed) if resumes_loop else LoopState()
     state.train_seconds += stage.seconds if stage is not None else 0.0  # the contrastive encoder stage is training too
     trainable, total = count_parameters(model)
@@ -143,45 +151,12 @@ def _trackers(config: RunConfig, run_dir: Path, purge_step: int | None) -> list[
     return open_trackers(names, run_dir, flatten(config_to_dict(config)), purge_step, config.train.mlflow_uri)
 
 
-def _setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, dist: Distributed,
-                          keep_validation: bool = False) -> tuple[RunConfig, TextDataset, Splits, torch.nn.Module]:
-    """The config with its unset fields chosen from the data (training.defaults), the tokenised splits and the model on
-    its device. `keep_validation`: a default validation share is held out even for a few-shot run."""
-    if config.data.streaming:  # the training split is read chunk by chunk during fit (data.streaming)
-        # A stream cuts its batches as it reads: their size is needed now; its windows are refused (config).
-        config = override(config, {"train.batch_size": config.train.batch_size or defaults.batch_size(None),
-                                   "model.window_stride": config.model.window_stride or 0})
-        dataset, stream = load_streamed(config, tokenizer)
-    else:
-        dataset, stream = load_dataset(config.data, config.train.seed), None
-        if not keep_validation and defaults.holds_out_nothing(config, dataset):
-            config = defaults.every_row_trains(config, dataset)
-            dataset = load_dataset(config.data, config.train.seed)  # read as a resume will, from config.yaml's 0
-        if config.model.window_stride is None:
-            config = defaults.choose_windows(config, dataset.splits["train"].texts, tokenizer)
-    # Before tokenising: with model.init_from the labels take the earlier run's ids.
-    dataset, initial, label_rows = initial_weights(config, dataset)
-    if config.distill.teacher is not None:  # the training targets become the teacher's logits beside the gold labels
-        dataset = with_teacher_targets(config, dataset, context, _cache_dir(config))
-    tokens = ({"train": stream} if stream is not None else {}) | tokenize_dataset(dataset, tokenizer, config)
-    model = build_classifier(config.model, len(dataset.labels), config.train.seed, config.lora, initial, label_rows)
-    facts = defaults.DataFacts(len(tokens["train"]), None if stream is not None else len(dataset.splits["train"]),
-                               len(dataset.labels), count_parameters(model.encoder)[1],
-                               len(dataset.splits["validation"]) if "validation" in dataset.splits else 0,
-                               () if stream is not None or config.data.multi_label  # texts, not windows, a label
-                               else tuple(np.unique(tokens["train"].document_labels, return_counts=True)[1].tolist()))
-    config = defaults.fill_defaults(config, facts, dataset.validation_fraction)
-    model = model.to(context.device)
-    broadcast_parameters(model, dist)
-    return config, dataset, tokens, model
-
-
 def _prepare_splits(model: torch.nn.Module, tokens: Splits, config: RunConfig, context: InferenceContext,
                     training: InferenceContext) -> Splits:
     """With a frozen encoder, every split as its pooled vectors (the train split in `training`'s precision); else
     the tokens, the model compiled when asked."""
     if config.uses_cached_features:
-        return encode_splits(model, tokens, context, _cache_dir(config) if config.train.cache_features == "disk" else None,
+        return encode_splits(model, tokens, context, cache_dir(config) if config.train.cache_features == "disk" else None,
                              training)
     if config.train.compile:
         compile_model(model)
@@ -215,17 +190,6 @@ def _check_run_dir_free(config: RunConfig, overwrite: bool, dist: Distributed) -
     problem = broadcast_object(problem, dist)
     if problem is not None:
         raise BertfitError(problem)
-
-
-def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) -> dict[str, TokenizedSplit]:
-    cache = _cache_dir(config)
-    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache, config.model.keep_head,
-                           WindowSettings.for_split(config.model, name))
-            for name, split in dataset.splits.items()}
-
-
-def _cache_dir(config: RunConfig) -> Path:
-    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
 
 
 def _setup_session(model: torch.nn.Module, train_split: TokenizedSplit | FeatureSplit | StreamedSplit,
