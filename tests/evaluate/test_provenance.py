@@ -55,7 +55,9 @@ def test_a_slice_is_labelled_bounds_the_whole_evaluation_and_keeps_the_full_test
     assert results["rows"]["test"] == whole  # label_map applied to test as to train
     sliced = evaluate_run(sentiment_run, max_rows=SLICE, figures=False)
     assert (sliced["split"], sliced["rows"], sliced["source_rows"], sliced["sliced"]) == ("test", SLICE, whole, True)
-    assert sliced["calibration"]["fitted_on"].endswith(f"({SLICE} rows)")  # validation bounded too
+    # validation bounded too: 20 rows are too few to fit a temperature on, so none is fitted or stored
+    assert "calibration" not in sliced and f"{SLICE} validation rows (max_rows {SLICE} bounds them) are too few" in \
+        sliced["calibration_skipped"]
     assert sliced["baselines_trained_on"].endswith(f"({SLICE} rows)")  # and the TF-IDF baseline's train set
 
     card = render_model_card(sentiment_run).read_text(encoding="utf-8")

@@ -20,12 +20,14 @@ from conftest import write_csv
 def run_dir(tiny_model_dir, tmp_path_factory, ag_news_rows):
     folder = tmp_path_factory.mktemp("report")
     write_csv(folder / "train.csv", ag_news_rows[:200])
+    write_csv(folder / "validation.csv", ag_news_rows[200:300])  # 100 rows: enough to fit a temperature on
     write_csv(folder / "test.csv", ag_news_rows[300:])
     code = main(["train", "--model.name", str(tiny_model_dir), "--model.max_length", "64", "--output_dir", str(folder / "runs"),
                  "--train.method", "standard", "--train.stack", "never",  # the model's own figures (a stack: test_stack)
                  "--cache_dir", str(folder / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
                  "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "2", "--train.eval_every_steps", "6",
-                 "--data.train", str(folder / "train.csv"), "--data.test", str(folder / "test.csv"), "--name", "tiny", "--quiet"])
+                 "--data.train", str(folder / "train.csv"), "--data.validation", str(folder / "validation.csv"),
+                 "--data.test", str(folder / "test.csv"), "--name", "tiny", "--quiet"])
     assert code == 0
     run = folder / "runs" / "tiny"
     assert main(["evaluate", str(run)]) == 0
@@ -157,7 +159,7 @@ def test_model_card_lines_load_the_model_in_transformers(run_dir, monkeypatch):
     namespace: dict = {}
     exec(code, namespace)  # noqa: S102 (the card's own three lines)
     scores = {s["label"]: s["score"] for s in namespace["classifier"]("your text", top_k=None)}
-    expected = Predictor(run_dir, device="cpu", backend="torch").predict(["your text"])[0].probabilities
+    expected = Predictor(run_dir, device="cpu", backend="pytorch").predict(["your text"])[0].probabilities
     assert scores == pytest.approx(expected, abs=1e-5)
 
 
@@ -170,6 +172,7 @@ def test_model_card_says_whether_validation_rows_existed_from_the_run_not_the_co
     copy = shutil.copytree(run_dir, tmp_path / "tiny")
     config = yaml.safe_load((copy / "config.yaml").read_text())
     config["data"]["validation_fraction"] = 0.0
+    config["data"]["validation"] = None  # as a preset's run: its own validation split, none named
     (copy / "config.yaml").write_text(yaml.safe_dump(config))
     results = json.loads((copy / "results.json").read_text())
     counted = results["rows"]["validation"]

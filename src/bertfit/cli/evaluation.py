@@ -14,12 +14,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     """evaluate, inspect, tokenize, report, compare, explain: the commands that look at data and results."""
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run on labelled data")
     evaluate.add_argument("run", type=Path)
-    evaluate.add_argument("--data", help="file, preset or hub name (default: the run's test data)")
+    evaluate.add_argument("--data", help="file, preset or hub name (default: the run's own data of --split); other data "
+                                         "is written to RUN/eval/<its name>/, never over the run's own results")
     evaluate.add_argument("--split", default="test", help="split of a preset or hub dataset (default: test)")
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--max-rows", type=int, help="evaluate only the first N rows")
-    evaluate.add_argument("--no-calibrate", action="store_true", help="keep the stored temperature instead of fitting one")
+    calibrate = evaluate.add_mutually_exclusive_group()
+    calibrate.add_argument("--calibrate", action="store_true", default=None,
+                           help="fit a temperature on the run's validation split (at least 100 rows) and store it with "
+                                "the model, also when evaluating other data (default: only on the run's own data)")
+    calibrate.add_argument("--no-calibrate", dest="calibrate", action="store_false", default=None,
+                           help="keep the stored temperature instead of fitting one")
     evaluate.add_argument("--no-baselines", action="store_true", help="skip majority / TF-IDF / untrained-model baselines")
     evaluate.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     evaluate.set_defaults(handler=_evaluate)
@@ -28,7 +34,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     report = commands.add_parser("report", help="one self-contained HTML page and the model card of an evaluated run")
     report.add_argument("run", type=Path)
-    report.add_argument("--split", default="test")
+    report.add_argument("--split", default="test", help="the run's own split that was evaluated (default: test)")
+    report.add_argument("--data", help="report an evaluation of other data: the data as given to evaluate (with "
+                                       "its --split), or its name under RUN/eval/; written to RUN/report-<name>.html")
     report.add_argument("--explain-errors", type=int, default=5, help="token attributions for the top N errors (0: none)")
     report.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html)")
     report.set_defaults(handler=_report)
@@ -36,6 +44,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser("compare", help="evaluated runs side by side in one HTML page")
     compare.add_argument("runs", type=Path, nargs="+")
     compare.add_argument("--split", default="test")
+    compare.add_argument("--data", help="compare the runs' evaluations of this other data (as given to evaluate)")
     compare.add_argument("--out", type=Path, default=Path("compare.html"))
     compare.set_defaults(handler=_compare)
 
@@ -78,17 +87,23 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     tokenize.set_defaults(handler=_tokenize)
 
 
-def _evaluate(args: argparse.Namespace, _: list[str]) -> int:
+def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from bertfit.config_values import parse_overrides
+    from bertfit.errors import BertfitError
     from bertfit.evaluate.report import evaluation_label
     from bertfit.evaluate.run import evaluate_run
 
+    fields = dict(parse_overrides(overrides))
+    if any(not field.startswith("data.") for field in fields):
+        others = ", ".join(field for field in fields if not field.startswith("data."))
+        raise BertfitError(f"evaluate takes data fields after RUN (--data.text_columns ...), not {others}")
     metrics = evaluate_run(args.run, args.data, args.split, batch_size=args.batch_size, device=args.device,
-                           max_rows=args.max_rows, calibrate=not args.no_calibrate, baselines=not args.no_baselines,
-                           figures=not args.no_figures)
-    print(f"{evaluation_label(metrics)}: " + summary(metrics) + (f", ece {metrics['ece']:.4f}" if "ece" in metrics else ""))
-    if "calibration" in metrics:
-        c = metrics["calibration"]
-        print(f"temperature {c['temperature']:.3f}: test ECE {c['test_ece_before']:.4f} -> {c['test_ece_after']:.4f}")
+                           max_rows=args.max_rows, calibrate=args.calibrate, baselines=not args.no_baselines,
+                           figures=not args.no_figures, data_fields=fields)
+    micro = f", f1_micro {metrics['f1_micro']:.4f}" if "per_label" in metrics else ""
+    print(f"{evaluation_label(metrics)}: " + summary(metrics) + micro
+          + (f", ece {metrics['ece']:.4f}" if "ece" in metrics else ""))
+    _print_calibration(metrics, args.run)
     for name, scores in metrics.get("baselines", {}).items():
         print(f"baseline {name}: " + (f"skipped ({scores['skipped']})" if "skipped" in scores else summary(scores)))
     if "stack" in metrics:  # what predict and serve give: the model mixed with TF-IDF
@@ -97,8 +112,30 @@ def _evaluate(args: argparse.Namespace, _: list[str]) -> int:
               f"{summary(stack['stack'])}; parts: model {summary(stack['model'])}, TF-IDF {summary(stack['tfidf'])}")
     if metrics.get("overfitting_warning"):
         print(f"warning: {metrics['overfitting_warning']}")
-    print(f"written: {args.run / 'eval' / args.split}/ (metrics.json, errors.csv, figures)")
+    name = metrics["evaluation"]
+    print(f"written: {args.run / 'eval' / name}/ ({', '.join(metrics['files'])}) and {args.run / 'eval' / name}.json")
+    print("one page of it all (figures, errors, the model card):")
+    print("  " + report_command(args.run, name, args.split))
     return 0
+
+
+def _print_calibration(metrics: dict, run: Path) -> None:
+    """Whether evaluate fitted and stored a temperature (which changes what predict and serve give), and if not why."""
+    if "calibration" in metrics:
+        c = metrics["calibration"]
+        print(f"temperature {c['temperature']:.3f} fitted on {c['fitted_on']}, stored in "
+              f"{run / 'model' / 'bertfit.json'} (predict and serve use it): ECE {c['test_ece_before']:.4f} -> "
+              f"{c['test_ece_after']:.4f} on the evaluated rows")
+    elif "calibration_skipped" in metrics:
+        print(f"temperature {metrics['temperature']:.3f} kept, none fitted: {metrics['calibration_skipped']}")
+
+
+def report_command(run: Path, name: str, split: str) -> str:
+    """The command that renders evaluation `name` of `run` (the run's own split, or other data by its name)."""
+    import shlex
+
+    tail = (["--split", split] if split != "test" else []) if name == split else ["--data", name]
+    return shlex.join(["bertfit", "report", str(run), *tail])
 
 
 def _inspect(args: argparse.Namespace, _: list[str]) -> int:
@@ -139,18 +176,20 @@ def _tokenize(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _report(args: argparse.Namespace, _: list[str]) -> int:
-    from bertfit.evaluate.model_card import render_model_card
-    from bertfit.evaluate.report import render_report
+    from bertfit.evaluate.model_card import card_evaluation, render_model_card
+    from bertfit.evaluate.report import choose_evaluation, render_report
 
-    print(f"report: {render_report(args.run, args.split, args.explain_errors, args.out)}")
-    print(f"model card: {render_model_card(args.run, args.split)}")
+    name = choose_evaluation(args.run, args.data, args.split)
+    print(f"report: {render_report(args.run, args.split, args.explain_errors, args.out, args.data)} (eval/{name})")
+    card = card_evaluation(args.run, args.split, args.data)
+    print(f"model card: {render_model_card(args.run, args.split, args.data)} (eval/{card})")
     return 0
 
 
 def _compare(args: argparse.Namespace, _: list[str]) -> int:
     from bertfit.evaluate.report import render_compare
 
-    print(f"comparison: {render_compare(args.runs, args.out, args.split)}")
+    print(f"comparison: {render_compare(args.runs, args.out, args.split, args.data)}")
     return 0
 
 

@@ -38,19 +38,38 @@ def build_label_map(raw: dict[str, RawSplit], label_names: tuple[str, ...] | Non
 
 
 def map_labels(part: RawSplit, labels: LabelMap) -> list[int]:
-    """Label ids for a split: names map by name, whole numbers index into declared names."""
+    """Label ids for a split, matched by name: a whole number stands for the name its source declares for it
+    (a preset's or hub ClassLabel's names, or data.label_names), never for a position in `labels`, whose order
+    may differ (a run's names sorted, or renumbered by model.init_from)."""
     by_name = labels.label2id
-    ids = []
-    for row, raw_label in zip(part.row_numbers(), part.raw_labels):
-        key = str(raw_label).strip()
-        if key in by_name:
-            ids.append(by_name[key])
-        elif part.label_names is not None and is_index(raw_label, len(labels)):
-            ids.append(int(raw_label))
-        else:
-            raise BertfitError(f"{part.source} row {row}: label {raw_label!r} is not in the label set "
-                               f"({', '.join(labels.names)}); fix the row or set data.label_names")
-    return ids
+    names = [source_name(raw_label, part.label_names) for raw_label in part.raw_labels]
+    unknown = [(row, raw, name) for row, raw, name in zip(part.row_numbers(), part.raw_labels, names) if name not in by_name]
+    if unknown:
+        raise _unknown_labels(part, unknown, labels)
+    return [by_name[name] for name in names]
+
+
+def source_name(raw_label: Any, declared: tuple[str, ...] | None) -> str:
+    """The name a raw label stands for in its source: itself, or declared[i] for a whole number i the source
+    declares names for (a name that is itself a number, such as "4" in 0/2/4, stays itself)."""
+    text = str(raw_label).strip()
+    if declared and text not in declared and is_index(text, len(declared)):
+        return declared[int(text)]
+    return text
+
+
+def _unknown_labels(part: RawSplit, unknown: list[tuple[int, Any, str]], labels: LabelMap) -> BertfitError:
+    """One error for every row whose label is not in `labels`: the first row, and each such label with its count."""
+    row, raw, name = unknown[0]
+    counts: dict[str, int] = {}
+    for _, _, other in unknown:
+        counts[other] = counts.get(other, 0) + 1
+    spelled = f" ({name!r} in {part.source}'s own label names)" if name != str(raw).strip() else ""
+    more = (f"; {len(unknown)} rows carry labels outside it: "
+            + ", ".join(f"{label!r} ({count} rows)" for label, count in counts.items())) if len(unknown) > 1 else ""
+    return BertfitError(f"{part.source} row {row}: label {raw!r}{spelled} is not in the label set "
+                        f"({', '.join(labels.names)}){more}; labels are matched by name: fix the rows, map them with "
+                        "data.label_map, or set data.label_names")
 
 
 def label_names_of(raw_label: Any, separator: str) -> list[str]:
@@ -71,18 +90,15 @@ def build_multi_label_map(raw: dict[str, RawSplit], label_names: tuple[str, ...]
 
 
 def multi_hot(part: RawSplit, labels: LabelMap, separator: str) -> list[list[float]]:
-    """One 0/1 row per text, a 1 for each label the cell names (names, or ids into declared names)."""
+    """One 0/1 row per text, a 1 for each label the cell names, matched by name as in map_labels."""
     by_name, rows = labels.label2id, []
     for row, cell in zip(part.row_numbers(), part.raw_labels):
         vector = [0.0] * len(labels)
-        for name in label_names_of(cell, separator):
-            if name in by_name:
-                vector[by_name[name]] = 1.0
-            elif is_index(name, len(labels)):
-                vector[int(name)] = 1.0
-            else:
-                raise BertfitError(f"{part.source} row {row}: label {name!r} is not in the label set "
-                                   f"({', '.join(labels.names)}); fix the row or set data.label_names")
+        for raw_name in label_names_of(cell, separator):
+            name = source_name(raw_name, part.label_names)
+            if name not in by_name:
+                raise _unknown_labels(part, [(row, raw_name, name)], labels)
+            vector[by_name[name]] = 1.0
         rows.append(vector)
     return rows
 

@@ -6,17 +6,31 @@ any time and always matches the files beside it.
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 from bertfit import artifacts
 from bertfit.config import ModelConfig, RunConfig
 from bertfit.errors import BertfitError
-from bertfit.evaluate.report import HEADLINE, base_model_label, evaluation_label, load_evaluation, stack_name, training_test
+from bertfit.evaluate.outputs import evaluation_folder
+from bertfit.evaluate.report import (
+    HEADLINE,
+    MULTI_LABEL_HEADLINE,
+    base_model_label,
+    choose_evaluation,
+    evaluation_label,
+    load_evaluation,
+    stack_name,
+    training_test,
+)
 from bertfit.meta import ExportMeta, ModelMeta
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
+    if "per_label" in evaluation:
+        return _multi_label_table(evaluation)
     lines = ["| model | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|",
              "| **fine-tuned** | " + " | ".join(f"{evaluation[k]:.4f}" for k in HEADLINE) + " |"]
     if evaluation.get("stack"):
@@ -29,18 +43,54 @@ def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
-    """Write RUN/model/README.md and return its path."""
+def _multi_label_table(evaluation: dict[str, Any]) -> list[str]:
+    """A multi-label run's scores: the headline (exact-match accuracy, micro and macro F1), then each label."""
+    lines = ["| model | " + " | ".join(MULTI_LABEL_HEADLINE) + " |", "|---" * (len(MULTI_LABEL_HEADLINE) + 1) + "|",
+             "| **fine-tuned** | " + " | ".join(f"{evaluation[k]:.4f}" for k in MULTI_LABEL_HEADLINE) + " |"]
+    if evaluation.get("stack"):
+        stack = evaluation["stack"]["scores"]["stack"]
+        lines.append(f"| **{stack_name(evaluation['stack']['model_weight'])}** | "
+                     + " | ".join(f"{stack[k]:.4f}" if k in stack else "-" for k in MULTI_LABEL_HEADLINE) + " |")
+    lines += ["", "accuracy is exact match (the whole label set right). Each label is predicted when its probability "
+              "reaches its threshold, tuned on validation:", "",
+              "| label | threshold | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
+    for name, scores in evaluation["per_label"].items():
+        lines.append(f"| {name} | {scores['threshold']:.2f} | {scores['precision']:.4f} | {scores['recall']:.4f} "
+                     f"| {scores['f1']:.4f} | {scores['support']} |")
+    return lines
+
+
+def card_evaluation(run_dir: Path, split: str = "test", data: str | None = None) -> str:
+    """The evaluation the card reports: the run's own `split` when it has been evaluated (a report of other data leaves
+    the card as it is), else the one a report of `data` shows (report.choose_evaluation)."""
+    if (evaluation_folder(run_dir, split) / "metrics.json").is_file():
+        return split
+    return choose_evaluation(run_dir, data, split)
+
+
+def command_path(run_dir: Path, config: RunConfig) -> str:
+    """The run as the card's commands name it: OUTPUT_DIR/NAME as training wrote it, so they run as printed from
+    where training ran; the path given when the run has moved since (or the card is written from elsewhere)."""
+    trained = Path(config.output_dir) / config.name if config.name else None
+    try:
+        same = trained is not None and trained.exists() and trained.samefile(run_dir)
+    except OSError:
+        same = False
+    return (trained if same else Path(run_dir)).as_posix()
+
+
+def render_model_card(run_dir: str | Path, split: str = "test", data: str | None = None) -> Path:
+    """Write RUN/model/README.md from the evaluation card_evaluation picks and return its path."""
     run_dir = Path(run_dir)
     config = artifacts.read_run_config(run_dir)
-    evaluation = load_evaluation(run_dir, split)
+    evaluation = load_evaluation(run_dir, card_evaluation(run_dir, split, data))
     folder = artifacts.model_folder(run_dir)
     meta = artifacts.read_model_meta(folder)
     results = artifacts.read_results(run_dir)
     rows = results.get("rows", {})
     validated = _has_validation(config, rows)
-    weakest = min(evaluation["per_class"].items(), key=lambda item: item[1]["f1"])
-    confused = evaluation["most_confused"][0] if evaluation["most_confused"] else None
+    weakest = min(evaluation.get("per_class", evaluation.get("per_label", {})).items(), key=lambda item: item[1]["f1"])
+    confused = evaluation["most_confused"][0] if evaluation.get("most_confused") else None
     train = config.train
     length = f"{train.max_steps} steps (train.max_steps)" if train.max_steps else f"epochs {train.epochs}"
     lines = [
@@ -50,7 +100,7 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         "## Intended use", "",
         f"Classifying short English texts like those in `{config.data.train}` into the labels above. "
         "Scores below hold for text from the same source; check on a sample before using it elsewhere.", "",
-        *_loading_lines(run_dir, meta), "",
+        *_loading_lines(command_path(run_dir, config), meta), "",
         "## Data", "",
         f"- train: `{config.data.train}` ({rows.get('train', '?')} rows used)",
         _validation_line(config, rows, validated),
@@ -63,12 +113,10 @@ def render_model_card(run_dir: str | Path, split: str = "test") -> Path:
         f"- {_kept(config, results.get('best_step', meta.step), validated)}", "",
         f"## Metrics ({evaluation_label(evaluation)})", "", *_metrics_table(evaluation), "",
         *_training_test_lines(run_dir),
-        f"Temperature T = {evaluation.get('temperature', 1.0):.3f} "
-        f"({'fitted on validation data' if validated else 'not fitted: no validation rows'}; applied by "
-        "`Predictor`).", "",
+        _confidence_line(evaluation, meta, validated), "",
         "## Limits", "",
-        f"- Weakest class on the {evaluation['rows']} evaluated rows: {weakest[0]} (F1 {weakest[1]['f1']:.3f}, "
-        f"support {weakest[1]['support']}).",
+        f"- Weakest {'label' if meta.multi_label else 'class'} on the {evaluation['rows']} evaluated rows: {weakest[0]} "
+        f"(F1 {weakest[1]['f1']:.3f}, support {weakest[1]['support']}).",
     ]
     lines += _limit_lines(evaluation, confused, config, validated)
     export = artifacts.export_folder(run_dir)
@@ -91,15 +139,30 @@ def _training_test_lines(run_dir: Path) -> list[str]:
             f"accuracy {test['accuracy']:.4f}, macro F1 {test['f1_macro']:.4f}.", ""]
 
 
-def _loading_lines(run_dir: Path, meta: ModelMeta) -> list[str]:
-    """How to load the model: bertfit, or Hugging Face transformers with the modelling code this folder ships."""
-    folder = f"{run_dir.name}/{artifacts.MODEL_DIR}"
-    lines = ["## Loading it", "", f"bertfit: `bertfit predict {run_dir.name} \"your text\"`, or "
-             f"`Predictor(\"{run_dir.name}\").predict([...])` in Python.", "",
+def _confidence_line(evaluation: dict[str, Any], meta: ModelMeta, validated: bool) -> str:
+    """What the probabilities mean: each label's threshold (multi-label), or the temperature and where it came from."""
+    if meta.multi_label:
+        return "Each label is predicted when its probability reaches its threshold (tuned on validation, table above)."
+    temperature = evaluation.get("temperature", meta.temperature)
+    if not validated:
+        how = "not fitted: no validation rows"
+    elif evaluation.get("calibration"):
+        how = f"fitted on validation data: {evaluation['calibration']['fitted_on']}"
+    else:
+        how = "not refitted" + (f": {evaluation['calibration_skipped']}" if evaluation.get("calibration_skipped") else "")
+    return f"Temperature T = {temperature:.3f} ({how}; applied by `Predictor`)."
+
+
+def _loading_lines(run: str, meta: ModelMeta) -> list[str]:
+    """How to load the model: bertfit, or Hugging Face transformers with the modelling code this folder ships; `run`
+    is the run's path as the commands name it (command_path)."""
+    folder = f"{run}/{artifacts.MODEL_DIR}"
+    lines = ["## Loading it", "", f"bertfit: `bertfit predict {shlex.quote(run)} \"your text\"`, or "
+             f"`Predictor({json.dumps(run)}).predict([...])` in Python.", "",
              "Hugging Face transformers (this folder ships its modelling code, hence `trust_remote_code=True`; "
              "the probabilities are bertfit's, temperature included):", "", "```python",
              "from transformers import pipeline",
-             f"classifier = pipeline(\"text-classification\", model=\"{folder}\", trust_remote_code=True)",
+             f"classifier = pipeline(\"text-classification\", model={json.dumps(folder)}, trust_remote_code=True)",
              "classifier(\"your text\", top_k=None)", "```"]
     if meta.stack is not None:
         weight = meta.stack.model_weight
@@ -107,7 +170,7 @@ def _loading_lines(run_dir: Path, meta: ModelMeta) -> list[str]:
                   f"this model's probabilities + {1 - weight:.2f} x a TF-IDF + logistic regression's (`{meta.stack.file}`), "
                   f"the weight chosen on validation {meta.stack.metric}. transformers gives the fine-tuned model alone."]
     if meta.adapter:
-        lines.append(f"This run trained LoRA adapters: write a standalone folder with `bertfit merge {run_dir.name} "
+        lines.append(f"This run trained LoRA adapters: write a standalone folder with `bertfit merge {shlex.quote(run)} "
                      "OUT` and load OUT instead.")
     return lines
 
@@ -125,11 +188,21 @@ def _limit_lines(evaluation: dict[str, Any], confused: dict[str, Any] | None, co
                          f"{evaluation['accuracy']:.3f}): this model is not worth its cost yet.")
     if evaluation.get("overfitting_warning"):
         lines.append(f"- Training: {evaluation['overfitting_warning']}.")
+    multi_label = "per_label" in evaluation
     return lines + [_long_text_limit(config.model),
-                    "- Labels outside the set above cannot be predicted; every input gets one of them.",
-                    "- Confidence is calibrated on the validation split only; under a shift in data it may be "
-                    "over-confident." if validated else
-                    "- Confidence is not calibrated (no validation rows): read the probabilities as a ranking.", ""]
+                    "- Labels outside the set above cannot be predicted; " + ("an input gets those whose probability "
+                    "reaches their threshold, possibly none." if multi_label else "every input gets one of them."),
+                    _confidence_limit(evaluation, multi_label, validated), ""]
+
+
+def _confidence_limit(evaluation: dict[str, Any], multi_label: bool, validated: bool) -> str:
+    """How far the probabilities can be read as probabilities: calibrated on validation, or only a ranking."""
+    if multi_label:
+        return "- Each label's threshold was tuned on the validation split only; under a shift in data the sets may change."
+    if evaluation.get("calibration") or evaluation.get("temperature", 1.0) != 1.0:
+        return "- Confidence is calibrated on the validation split only; under a shift in data it may be over-confident."
+    why = evaluation.get("calibration_skipped") or ("no validation rows" if not validated else "no temperature fitted")
+    return f"- Confidence is not calibrated ({why}): read the probabilities as a ranking."
 
 
 def _long_text_limit(model: ModelConfig) -> str:

@@ -1,4 +1,4 @@
-"""The evaluation figures as PNG files: confusion matrices, training curves, reliability diagram.
+"""The evaluation figures as PNG files: confusion matrices, training curves, reliability diagram, per-label scores.
 
 Matplotlib runs on the Agg backend (no display needed); every function takes plain data, writes
 one file and closes its figure, so long evaluations do not pile up open figures.
@@ -108,6 +108,25 @@ def reliability_png(before: dict[str, np.ndarray], after: dict[str, np.ndarray] 
         axis.set_title(f"Reliability ({title}), ECE {ece:.3f}")
         # Below the axes: bars can fill any corner of the plot, the legend must not hide them.
         axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8, frameon=False)
+    figure.tight_layout()
+    return _save(plt, figure, path)
+
+
+def per_label_png(per_label: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Multi-label runs: precision, recall and F1 of each label side by side, its support in the tick label."""
+    plt = _pyplot()
+    names = list(per_label)
+    y = np.arange(len(names))
+    figure, axis = plt.subplots(figsize=(8, max(3.0, 0.45 * len(names) + 1.5)))
+    for offset, key, colour in ((-0.27, "precision", "#4c72b0"), (0.0, "recall", "#dd8452"), (0.27, "f1", "#55a868")):
+        axis.barh(y + offset, [per_label[n][key] for n in names], height=0.26, color=colour, label=key)
+    axis.set_yticks(y, [f"{n} ({per_label[n]['support']})" for n in names])
+    axis.invert_yaxis()  # the first label on top, as in the tables
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("score at the label's threshold")
+    axis.set_title("Per label (support in brackets)")
+    axis.grid(alpha=0.3, axis="x")
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=9, frameon=False)
     figure.tight_layout()
     return _save(plt, figure, path)
 

@@ -1,13 +1,12 @@
 """One self-contained HTML page per run (`bertfit report RUN`) and side by side (`bertfit compare`).
 
-The page reads what `evaluate_run` wrote (RUN/eval/<split>/) and embeds the figures as base64, so
-the single .html file can be mailed or archived without its folder.
+The page reads what `evaluate_run` wrote (RUN/eval/<name>/: the run's own split, or other data's name) and embeds
+the figures as base64, so the single .html file can be mailed or archived without its folder. The run's own
+evaluation goes to RUN/report.html, one of other data to RUN/report-<name>.html.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
 import html
 import json
 import logging
@@ -19,15 +18,14 @@ import yaml
 from bertfit import artifacts
 from bertfit.config import EMBEDDED_HUB_NAME, EMBEDDED_MODEL, config_to_dict, flatten
 from bertfit.errors import BertfitError
+from bertfit.evaluate.html import embed_png, page, read_csv, table
+from bertfit.evaluate.outputs import evaluation_folder, evaluations, find_evaluation, missing_evaluation, own_data
 
 log = logging.getLogger(__name__)
 
 HEADLINE = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro", "loss", "ece")
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th{background:#f2f2f2}td.t,th.t{text-align:left;max-width:640px}.warn{background:#fff3cd;border:1px solid #e0b000;
-padding:.6em 1em;border-radius:4px}.good{color:#13795b}.bad{color:#b00020}img{max-width:100%;border:1px solid #eee}
-.diff{background:#fff3cd}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"""
+MULTI_LABEL_HEADLINE = ("accuracy", "f1_micro", "f1_macro", "precision_micro", "recall_micro", "precision_macro",
+                        "recall_macro", "loss")
 
 
 def base_model_label(name: str) -> str:
@@ -52,34 +50,12 @@ def training_test(run_dir: Path) -> dict[str, Any] | None:
     return {"data": data, "rows": results.get("rows", {}).get("test", "?"), **results["test"]}
 
 
-def load_evaluation(run_dir: Path, split: str = "test") -> dict[str, Any]:
-    path = Path(run_dir) / "eval" / split / "metrics.json"
+def load_evaluation(run_dir: Path, name: str = "test") -> dict[str, Any]:
+    """The metrics.json of the evaluation `name` (a split, or other data's name: see evaluate.outputs)."""
+    path = evaluation_folder(run_dir, name) / "metrics.json"
     if not path.is_file():
-        raise BertfitError(f"{run_dir}: no evaluation found ({path} is missing); run `bertfit evaluate {run_dir}` first")
+        raise missing_evaluation(Path(run_dir), name)
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def read_errors(run_dir: Path, split: str = "test", limit: int = 20) -> list[dict[str, str]]:
-    return _read_csv(Path(run_dir) / "eval" / split / "errors.csv", limit)
-
-
-def embed_png(path: Path) -> str:
-    """An <img> holding the PNG itself, or a note that the figure is missing."""
-    if not path.is_file():
-        return f"<p><i>{html.escape(path.name)} not found</i></p>"
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-
-
-def table(header: list[str], rows: list[list[Any]], text_columns: int = 1) -> str:
-    """An HTML table; the first `text_columns` columns are left-aligned text, numbers in general format (4 digits:
-    0.9017, 1e-05), so a learning rate shows as itself and not as 0.0000."""
-    def cell(value: Any, index: int, tag: str) -> str:
-        shown = f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
-        return f'<{tag}{" class=t" if index < text_columns else ""}>{shown}</{tag}>'
-    head = "".join(cell(h, i, "th") for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(cell(v, i, "td") for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def baseline_rows(evaluation: dict[str, Any]) -> list[list[Any]]:
@@ -102,15 +78,35 @@ def stack_name(model_weight: float) -> str:
     return f"stack: {model_weight:.2f} x fine-tuned + {1 - model_weight:.2f} x TF-IDF (served)"
 
 
-def render_report(run_dir: str | Path, split: str = "test", explain_errors: int = 5, out: Path | None = None) -> Path:
-    """Write RUN/report.html (or `out`) and return its path."""
+def choose_evaluation(run_dir: Path, data: str | None = None, split: str = "test") -> str:
+    """Which evaluation a report shows: that of `data` (as given to evaluate, or an evaluation's name), else the run's
+    own `split`; a run with no data of its own for the split shows its most recent evaluation of other data."""
+    if data is not None:
+        return find_evaluation(run_dir, data, split)
+    if not (evaluation_folder(run_dir, split) / "metrics.json").is_file():
+        found = evaluations(run_dir)
+        if found and own_data(artifacts.read_run_config(run_dir), split) is None:
+            log.info("%s has no %s data of its own: reporting its most recent evaluation, %s", run_dir, split, found[0])
+            return found[0]
+    return split
+
+
+def report_path(run_dir: Path, name: str, split: str = "test") -> Path:
+    """RUN/report.html for the evaluation asked for by split, RUN/report-<name>.html for one of other data."""
+    return Path(run_dir) / ("report.html" if name == split else f"report-{name}.html")
+
+
+def render_report(run_dir: str | Path, split: str = "test", explain_errors: int = 5, out: Path | None = None,
+                  data: str | None = None) -> Path:
+    """Write the page of one evaluation (choose_evaluation) to `out` (default: report_path) and return its path."""
     run_dir = Path(run_dir)
-    evaluation = load_evaluation(run_dir, split)
-    folder = run_dir / "eval" / split
+    name = choose_evaluation(run_dir, data, split)
+    evaluation = load_evaluation(run_dir, name)
+    folder = evaluation_folder(run_dir, name)
     config = artifacts.read_run_config(run_dir)
     sections = [f"<h1>bertfit report: {html.escape(run_dir.name)}</h1>",
                 f"<p>Base model {html.escape(base_model_label(config.model.name))}. Evaluated on "
-                f"{html.escape(evaluation_label(evaluation))}.</p>"]
+                f"{html.escape(evaluation_label(evaluation))} (eval/{html.escape(name)}).</p>"]
     at_training = training_test(run_dir)
     if at_training:
         sections.append(f"<p>At the end of training, on the whole test data ({html.escape(str(at_training['data']))}, "
@@ -118,47 +114,76 @@ def render_report(run_dir: str | Path, split: str = "test", explain_errors: int 
                         f"macro F1 {at_training['f1_macro']:.4f}.</p>")
     if evaluation.get("overfitting_warning"):
         sections.append(f'<p class="warn"><b>Warning:</b> {html.escape(evaluation["overfitting_warning"])}</p>')
-    sections += ["<h2>Fine-tuned vs baselines</h2>",
-                 table(["model", *HEADLINE, "accuracy margin of fine-tuned"], baseline_rows(evaluation))]
-    sections += _calibration_section(evaluation)
-    per_class = evaluation["per_class"]
-    sections += ["<h2>Per class</h2>", table(["class", "precision", "recall", "f1", "support"],
-                                             [[n, s["precision"], s["recall"], s["f1"], s["support"]]
-                                              for n, s in per_class.items()]),
-                 "<h2>Most confused pairs</h2>",
-                 table(["true", "predicted as", "rows", "share of true class"],
-                       [[p["true"], p["predicted"], p["count"], p["fraction_of_true"]] for p in evaluation["most_confused"]], 2),
-                 "<h2>Training curves</h2>", embed_png(folder / "curves.png"),
-                 "<h2>Confusion matrix</h2>", embed_png(folder / "confusion.png"),
-                 "<h2>Reliability</h2>", embed_png(folder / "reliability.png")]
-    sections += _errors_section(run_dir, split, explain_errors)
+    if "per_label" in evaluation:
+        sections += _multi_label_sections(evaluation, folder)
+    else:
+        sections += _single_label_sections(evaluation, folder)
+        sections += _errors_section(run_dir, folder, explain_errors)
     sections += _audit_section(run_dir / artifacts.AUDIT_DIR)
     sections += ["<h2>Hyper-parameters</h2>",
                  f"<pre>{html.escape(yaml.safe_dump(config_to_dict(config), sort_keys=False))}</pre>"]
-    out = Path(out) if out else run_dir / "report.html"
+    out = Path(out) if out else report_path(run_dir, name, split)
     artifacts.write_text_atomic(out, page(f"bertfit report {run_dir.name}", sections))
     return out
 
 
-def page(title: str, sections: list[str]) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
+def _single_label_sections(evaluation: dict[str, Any], folder: Path) -> list[str]:
+    """Baselines, calibration, per-class scores, confused pairs and the figures of a single-label evaluation."""
+    sections = ["<h2>Fine-tuned vs baselines</h2>",
+                table(["model", *HEADLINE, "accuracy margin of fine-tuned"], baseline_rows(evaluation))]
+    sections += _calibration_section(evaluation)
+    per_class = evaluation["per_class"]
+    return sections + ["<h2>Per class</h2>", table(["class", "precision", "recall", "f1", "support"],
+                                                   [[n, s["precision"], s["recall"], s["f1"], s["support"]]
+                                                    for n, s in per_class.items()]),
+                       "<h2>Most confused pairs</h2>",
+                       table(["true", "predicted as", "rows", "share of true class"],
+                             [[p["true"], p["predicted"], p["count"], p["fraction_of_true"]]
+                              for p in evaluation["most_confused"]], 2),
+                       "<h2>Training curves</h2>", embed_png(folder / "curves.png"),
+                       "<h2>Confusion matrix</h2>", embed_png(folder / "confusion.png"),
+                       "<h2>Reliability</h2>", embed_png(folder / "reliability.png")]
+
+
+def _multi_label_sections(evaluation: dict[str, Any], folder: Path) -> list[str]:
+    """A multi-label evaluation: headline (and the stack's), each label at its threshold, wrong label sets, figures."""
+    rows = [["fine-tuned", *(evaluation.get(k, "") for k in MULTI_LABEL_HEADLINE)]]
+    if evaluation.get("stack"):
+        stack = evaluation["stack"]["scores"]["stack"]
+        rows.append([stack_name(evaluation["stack"]["model_weight"]), *(stack.get(k, "") for k in MULTI_LABEL_HEADLINE)])
+    labels = [[name, s["threshold"], s["precision"], s["recall"], s["f1"], s["support"], s["true_positives"],
+               s["false_positives"], s["false_negatives"]] for name, s in evaluation["per_label"].items()]
+    errors = read_csv(folder / "errors.csv", 20)
+    return ["<h2>Multi-label scores</h2><p>accuracy is exact match: the whole label set right. Each label is predicted "
+            "when its probability reaches its threshold (tuned on validation).</p>",
+            table(["model", *MULTI_LABEL_HEADLINE], rows),
+            "<h2>Per label</h2>", table(["label", "threshold", "precision", "recall", "f1", "support", "true positives",
+                                         "false positives", "false negatives"], labels),
+            embed_png(folder / "per_label.png"),
+            f"<h2>Wrong label sets ({evaluation['wrong_sets']} rows, first {len(errors)})</h2>",
+            table(["row", "text", "true", "predicted", "missed", "added"],
+                  [[e["row"], e["text"][:300], e["true"], e["predicted"], e["missed"], e["added"]] for e in errors], 6)
+            if errors else "<p>Every row's label set was predicted exactly.</p>",
+            "<h2>Training curves</h2>", embed_png(folder / "curves.png")]
 
 
 def _calibration_section(evaluation: dict[str, Any]) -> list[str]:
     calibration = evaluation.get("calibration")
     if not calibration:
-        return ["<h2>Calibration</h2>", f"<p>Temperature {evaluation.get('temperature', 1.0):.3f} (not refitted).</p>"]
-    rows = [[split, calibration[f"{split}_ece_before"], calibration[f"{split}_ece_after"],
-             calibration[f"{split}_loss_before"], calibration[f"{split}_loss_after"]] for split in ("validation", "test")]
+        why = evaluation.get("calibration_skipped")
+        return ["<h2>Calibration</h2>", f"<p>Temperature {evaluation.get('temperature', 1.0):.3f} (not refitted"
+                + (f": {html.escape(why)}" if why else "") + ").</p>"]
+    rows = [[shown, calibration[f"{split}_ece_before"], calibration[f"{split}_ece_after"],
+             calibration[f"{split}_loss_before"], calibration[f"{split}_loss_after"]]
+            for split, shown in (("validation", "validation"), ("test", "evaluated rows"))]
     return ["<h2>Calibration (temperature scaling)</h2>",
             f"<p>T = {calibration['temperature']:.3f}, fitted on {html.escape(calibration['fitted_on'])}; "
             "stored in model/bertfit.json and applied by Predictor.</p>",
-            table(["split", "ECE before", "ECE after", "loss before", "loss after"], rows)]
+            table(["rows", "ECE before", "ECE after", "loss before", "loss after"], rows)]
 
 
-def _errors_section(run_dir: Path, split: str, explain_errors: int) -> list[str]:
-    errors = read_errors(run_dir, split)
+def _errors_section(run_dir: Path, folder: Path, explain_errors: int) -> list[str]:
+    errors = read_csv(folder / "errors.csv", 20)
     if not errors:
         return ["<h2>Errors</h2><p>No misclassified rows.</p>"]
     rows = [[e["row"], e["text"][:300], e["true"], e["predicted"], float(e["confidence"])] for e in errors]
@@ -188,12 +213,12 @@ def _audit_section(folder: Path, limit: int = 20) -> list[str]:
              f"<b>{found['conflicting_pairs']}</b> near-duplicate pairs with conflicting labels; out-of-fold accuracy "
              f"against the given labels {found['out_of_fold_accuracy']:.4f}. Review {artifacts.AUDIT_ISSUES} and apply it "
              "with <code>bertfit audit RUN --relabel FILE</code>.</p>"]
-    issues = _read_csv(folder / artifacts.AUDIT_ISSUES, limit)
+    issues = read_csv(folder / artifacts.AUDIT_ISSUES, limit)
     if issues:
         parts.append(table(["row", "text", "given", "suggested", "score"],
                            [[r["row"], r["text"][:300], r["given_label"], r["suggested_label"], float(r["score"])]
                             for r in issues], 4))
-    conflicts = _read_csv(folder / artifacts.AUDIT_CONFLICTS, limit // 2)
+    conflicts = read_csv(folder / artifacts.AUDIT_CONFLICTS, limit // 2)
     if conflicts:
         parts += ["<h3>Near-duplicates labelled differently</h3>",
                   table(["rows", "labels", "text a", "text b", "similarity"],
@@ -202,24 +227,19 @@ def _audit_section(folder: Path, limit: int = 20) -> list[str]:
     return parts
 
 
-def _read_csv(path: Path, limit: int) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as file:
-        return [row for _, row in zip(range(limit), csv.DictReader(file))]
-
-
-def render_compare(run_dirs: list[str | Path], out: Path, split: str = "test") -> Path:
-    """Runs side by side: headline metrics, hyper-parameters (differences first, highlighted), curves."""
+def render_compare(run_dirs: list[str | Path], out: Path, split: str = "test", data: str | None = None) -> Path:
+    """Runs side by side: headline metrics (of each run's evaluation chosen as report chooses it), hyper-parameters
+    (differences first, highlighted), curves."""
     from bertfit.evaluate.plots import compare_curves_png
 
     runs = [Path(r) for r in run_dirs]
     if len(runs) < 2:
         raise BertfitError("compare needs at least two run directories")
     names = [r.name if list(map(lambda x: x.name, runs)).count(r.name) == 1 else str(r) for r in runs]
-    evaluations = [load_evaluation(r, split) for r in runs]
+    evaluations = [load_evaluation(r, choose_evaluation(r, data, split)) for r in runs]
+    shown = [m for m in dict.fromkeys(HEADLINE + MULTI_LABEL_HEADLINE) if any(m in e for e in evaluations)]
     metric_rows = [["evaluated on", *(evaluation_label(e) for e in evaluations)],
-                   *([metric, *(e.get(metric, "") for e in evaluations)] for metric in HEADLINE)]
+                   *([metric, *(e.get(metric, "") for e in evaluations)] for metric in shown)]
     at_training = [training_test(r) for r in runs]
     metric_rows.append(["test accuracy at training (whole test data)",
                         *(f"{t['accuracy']:.4f} ({t['rows']} rows)" if t else "" for t in at_training)])
@@ -233,7 +253,7 @@ def render_compare(run_dirs: list[str | Path], out: Path, split: str = "test") -
     param_html = param_html.replace("<tr><td class=t>", '<tr class="diff"><td class=t>', len(differing))
     curves = compare_curves_png({n: artifacts.read_metrics(r) for n, r in zip(names, runs)}, Path(out).with_suffix(".png"))
     sections = [f"<h1>bertfit compare: {len(runs)} runs</h1>",
-                f"<h2>Metrics ({html.escape(split)})</h2>", table(["metric", *names], metric_rows),
+                f"<h2>Metrics ({html.escape(data or split)})</h2>", table(["metric", *names], metric_rows),
                 "<h2>Validation curves</h2>", embed_png(curves),
                 f"<h2>Hyper-parameters ({len(differing)} differ, highlighted)</h2>", param_html]
     artifacts.write_text_atomic(Path(out), page("bertfit compare", sections))

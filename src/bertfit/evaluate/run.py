@@ -1,12 +1,15 @@
-"""Evaluate a trained run on a labelled split: `evaluate_run("runs/x", "ag_news")`.
+"""Evaluate a trained run on labelled data: `evaluate_run("runs/x")`, or other data: `evaluate_run("runs/x", "ag_news")`.
 
-Writes RUN/eval/<split>.json (headline metrics) and the folder RUN/eval/<split>/:
+Writes RUN/eval/<name>.json (headline metrics) and the folder RUN/eval/<name>/, where <name> is the split for the
+run's own data (eval/test/) and names other data after itself (eval/ag_news-test/, eval/holdout/: see
+evaluate.outputs), so evaluating other data never overwrites the run's own results:
     metrics.json      accuracy, precision/recall/F1 (macro, weighted, per class), loss, ECE, confusion
                       matrix, most-confused pairs, calibration (T, ECE before/after), baselines, timings
     confusion.png     counts and normalised by true class
     curves.png        train vs validation loss, validation accuracy/F1 per evaluation (from metrics.jsonl)
     reliability.png   reliability diagram before and after temperature scaling
     errors.csv        misclassified texts: true, predicted, confidence; most confident mistakes first
+Multi-label runs write their own kind of each (evaluate.multilabel). Labels are matched by name (data.labels).
 
 These describe the fine-tuned model. A run with a stacked ensemble (bertfit.infer.stack) also gets `stack`:
 its weight and the scores of the stack and of both parts on the same rows (what predict and serve give).
@@ -15,7 +18,6 @@ its weight and the scores of the stack and of both parts on the same rows (what 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -26,16 +28,19 @@ import numpy as np
 
 from bertfit import artifacts
 from bertfit.atomic import atomic_file, write_json_atomic
+from bertfit.config import override
 from bertfit.data.labels import map_labels, multi_hot
 from bertfit.data.read import RawSplit, read_split
 from bertfit.data.splits import Split, load_dataset
 from bertfit.errors import BertfitError
 from bertfit.evaluate import plots
 from bertfit.evaluate.calibration import fit_temperature
+from bertfit.evaluate.multilabel import write_multi_label_outputs
+from bertfit.evaluate.outputs import Scored, drop_stale, evaluation_folder, evaluation_name, is_own_data, own_data
 from bertfit.infer.engine import InferenceContext, text_logits
 from bertfit.infer.stack import open_stack
 from bertfit.metrics import (
-    classification_metrics,
+    MIN_VALIDATION_ROWS,
     cross_entropy,
     expected_calibration_error,
     full_report,
@@ -54,9 +59,13 @@ class EvaluationSettings:
     batch_size: int = 128
     device: str = "auto"
     max_rows: int | None = None  # evaluate only the first N rows
-    calibrate: bool = True  # fit a temperature on the run's validation split, stored in model/bertfit.json
+    # Fit a temperature on the run's validation split and store it in model/bertfit.json (predict and serve use it).
+    # None: only when evaluating the run's own data, so scoring other data never changes the model unasked.
+    calibrate: bool | None = None
     baselines: bool = True  # also score majority class, TF-IDF + logistic regression and the untrained model
     figures: bool = True
+    # data.* fields read in place of the run's own for this data (its columns differ): {"data.label_column": "topic"}
+    data_fields: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.max_rows is not None and self.max_rows < 1:
@@ -77,77 +86,112 @@ class _Scorer:
         return text_logits(model, loaded.tokenizer, loaded.meta, texts, self.context).astype(np.float64)
 
 
-def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "test", **settings: Any) -> dict[str, Any]:
-    """Metrics of the run's best model on `data` (a file, preset or hub name; default: the run's own test
-    data), with the run's column mapping and label set, plus the files listed in the module docstring.
-    `settings` are the fields of EvaluationSettings (batch_size, device, max_rows, calibrate, baselines, figures).
-    """
+def evaluate_run(run_dir: str | Path, data: Any = None, split: str = "test", **settings: Any) -> dict[str, Any]:
+    """Metrics of the run's best model on `data` (a file, preset, hub name or table; default: the run's own `split`),
+    read with the run's column mapping and matched by name to its label set, plus the files listed in the module
+    docstring. `settings` are the fields of EvaluationSettings (batch_size, device, max_rows, calibrate, baselines,
+    figures). The result names its folder under RUN/eval/ (`evaluation`) and the files written there (`files`)."""
     options = EvaluationSettings(**settings)
     run_dir = Path(run_dir)
     config = artifacts.read_run_config(run_dir)
-    spec = data or getattr(config.data, split, None) or (config.data.train if split != "train" else None)
+    spec = data if data is not None else own_data(config, split)
     if spec is None:
-        raise BertfitError(f"{run_dir}: the run has no {split} data; pass data (a file, preset or hub name)")
+        held = "; its validation rows were split off data.train" if split == "validation" else ""
+        raise BertfitError(f"{run_dir}: the run has no {split} data of its own (data.{split} is unset{held}); "
+                           "pass data (a file, preset or hub name)")
+    name, own = evaluation_name(config, data, split), is_own_data(config, data, split)
     loaded = artifacts.load_model(run_dir)
     scorer = _Scorer(loaded, InferenceContext.create(loaded.tokenizer.pad_token_id, options.batch_size, options.device))
-    part = read_split(spec, split, dataclasses.replace(config.data, label_names=loaded.meta.labels))
+    # The run's columns and label_map (or data_fields in their place); labels matched by name below.
+    reading = override(config, options.data_fields).data if options.data_fields else config.data
+    part = read_split(spec, split, reading)
     texts = part.texts[:options.max_rows] if options.max_rows else part.texts
+    out = evaluation_folder(run_dir, name)
+    start = time.perf_counter()
     if loaded.meta.multi_label:
-        return _evaluate_multi_label(run_dir, scorer, part, texts, split, config.data.label_separator)
-    labels = np.asarray(map_labels(part, loaded.labels)[: len(texts)])
+        labels = np.asarray(multi_hot(part, loaded.labels, config.data.label_separator)[: len(texts)])
+        if options.calibrate:
+            log.info("not calibrated: a multi-label run's labels have cut-offs of their own (tuned on validation)")
+        result, written = _multi_label(run_dir, out, Scored(texts, labels, scorer.logits(texts), loaded.meta.labels),
+                                       config.data.label_separator, options.figures)
+        result["timings"] = {"predict_and_report_seconds": round(time.perf_counter() - start, 3)}
+    else:
+        labels = np.asarray(map_labels(part, loaded.labels)[: len(texts)])
+        logits = scorer.logits(texts)
+        predicted = time.perf_counter() - start
+        calibrate = own if options.calibrate is None else options.calibrate
+        result, written = _single_label(run_dir, out, scorer, Scored(texts, labels, logits, loaded.meta.labels),
+                                        options, calibrate)
+        result["timings"] = {"predict_seconds": round(predicted, 3), **result["timings"]}
+    result = {**_provenance(part, split, len(texts)), "evaluation": name, **result, "files": ["metrics.json", *written]}
+    drop_stale(out, result["files"])
+    write_json_atomic(out / "metrics.json", result)
+    headline = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
+    write_json_atomic(run_dir / "eval" / f"{name}.json", headline)
+    return result
+
+
+def _multi_label(run_dir: Path, out: Path, scored: Scored, separator: str,
+                 figures: bool) -> tuple[dict[str, Any], list[str]]:
+    """Multi-label runs: 0/1 label rows scored at the thresholds tuned on validation (evaluate.multilabel)."""
+    meta = artifacts.read_model_meta(run_dir)
+    report, written = write_multi_label_outputs(out, scored, meta, separator, figures)
+    report.update(_stack_scores(run_dir, meta, scored.texts, scored.logits, scored.labels))
+    return report, written
+
+
+def _single_label(run_dir: Path, out: Path, scorer: _Scorer, scored: Scored, options: EvaluationSettings,
+                  calibrate: bool) -> tuple[dict[str, Any], list[str]]:
+    """Calibration (when `calibrate`), metrics, errors.csv, figures, the stack's scores and the baselines."""
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    logits = scorer.logits(texts)
-    timings["predict_seconds"] = time.perf_counter() - start
+    config, meta = artifacts.read_run_config(run_dir), scorer.loaded.meta
     # --max-rows bounds the whole evaluation: the validation rows calibration fits on and the baselines' training rows too
-    dataset = load_dataset(config.data, config.train.seed) if (options.calibrate or options.baselines) else None
-    calibration, temperature = None, loaded.meta.temperature
-    if options.calibrate and "validation" not in dataset.splits:
-        log.info("not calibrated: the run held out no validation rows to fit a temperature on (data.validation_fraction 0)")
-    elif options.calibrate:
+    dataset = load_dataset(config.data, config.train.seed) if (calibrate or options.baselines) else None
+    calibration, skipped, temperature = None, None, meta.temperature
+    if calibrate:
         start = time.perf_counter()
-        validation = dataset.splits["validation"].head(options.max_rows)
-        calibration = _calibrate(run_dir, scorer, validation, logits, labels)
-        temperature = calibration["temperature"]
-        timings["calibration_seconds"] = time.perf_counter() - start
-
+        validation = dataset.splits["validation"].head(options.max_rows) if "validation" in dataset.splits else None
+        skipped = _too_few(validation, options.max_rows)
+        if skipped is None:
+            calibration = _calibrate(run_dir, scorer, validation, scored.logits, scored.labels)
+            temperature = calibration["temperature"]
+            timings["calibration_seconds"] = time.perf_counter() - start
+        else:
+            log.info("not calibrated: %s; the stored temperature %.3f is kept", skipped, temperature)
+    elif options.calibrate is None:
+        skipped = "other data: a temperature is fitted on evaluating the run's own data, or when asked (--calibrate)"
     start = time.perf_counter()
-    result = {**_provenance(part, split, len(texts)), "temperature": temperature}
-    scored = _Scored(texts, labels, logits, loaded.meta.labels)
-    result.update(_write_outputs(run_dir / "eval" / split, scored, temperature, calibration, options.figures))
+    result: dict[str, Any] = {"temperature": temperature, **({"calibration_skipped": skipped} if skipped else {})}
+    report, written = _write_outputs(out, scored, temperature, calibration, options.figures)
+    result.update(report)
     timings["report_seconds"] = time.perf_counter() - start
-    result.update(_stack_scores(run_dir, loaded.meta, texts, logits, labels))
-
+    result.update(_stack_scores(run_dir, meta, scored.texts, scored.logits, scored.labels))
     if options.baselines:
         start = time.perf_counter()
         train = dataset.splits["train"].head(options.max_rows)
-        result["baselines"] = _baselines(scorer, config.train.seed, train, texts, labels)
+        result["baselines"] = _baselines(scorer, config.train.seed, train, scored.texts, scored.labels)
         result["baselines_trained_on"] = f"{train.source} ({len(train)} rows)"
         timings["baselines_seconds"] = time.perf_counter() - start
     result["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    write_json_atomic(run_dir / "eval" / split / "metrics.json", result)
-    headline = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
-    write_json_atomic(run_dir / "eval" / f"{split}.json", headline)
-    return result
+    return result, written
+
+
+def _too_few(validation: Split | None, max_rows: int | None) -> str | None:
+    """Why no temperature is fitted on `validation`, or None: it needs MIN_VALIDATION_ROWS rows, as every choice made
+    on validation does (a temperature fitted on 40 rows fits their noise, and would change every later prediction)."""
+    if validation is None or not len(validation):
+        return "the run held out no validation rows to fit a temperature on (data.validation_fraction 0)"
+    if len(validation) < MIN_VALIDATION_ROWS:
+        bound = f" (max_rows {max_rows} bounds them)" if max_rows is not None and len(validation) == max_rows else ""
+        return (f"{len(validation)} validation rows{bound} are too few to fit a temperature on "
+                f"(at least {MIN_VALIDATION_ROWS})")
+    return None
 
 
 def _provenance(part: RawSplit, split: str, rows: int) -> dict[str, Any]:
     """What every evaluation's figures carry: data source, split, rows scored and rows the source holds."""
     return {"data": part.source, "split": split, "rows": rows, "source_rows": len(part.texts),
             "sliced": rows < len(part.texts)}
-
-
-def _evaluate_multi_label(run_dir: Path, scorer: _Scorer, part: RawSplit, texts: list[str], split: str,
-                          separator: str) -> dict[str, Any]:
-    """Multi-label runs: 0/1 label rows scored at the thresholds tuned on validation (headline metrics only)."""
-    meta = scorer.loaded.meta
-    labels = multi_hot(part, meta.label_map, separator)[: len(texts)]
-    logits = scorer.logits(texts)
-    metrics = classification_metrics(logits / meta.temperature, np.asarray(labels), meta.labels, meta.label_thresholds())
-    result = {**_provenance(part, split, len(texts)), **metrics,
-              **_stack_scores(run_dir, meta, texts, logits, np.asarray(labels))}
-    write_json_atomic(run_dir / "eval" / f"{split}.json", result)
-    return result
 
 
 def _stack_scores(run_dir: Path, meta: Any, texts: list[str], logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -163,19 +207,10 @@ def _stack_scores(run_dir: Path, meta: Any, texts: list[str], logits: np.ndarray
                       "validation": stack.meta.validation, "scores": scores}}
 
 
-@dataclass(frozen=True)
-class _Scored:
-    """Texts with their true label ids and the model's raw logits."""
-
-    texts: list[str]
-    labels: np.ndarray
-    logits: np.ndarray
-    names: tuple[str, ...]
-
-
-def _write_outputs(out: Path, scored: _Scored, temperature: float, calibration: dict | None,
-                   figures: bool) -> dict[str, Any]:
-    """metrics (with calibration and the overfitting check), errors.csv and the figures; returns the metrics."""
+def _write_outputs(out: Path, scored: Scored, temperature: float, calibration: dict | None,
+                   figures: bool) -> tuple[dict[str, Any], list[str]]:
+    """metrics (with calibration and the overfitting check), errors.csv and the figures; returns the metrics and the
+    names of the files written."""
     report = full_report(scored.logits / temperature, scored.labels, scored.names)
     if calibration:
         report["calibration"] = calibration
@@ -184,9 +219,10 @@ def _write_outputs(out: Path, scored: _Scored, temperature: float, calibration: 
     if report["overfitting_warning"]:
         log.warning("%s", report["overfitting_warning"])
     write_errors_csv(out / "errors.csv", scored.texts, scored.labels, softmax(scored.logits / temperature), scored.names)
+    written = ["errors.csv"]
     if figures:
-        _write_figures(out, report, history, scored, temperature if calibration else None)
-    return report
+        written += _write_figures(out, report, history, scored, temperature if calibration else None)
+    return report, written
 
 
 def _calibrate(run_dir: Path, scorer: _Scorer, validation: Split, test_logits: np.ndarray,
@@ -220,9 +256,10 @@ def write_errors_csv(path: Path, texts: list[str], labels: np.ndarray, probabili
     return path
 
 
-def _write_figures(out: Path, report: dict[str, Any], history: list[dict], scored: _Scored,
-                   temperature: float | None) -> None:
-    """confusion.png, curves.png and reliability.png (after temperature scaling too, when one was fitted)."""
+def _write_figures(out: Path, report: dict[str, Any], history: list[dict], scored: Scored,
+                   temperature: float | None) -> list[str]:
+    """confusion.png, curves.png (with a training history) and reliability.png (after temperature scaling too, when
+    one was fitted); returns the names of those written."""
     names, logits, labels = tuple(report["per_class"]), scored.logits, scored.labels
     plots.confusion_png(np.asarray(report["confusion_matrix"]), names, out / "confusion.png")
     if history:
@@ -232,6 +269,7 @@ def _write_figures(out: Path, report: dict[str, Any], history: list[dict], score
     plots.reliability_png(reliability_bins(before, labels), reliability_bins(after, labels) if after is not None else None,
                           out / "reliability.png", expected_calibration_error(before, labels),
                           expected_calibration_error(after, labels) if after is not None else None)
+    return ["confusion.png", *(["curves.png"] if history else []), "reliability.png"]
 
 
 def _baselines(scorer: _Scorer, seed: int, train: Split, texts: list[str], labels: np.ndarray) -> dict[str, dict[str, Any]]:

@@ -5,7 +5,8 @@ The weight is searched on a grid from 0 (TF-IDF alone) to 1 (the model alone); e
 the validation split with train.metric (multi-label: at cut-offs tuned for that mix), so the stack is
 never worse on validation than either part, and a tie keeps the weight nearer the model. At the end of
 training `train.stack` decides: auto builds the stack when TF-IDF beats the model on validation, always
-builds it, never only reports; `bertfit stack RUN` (`build_stack`) builds it for a finished run.
+builds it, never only reports; `bertfit stack RUN` (`build_stack`) builds it for a finished run. A weight
+is chosen on 100 validation rows or more (metrics.MIN_VALIDATION_ROWS), by auto and by `bertfit stack` alike.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from bertfit.infer.engine import InferenceContext, text_logits
 from bertfit.infer.stack import STACK_DIR, STACK_FILE, Stack, mix, model_probabilities, summary
 from bertfit.infer.tfidf import TfidfModel, fit_tfidf
 from bertfit.meta import ModelMeta, StackMeta
-from bertfit.metrics import is_improvement, probability_metrics, tune_thresholds
-from bertfit.training.defaults import MIN_VALIDATION_ROWS
+from bertfit.metrics import MIN_VALIDATION_ROWS, is_improvement, probability_metrics, tune_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _record(inputs: StackInputs, tfidf: TfidfModel, choice: WeightChoice, metric
     """results.json's `stack`: the weight, validation metrics of the parts and the mix, and, when `built` (the
     model's metadata with the stack), test metrics."""
     record: dict[str, Any] = {"built": built is not None, "metric": metric, "model_weight": choice.model_weight,
-                              "validation": choice.validation}
+                              "validation": choice.validation, "validation_rows": len(inputs.splits["validation"])}
     if built is not None and "test" in inputs.logits:
         test = inputs.splits["test"]
         record["test"] = Stack(built.stack, tfidf, inputs.multi_label).scores(test.texts, inputs.logits["test"],
@@ -146,7 +146,7 @@ def stack_at_end_of_training(run_dir: Path, config: RunConfig, dataset: TextData
         log.info("train.stack auto: not built, %d validation rows are too few to choose a stack's weight on (at least "
                  "%d)", len(dataset.splits["validation"].texts), MIN_VALIDATION_ROWS)
     with_stack = write_stack(run_dir, inputs.names, tfidf, choice, temperature, metric) if built else None
-    _say(run_dir, config.train.stack, wins, built, choice, metric)
+    _say(stack_advice(run_dir, len(dataset.splits["validation"].texts)), config.train.stack, wins, built, choice, metric)
     return {"tfidf_validation": choice.validation["tfidf"], "stack": _record(inputs, tfidf, choice, metric, with_stack)}
 
 
@@ -160,13 +160,22 @@ def _unsupported(config: RunConfig, dataset: TextDataset) -> str | None:
     return None
 
 
-def _say(run_dir: Path, mode: str, wins: bool, built: bool, choice: WeightChoice, metric: str) -> None:
-    """The end-of-training message: what TF-IDF scored, what was built and what to run."""
+def stack_advice(run_dir: Path, validation_rows: int) -> str:
+    """What to run for a stack the run did not build: `bertfit stack RUN`, or, below MIN_VALIDATION_ROWS validation rows
+    (where `bertfit stack` refuses), what to train with instead."""
+    if validation_rows >= MIN_VALIDATION_ROWS:
+        return f"`bertfit stack {run_dir}` adds a stacked ensemble"
+    return (f"a stacked ensemble needs at least {MIN_VALIDATION_ROWS} validation rows to choose its weight on (this run "
+            f"has {validation_rows}): hold out more with data.validation or data.validation_fraction")
+
+
+def _say(advice: str, mode: str, wins: bool, built: bool, choice: WeightChoice, metric: str) -> None:
+    """The end-of-training message: what TF-IDF scored, what was built and what to run (`advice`: stack_advice)."""
     model, tfidf, stack = (choice.validation[part][metric] for part in ("model", "tfidf", "stack"))
     mixed = f"{choice.model_weight:.2f} x model + {1 - choice.model_weight:.2f} x TF-IDF, validation {metric} {stack:.4f}"
     if wins:
         done = (f"built a stacked ensemble ({mixed}), which predict, serve, evaluate and export use (train.stack never "
-                "turns this off)") if built else f"`bertfit stack {run_dir}` adds a stacked ensemble ({mixed})"
+                "turns this off)") if built else f"{advice} ({mixed})"
         log.warning("TF-IDF + logistic regression beats the fine-tuned model on validation (%s %.4f vs %.4f): %s; the "
                     "model itself may gain from more epochs, longer texts (model.max_length, windows) or a larger model",
                     metric, tfidf, model, done)
@@ -193,6 +202,11 @@ def build_stack(run_dir: str | Path, device: str = "auto", batch_size: int = 128
         raise BertfitError(f"{run_dir}: the run held out no validation rows (data.validation_fraction 0), and a stack's "
                            "weight is chosen on them; train again with data.validation_fraction (e.g. 0.2) or "
                            "data.validation")
+    rows = len(dataset.splits["validation"])
+    if rows < MIN_VALIDATION_ROWS:  # the rule train.stack auto follows: a weight chosen on fewer fits their noise
+        raise BertfitError(f"{run_dir}: {rows} validation rows are too few to choose a stack's weight on (at least "
+                           f"{MIN_VALIDATION_ROWS}, as train.stack auto asks); train again with more held-out rows "
+                           "(data.validation, or a larger data.validation_fraction)")
     splits = {name: in_model_order(split, dataset.labels, loaded.meta.labels) for name, split in dataset.splits.items()}
     context = InferenceContext.create(loaded.tokenizer.pad_token_id, batch_size, device)
     logits = {name: text_logits(loaded.model, loaded.tokenizer, loaded.meta, splits[name].texts, context)
