@@ -67,17 +67,6 @@ def test_combination_rules_fail_before_any_file_is_read(tmp_path):
     assert "not found" not in message
 
 
-def test_a_run_saved_before_contrastive_steps_reads_its_pairs_as_steps_at_setfits_rate(tmp_path: Path):
-    import yaml
-
-    from bertfit.artifacts import read_run_config
-    from bertfit.config import config_to_dict
-
-    raw = config_to_dict(load_config(None, ["--train.method", "contrastive"]))
-    del raw["train"]["contrastive_steps"], raw["train"]["contrastive_lr"]
-    raw["train"]["contrastive_pairs"] = 320  # 16 pairs a step
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
-    assert read_run_config(tmp_path).train.contrastive_steps == 20
-    assert read_run_config(tmp_path).train.contrastive_lr == 2e-5  # the rate every such run used
+def test_an_unknown_field_names_the_closest_ones():
     with pytest.raises(ConfigError, match=r"did you mean .*train\.contrastive_steps\?"):  # a flag is checked as written
         load_config(None, ["--train.contrastive_pairs", "320"])

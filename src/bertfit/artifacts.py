@@ -1,7 +1,7 @@
 """The run-directory contract: what a run leaves on disk, written atomically, and read back.
 
     runs/<name>/
-      config.yaml      resolved config (every default filled in)
+      config.yaml      resolved config (every default filled in, local paths absolute: bertfit.data.paths)
       labels.json      label names in id order
       env.json         versions, device, precision
       metrics.jsonl    one line per evaluation (step, epoch, train/*, eval/*)
@@ -15,7 +15,8 @@
                        (written and read by training.checkpoint: safetensors and a weights-only state file)
       export/          ONNX graphs, tokenizer and export.json (ExportMeta), written by `bertfit export`
       tensorboard/     scalars
-      audit/           audit.json, label_issues.csv, conflicts.csv (and a --relabel's changes), by `bertfit audit`
+      audit/           audit.json, label_issues.csv, conflicts.csv, by `bertfit audit`; NAME/ per --relabel run NAME
+                       (the corrected training file, changes.csv, the review applied)
 
 `ModelMeta` and `ExportMeta` (bertfit.meta) are the typed records of bertfit.json and export.json:
 they are read and written here and nowhere else. Writes go through bertfit.atomic: a crash leaves the old copy or the new.
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from bertfit import __version__
 from bertfit.atomic import atomic_dir, write_json_atomic, write_text_atomic
 from bertfit.config import RunConfig, build_config, is_run_name, save_config
 from bertfit.data.labels import LabelMap
+from bertfit.data.paths import absolute_paths, resolve_stored_paths
 from bertfit.errors import BertfitError
 from bertfit.hf_folder import encoder_settings, sync_hf_config, write_hf_files
 from bertfit.meta import ExportMeta, ModelMeta, read_json
@@ -81,8 +82,9 @@ def check_run_dir_free(config: RunConfig, overwrite: bool) -> Path:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A folder bertfit created for a run: its marker, or (runs of earlier versions) the files it wrote first."""
-    return (path / RUN_MARKER).is_file() or all((path / name).is_file() for name in ("config.yaml", "labels.json", "env.json"))
+    """A folder bertfit created for a run: its marker (file names alone prove nothing: `--overwrite` deletes the
+    folder, so a folder that merely holds a config.yaml is not taken for a run)."""
+    return (path / RUN_MARKER).is_file() and not (path / RUN_MARKER).is_symlink()
 
 
 def create_run_dir(config: RunConfig, labels: LabelMap, environment: dict[str, Any], overwrite: bool) -> Path:
@@ -92,7 +94,7 @@ def create_run_dir(config: RunConfig, labels: LabelMap, environment: dict[str, A
         shutil.rmtree(run_dir)
     with atomic_dir(run_dir) as staging:
         write_text_atomic(staging / RUN_MARKER, "a bertfit run directory: `bertfit train --overwrite` may replace it\n")
-        save_config(config, staging / "config.yaml")
+        save_config(absolute_paths(config), staging / "config.yaml")  # the run reads its data from any folder
         write_json_atomic(staging / "labels.json", list(labels.names))
         write_json_atomic(staging / "env.json", {"bertfit": __version__, **environment})
     return run_dir
@@ -104,22 +106,7 @@ def read_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise BertfitError(f"{run_dir} is not a bertfit run directory (no config.yaml)")
-    return build_config(_upgraded(yaml.safe_load(path.read_text(encoding="utf-8"))))
-
-
-def _upgraded(raw: Any) -> Any:
-    """A run's config as this version reads it. Runs made before the contrastive stage counted steps saved
-    train.contrastive_pairs, 16 pairs a step: it reads as those steps. Contrastive runs made before
-    train.contrastive_lr tuned their encoder at SetFit's 2e-5: a resumed one goes on at that rate."""
-    train = raw.get("train") if isinstance(raw, dict) else None
-    if not isinstance(train, dict):
-        return raw  # build_config names what is wrong with it
-    if "contrastive_pairs" in train:
-        pairs = train.pop("contrastive_pairs")
-        train.setdefault("contrastive_steps", pairs if not isinstance(pairs, int) else math.ceil(pairs / 16))
-    if train.get("method") == "contrastive":
-        train.setdefault("contrastive_lr", 2e-5)
-    return raw
+    return resolve_stored_paths(build_config(yaml.safe_load(path.read_text(encoding="utf-8"))), run_dir)
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:

@@ -83,7 +83,7 @@ def test_reviewed_csv_round_trips_through_relabel(tmp_path, tiny_model_dir, tiny
     assert main(["evaluate", str(run), "--data", str(train), "--max-rows", "40", "--no-calibrate", "--no-baselines",
                  "--no-figures"]) == 0
     assert main(["report", str(run), "--explain-errors", "0"]) == 0  # the report shows what the audit found
-    page = (run / "report.html").read_text()
+    [page] = [p.read_text() for p in run.glob("report*.html")]  # named after the evaluated data
     assert "Data audit: likely label errors" in page and f"<b>{len(issues)}</b> likely label errors" in page
     other = NAMES[(NAMES.index(rows[4][1]) + 1) % 4]
     review = [{**r, "new_label": ""} for r in issues if r["row"] not in ("5", "9", "11")]  # kept as given
@@ -98,11 +98,11 @@ def test_reviewed_csv_round_trips_through_relabel(tmp_path, tiny_model_dir, tiny
     capsys.readouterr()
     assert main(["audit", str(run), "--relabel", str(reviewed), "--name", "fixed", "--quiet"]) == 0
     assert "relabelled 1 rows, dropped 1, confirmed 1" in capsys.readouterr().out
-    changes = read_csv(run / "audit" / "changes.csv")
+    changes = read_csv(run / "audit" / "fixed" / "changes.csv")
     assert [(c["row"], c["given_label"], c["new_label"]) for c in changes] == \
         [("5", rows[4][1], other), ("9", rows[8][1], "DROP")]
-    corrected = read_csv(run / "audit" / "train_relabelled.csv")
-    expected = [(t.strip(), other if i == 4 else label) for i, (t, label) in enumerate(rows) if i != 8]
+    corrected = read_csv(run / "audit" / "fixed" / "train_relabelled.csv")
+    expected = [(t, other if i == 4 else label) for i, (t, label) in enumerate(rows) if i != 8]  # the file's rows as written
     assert [(r["text"], r["label"]) for r in corrected] == expected
     fixed = tmp_path / "runs" / "fixed"
     assert json.loads((fixed / "results.json").read_text())["rows"]["train"] + \
@@ -123,7 +123,7 @@ def test_bad_reviews_are_refused_with_one_line(tmp_path, ag_news_rows, content, 
                  "--out", str(tmp_path / "audit")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
-    assert not (tmp_path / "audit" / "train_relabelled.csv").exists()
+    assert not list((tmp_path / "audit").rglob("train_relabelled.csv"))
 
 
 def test_too_few_rows_per_class_for_the_folds(tmp_path, capsys):

@@ -87,3 +87,31 @@ def test_a_pool_of_training_texts_has_nothing_to_suggest(tmp_path, tiny_run, ag_
     pool = pool_file(tmp_path / "pool.csv", [t for t, _ in ag_news_rows[:30]])
     assert main(["suggest", str(tiny_run), "--pool", str(pool), "--out", str(tmp_path / "s.csv")]) == 2
     assert "every pool text is already in the run's training data" in capsys.readouterr().err
+
+
+def test_an_existing_out_file_is_kept_unless_overwrite(tmp_path, tiny_run, ag_news_rows, capsys):
+    """suggestions.csv may hold labels filled in by hand: a second suggest refuses to replace it, naming the flag."""
+    pool = pool_file(tmp_path / "pool.csv", [t for t, _ in ag_news_rows[200:260]])
+    out = tmp_path / "s.csv"
+    out.write_text("text,label\nlabelled by hand,World\n")
+    assert main(["suggest", str(tiny_run), "--pool", str(pool), "--n", "5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} already exists" in err and "(--overwrite)" in err and err.count("\n") == 1
+    assert out.read_text() == "text,label\nlabelled by hand,World\n"
+    assert main(["suggest", str(tiny_run), "--pool", str(pool), "--n", "5", "--out", str(out), "--overwrite", "--quiet"]) == 0
+    assert len(out.read_text().splitlines()) == 6
+
+
+def test_field_flags_read_a_pool_with_other_columns(tmp_path, tiny_run, tiny_model_dir, ag_news_rows, capsys):
+    """A pool whose texts sit in `headline`: --data.text_columns reads it, the file to label names the column
+    as the pool does, and the printed train command reads it with the same setting."""
+    pool = write_csv(tmp_path / "pool.csv", [(t, "x") for t, _ in ag_news_rows[200:260]], header=("headline", "source"))
+    out = tmp_path / "next.tsv"
+    assert main(["suggest", str(tiny_run), "--pool", str(pool), "--n", "5", "--out", str(out),
+                 "--data.text_columns", "[headline]", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    with open(out, newline="", encoding="utf-8") as file:
+        assert next(csv.reader(file, delimiter="\t")) == ["headline", "label", "pool_row", "predicted", "margin"]
+    [command] = [line.strip() for line in printed.splitlines() if line.strip().startswith("bertfit train")]
+    assert f"--data.train {out}" in command and "--data.text_columns '[\"headline\"]'" in command
+    assert f"--model.name {tiny_model_dir} --model.max_length 64" in command  # --init-from needs the run's encoder

@@ -50,6 +50,17 @@ def test_overwrite_only_removes_a_bertfit_run(tmp_path):
         artifacts.check_run_dir_free(RunConfig(name="link", output_dir=str(tmp_path / "runs")), overwrite=True)
 
 
+def test_overwrite_takes_no_file_names_for_a_run(tmp_path):
+    """A folder that holds a run's file names (config.yaml, labels.json, env.json) but no marker is a user's folder."""
+    folder = tmp_path / "runs" / "notes"
+    folder.mkdir(parents=True)
+    for name in ("config.yaml", "labels.json", "env.json", "precious.txt"):
+        (folder / name).write_text("mine")
+    with pytest.raises(BertfitError, match=r"not a bertfit run directory"):
+        artifacts.check_run_dir_free(RunConfig(name="notes", output_dir=str(tmp_path / "runs")), overwrite=True)
+    assert (folder / "precious.txt").read_text() == "mine"
+
+
 def test_api_config_built_by_hand_is_checked_too(tmp_path):
     with pytest.raises(BertfitError, match="name: must be one folder name"):
         artifacts.check_run_dir_free(RunConfig(name="..", output_dir=str(tmp_path)), overwrite=True)

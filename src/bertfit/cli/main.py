@@ -15,7 +15,8 @@ from bertfit.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, curate, deploy, evalua
 from bertfit.errors import BertfitError
 
 COMMAND_GROUPS = (training, evaluation, curate, deploy, info, models)  # each adds its commands: add_commands(subparsers)
-TAKES_FIELD_FLAGS = ("train", "search", "distill", "audit")  # commands whose unknown flags are config fields (--train.lr 3e-5)
+# commands whose unknown flags are config fields (--train.lr 3e-5)
+TAKES_FIELD_FLAGS = ("train", "search", "distill", "audit", "suggest", "evaluate")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,8 @@ Rows are numbered as in the training file (1 = the first data row), as bertfit's
 from __future__ import annotations
 
 import csv
-import io
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from itertools import combinations
@@ -29,7 +29,8 @@ import numpy as np
 
 from bertfit import artifacts
 from bertfit.atomic import write_json_atomic, write_text_atomic
-from bertfit.config import RunConfig
+from bertfit.config import RunConfig, override
+from bertfit.config_values import parse_overrides
 from bertfit.curate.folds import (
     METHODS,
     STRENGTH,
@@ -40,12 +41,15 @@ from bertfit.curate.folds import (
     out_of_fold_logistic,
     read_training_rows,
 )
+from bertfit.curate.tables import csv_text
 from bertfit.data.inspection import duplicate_groups, near_key
+from bertfit.data.read import decode_file
 from bertfit.errors import BertfitError
 
 log = logging.getLogger(__name__)
 
 ISSUE_COLUMNS = ("row", "text", "given_label", "suggested_label", "score", "new_label")
+REVIEW_COPY = "reviewed.csv"  # --relabel keeps the review it applied beside the corrected data
 CONFLICT_COLUMNS = ("row_a", "row_b", "label_a", "label_b", "similarity", "match", "text_a", "text_b")
 
 
@@ -81,7 +85,16 @@ class AuditResult:
 def audit_run(run_dir: str | Path, settings: AuditSettings = AuditSettings()) -> AuditResult:
     """Audit the training data of a run into RUN/audit."""
     run_dir = Path(run_dir)
-    return audit(artifacts.read_run_config(run_dir), run_dir / artifacts.AUDIT_DIR, settings)
+    return audit(run_config(run_dir), run_dir / artifacts.AUDIT_DIR, settings)
+
+
+def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """A run's config as its audit reads it: the run's own data settings with field flags on top
+    (--data.text_columns ...), and new runs placed beside it (in its folder's parent, wherever it was made)."""
+    run_dir = Path(run_dir)
+    config = artifacts.read_run_config(run_dir)
+    beside = {"output_dir": os.path.abspath(run_dir.parent)}
+    return override(config, dict(parse_overrides(overrides or [])), **beside)
 
 
 def audit(config: RunConfig, out_dir: str | Path, settings: AuditSettings = AuditSettings()) -> AuditResult:
@@ -93,6 +106,7 @@ def audit(config: RunConfig, out_dir: str | Path, settings: AuditSettings = Audi
     settings.check()
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    check_no_pending_review(out_dir / artifacts.AUDIT_ISSUES)
     rows = read_training_rows(config)
     check_folds(rows, settings.folds)
     log.info("audit of %s: %d rows, %d classes, %d folds (%s)", rows.source, len(rows), len(rows.names), settings.folds,
@@ -112,6 +126,21 @@ def audit(config: RunConfig, out_dir: str | Path, settings: AuditSettings = Audi
     log.info("audit: %d likely label errors, %d conflicting near-duplicate pairs (%.1f s) -> %s", len(flagged),
              len(conflicts), result.seconds, out_dir)
     return result
+
+
+def check_no_pending_review(issues: Path) -> None:
+    """A label_issues.csv with new_label filled in holds a reviewer's work: a new audit must not replace it
+    unless --relabel applied it (each applied review is kept as AUDIT/NAME/reviewed.csv)."""
+    if not issues.is_file():
+        return
+    content = issues.read_bytes()
+    if any(copy.read_bytes() == content for copy in issues.parent.glob(f"*/{REVIEW_COPY}")):
+        return
+    reviewed = sum(1 for record in csv.DictReader(decode_file(issues).splitlines())
+                   if (record.get("new_label") or "").strip())
+    if reviewed:
+        raise BertfitError(f"{issues}: {reviewed} rows have new_label filled in, which a new audit would overwrite; "
+                           f"apply them first (--relabel {issues}) or move the file away")
 
 
 def conflicting_duplicates(rows: LabelledRows, features: np.ndarray, similarity: float,
@@ -138,9 +167,10 @@ def _write_files(result: AuditResult, rows: LabelledRows, conflicts: list[tuple[
                  settings: AuditSettings) -> None:
     names, scores = rows.names, result.probabilities[np.arange(rows.labels.size), rows.labels]
     suggested = result.suggested
-    issues = [(i + 1, rows.texts[i], names[rows.labels[i]], names[suggested[i]], f"{scores[i]:.4f}", "")
+    number = rows.source_rows
+    issues = [(number[i], rows.texts[i], names[rows.labels[i]], names[suggested[i]], f"{scores[i]:.4f}", "")
               for i in result.flagged]
-    pairs = [(a + 1, b + 1, names[rows.labels[a]], names[rows.labels[b]], f"{sim:.4f}", how, rows.texts[a], rows.texts[b])
+    pairs = [(number[a], number[b], names[rows.labels[a]], names[rows.labels[b]], f"{sim:.4f}", how, rows.texts[a], rows.texts[b])
              for a, b, sim, how in conflicts]
     write_text_atomic(result.out_dir / artifacts.AUDIT_ISSUES, csv_text(ISSUE_COLUMNS, issues))
     write_text_atomic(result.out_dir / artifacts.AUDIT_CONFLICTS, csv_text(CONFLICT_COLUMNS, pairs))
@@ -150,11 +180,3 @@ def _write_files(result: AuditResult, rows: LabelledRows, conflicts: list[tuple[
         "out_of_fold_accuracy": round(agreement, 4), "label_issues": len(issues),
         "label_issues_by_given_label": {n: int((rows.labels[result.flagged] == k).sum()) for k, n in enumerate(names)},
         "conflicting_pairs": len(pairs), "seconds": round(result.seconds, 1)})
-
-
-def csv_text(header: tuple[str, ...], rows: list[tuple]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from bertfit.config import RunConfig, replace
 from bertfit.data.batching import default_cache_dir, tokenize
 from bertfit.data.labels import build_label_map, map_labels
 from bertfit.data.read import read_split
+from bertfit.data.windows import TextCut
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext
 from bertfit.model import TextClassifier, load_encoder, load_tokenizer
@@ -36,15 +37,23 @@ STRENGTH = 0.001
 
 @dataclass(frozen=True)
 class LabelledRows:
-    """The rows of the training file as read (row i is row i + 1 of its source), with label ids."""
+    """The rows of the training file as read, with label ids."""
 
     source: str
     texts: list[str]
     labels: np.ndarray  # int64 ids into names
     names: tuple[str, ...]
+    source_rows: tuple[int, ...]  # each row's number in its source (1 = the first data row; data.label_map may skip some)
+    _positions: dict[int, int] = field(default_factory=dict, repr=False, compare=False)  # source row -> index, on demand
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def index_of(self, number: int) -> int | None:
+        """The row read from source row `number`; None for a row not read (data.label_map dropped it) or none at all."""
+        if not self._positions:
+            self._positions.update((n, i) for i, n in enumerate(self.source_rows))
+        return self._positions.get(number)
 
 
 def read_training_rows(config: RunConfig) -> LabelledRows:
@@ -53,7 +62,8 @@ def read_training_rows(config: RunConfig) -> LabelledRows:
         raise BertfitError("data.multi_label: the audit ranks errors of single-label data; multi-label is not supported")
     raw = read_split(config.data.train, "train", config.data)
     labels = build_label_map({"train": raw}, config.data.label_names)
-    return LabelledRows(raw.source, raw.texts, np.asarray(map_labels(raw, labels), dtype=np.int64), labels.names)
+    return LabelledRows(raw.source, raw.texts, np.asarray(map_labels(raw, labels), dtype=np.int64), labels.names,
+                        tuple(raw.row_numbers()))
 
 
 def check_folds(rows: LabelledRows, folds: int) -> None:
@@ -77,8 +87,9 @@ def frozen_features(config: RunConfig, texts: list[str]) -> np.ndarray:
     context = InferenceContext.create(tokenizer.pad_token_id, config.train.eval_batch_size, config.train.device,
                                       config.train.precision)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    split = tokenize(texts, np.zeros(len(texts), dtype=np.int64), tokenizer, config.model.max_length, cache,
-                     config.model.keep_head)
+    # One row a text (its pooled vector): the run's max_length and head+tail share, without windows.
+    cut = TextCut(config.model.max_length, config.model.keep_head)
+    split = tokenize(texts, np.zeros(len(texts), dtype=np.int64), tokenizer, cut, cache)
     model = TextClassifier(load_encoder(config.model.name), 2, config.model.pooling, 0.0).to(context.device)
     log.info("encoding %d texts with the frozen encoder %s (once; cached)", len(texts), config.model.name)
     return encode_splits(model, {"texts": split}, context, cache)["texts"].features

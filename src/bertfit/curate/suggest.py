@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bertfit import artifacts
-from bertfit.atomic import write_text_atomic
-from bertfit.config import DataConfig, RunConfig
-from bertfit.curate.audit import csv_text
+from bertfit.config import FILE_FORMATS, DataConfig, RunConfig, override
+from bertfit.config_values import parse_overrides
+from bertfit.curate.tables import write_table
 from bertfit.data.inspection import near_key
 from bertfit.data.read import read_file, read_split
 from bertfit.errors import BertfitError
@@ -34,13 +35,20 @@ CANDIDATES_PER_PICK = 5  # diversity is sought among the n * 5 most uncertain te
 @dataclass(frozen=True)
 class Suggestion:
     pool_row: int  # 1 = the pool file's first data row
-    text: str
+    text: str  # the text columns joined, as the model reads them
     predicted: str
     margin: float  # probability of the most likely class minus the second's: small = uncertain
+    values: tuple = ()  # the pool row's own text column values, in data.text_columns order
 
 
-def read_pool(path: str | Path, data: DataConfig) -> list[str]:
-    """The pool's texts (data.text_columns joined); a pool that holds labels or no texts is refused."""
+@dataclass(frozen=True)
+class Pool:
+    texts: list[str]  # each row's text columns joined, as training joins them
+    values: list[tuple]  # each row's text column values as written
+
+
+def read_pool(path: str | Path, data: DataConfig) -> Pool:
+    """The pool's texts (data.text_columns); a pool that holds labels or no texts is refused."""
     path = Path(path)
     if not path.is_file():
         raise BertfitError(f"pool: file {path} not found")
@@ -48,19 +56,19 @@ def read_pool(path: str | Path, data: DataConfig) -> list[str]:
     missing = [c for c in data.text_columns if c not in columns]
     if missing:
         raise BertfitError(f"{path}: text column(s) {', '.join(missing)} not found (columns: {', '.join(map(str, columns))}); "
-                           "the pool needs the text column(s) the run was trained on")
+                           "the pool needs the text column(s) the run was trained on (or set data.text_columns)")
     labelled = sum(1 for v in columns.get(data.label_column, []) if v is not None and str(v).strip())
     if labelled:
         raise BertfitError(f"{path}: column {data.label_column!r} holds labels in {labelled} rows; the pool must be "
                            "unlabelled texts (remove the column, or leave it empty)")
-    texts = [" ".join(str(v).strip() for v in values if v is not None)
-             for values in zip(*(columns[c] for c in data.text_columns))]
+    values = list(zip(*(columns[c] for c in data.text_columns)))
+    texts = [" ".join(str(v).strip() for v in row if v is not None) for row in values]
     if not texts:
         raise BertfitError(f"{path}: the pool is empty (no rows)")
     for row, text in enumerate(texts, start=1):
         if not text:
             raise BertfitError(f"{path} row {row}: empty text; fix or remove the row")
-    return texts
+    return Pool(texts, values)
 
 
 def labelled_keys(config: RunConfig) -> set[str]:
@@ -120,33 +128,55 @@ def model_view(run_dir: Path, texts: list[str], device: str = "auto", batch_size
 
 
 def suggest(run_dir: str | Path, pool: str | Path, count: int = 50, out: str | Path | None = None,
-            device: str = "auto") -> list[Suggestion]:
-    """The `count` pool texts to label next; with `out`, also a CSV to label (text, an empty label column, ...)."""
+            device: str = "auto", overwrite: bool = False, overrides: list[str] | None = None) -> list[Suggestion]:
+    """The `count` pool texts to label next; with `out`, also a file to label in the run's own columns (its text
+    columns, an empty label column, then pool_row, predicted, margin). `overrides` are field flags
+    (--data.text_columns ...) for reading the pool; by default it is read with the run's own settings.
+    An existing `out` is refused unless `overwrite`: it may hold labels filled in by hand."""
     if count < 1:
         raise BertfitError(f"n: must be >= 1, got {count}")
+    if out is not None and Path(out).exists() and not overwrite:
+        raise BertfitError(f"{out} already exists and may hold labels filled in by hand; choose another file (out) "
+                           "or replace it (overwrite)")
     run_dir = Path(run_dir)
     config = artifacts.read_run_config(run_dir)
-    texts = read_pool(pool, config.data)
-    rows = fresh_rows(texts, labelled_keys(config))
-    log.info("pool %s: %d texts, %d new to the run (%d already labelled or repeated)", pool, len(texts), len(rows),
-             len(texts) - len(rows))
+    data = override(config, dict(parse_overrides(overrides or []))).data
+    read = read_pool(pool, data)
+    rows = fresh_rows(read.texts, labelled_keys(config))
+    log.info("pool %s: %d texts, %d new to the run (%d already labelled or repeated)", pool, len(read.texts), len(rows),
+             len(read.texts) - len(rows))
     if len(rows) == 0:
         raise BertfitError(f"{pool}: every pool text is already in the run's training data; nothing to suggest")
     if len(rows) < count:
         log.warning("only %d new texts in the pool; suggesting all of them", len(rows))
-    probabilities, vectors = model_view(run_dir, [texts[i] for i in rows], device)
+    probabilities, vectors = model_view(run_dir, [read.texts[i] for i in rows], device)
     picked = select(probabilities, vectors, count)
     names = artifacts.read_model_meta(run_dir).labels
     spread = margins(probabilities)
-    suggestions = [Suggestion(int(rows[i]) + 1, texts[rows[i]], names[int(probabilities[i].argmax())], float(spread[i]))
-                   for i in picked]
+    suggestions = [Suggestion(int(rows[i]) + 1, read.texts[rows[i]], names[int(probabilities[i].argmax())],
+                              float(spread[i]), tuple(_stripped(v) for v in read.values[rows[i]])) for i in picked]
     if out is not None:
-        write_suggestions(Path(out), suggestions, config.data)
+        write_suggestions(Path(out), suggestions, data)
     return suggestions
 
 
-def write_suggestions(path: Path, suggestions: list[Suggestion], data: DataConfig) -> None:
-    """CSV ready to label: the text column and an empty label column named as the run reads them."""
-    text_column = data.text_columns[0] if len(data.text_columns) == 1 else "text"
-    header = (text_column, data.label_column, "pool_row", "predicted", "margin")
-    write_text_atomic(path, csv_text(header, [(s.text, "", s.pool_row, s.predicted, f"{s.margin:.4f}") for s in suggestions]))
+def _stripped(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def write_suggestions(path: Path, suggestions: list[Suggestion], data: DataConfig) -> Path:
+    """A file to label, named and laid out as the run reads data: its text columns as the pool had them, its
+    label column empty, then pool_row, predicted and margin (as the file's extension says: CSV by default)."""
+    columns: dict[str, list] = {column: [s.values[k] for s in suggestions] for k, column in enumerate(data.text_columns)}
+    columns[data.label_column] = [""] * len(suggestions)
+    for name, values in (("pool_row", [s.pool_row for s in suggestions]), ("predicted", [s.predicted for s in suggestions]),
+                         ("margin", [round(s.margin, 4) for s in suggestions])):
+        while name in columns:  # a column of the run's own may carry the name already
+            name = f"suggested_{name}"
+        columns[name] = values
+    return write_table(path, columns, suggestion_format(path))
+
+
+def suggestion_format(path: Path) -> str:
+    """The format suggestions are written in: the one the extension names, else CSV."""
+    return FILE_FORMATS.get(Path(path).suffix.lower(), "csv")
