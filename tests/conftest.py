@@ -66,6 +66,14 @@ def ag_news_rows() -> list[tuple[str, str]]:
     return rows[:400]
 
 
+def headline_rows(start: int, stop: int) -> list[tuple[str, str, str]]:
+    """Rows of the real AG News test set as (headline, body, topic name): data with two text columns."""
+    names = ["World", "Sports", "Business", "Sci/Tech"]
+    with open(data_dir() / "ag_news" / "test.csv", newline="", encoding="utf-8") as file:
+        rows = [(title, body, names[int(label) - 1]) for label, title, body in csv.reader(file)]
+    return rows[start:stop]
+
+
 @pytest.fixture
 def ag_news_csv(tmp_path, ag_news_rows) -> Path:
     """train.csv (300 rows) and test.csv (100 rows) of real AG News text with string labels."""

@@ -96,12 +96,11 @@ def test_stock_loading_fails_instead_of_initialising_at_random(trained):
     folder = str(run_dir / "model")
     for load in (lambda: AutoModelForSequenceClassification.from_pretrained(folder),
                  lambda: AutoModel.from_pretrained(folder),
-                 lambda: pipeline("text-classification", model=folder)):
-        with pytest.raises(ValueError, match="trust_remote_code=True"):
+                 lambda: pipeline("text-classification", model=folder),
+                 lambda: BertModel.from_pretrained(folder),  # a class named explicitly cannot build from it either
+                 lambda: BertForSequenceClassification.from_pretrained(folder)):
+        with pytest.raises(ValueError):  # config.json's top-level sizes: no head count divides its hidden size
             load()
-    for stock in (BertModel, BertForSequenceClassification):  # a class named explicitly cannot build from it either
-        with pytest.raises(Exception):  # noqa: B017 (transformers 5: the config's empty vocab_size; 4: the model's)
-            stock.from_pretrained(folder)
 
 
 def test_model_folders_of_earlier_versions_still_load(trained, tmp_path):
@@ -119,3 +118,68 @@ def test_model_folders_of_earlier_versions_still_load(trained, tmp_path):
     np.testing.assert_allclose(Predictor(run_dir, device="cpu").predict_proba(texts), expected, atol=1e-6)
     update_model_meta(run_dir, temperature=2.0)  # an old folder's config.json is left as it is
     assert "temperature" not in json.loads((folder / "config.json").read_text())
+
+
+@pytest.fixture
+def prompts(monkeypatch):
+    """Every time transformers would ask on a terminal whether to run a folder's code (remote code, no local
+    class, trust_remote_code unset), recorded instead of asked."""
+    import transformers.models.auto.auto_factory
+    import transformers.models.auto.configuration_auto
+    import transformers.models.auto.tokenization_auto
+
+    asked = []
+    original = transformers.dynamic_module_utils.resolve_trust_remote_code
+
+    def spy(trust_remote_code, model_name, has_local_code, has_remote_code, *args, **kwargs):
+        if trust_remote_code is None and has_remote_code and not has_local_code:
+            asked.append(str(model_name))
+        return original(trust_remote_code, model_name, has_local_code, has_remote_code, *args, **kwargs)
+
+    for module in (transformers.dynamic_module_utils, transformers.models.auto.configuration_auto,
+                   transformers.models.auto.tokenization_auto, transformers.models.auto.auto_factory):
+        if hasattr(module, "resolve_trust_remote_code"):
+            monkeypatch.setattr(module, "resolve_trust_remote_code", spy)
+    return asked
+
+
+def _bertfit_layout_of_earlier_versions(folder) -> None:
+    """config.json as bertfit wrote it before: model_type bertfit, the sizes a stock class reads left empty."""
+    data = json.loads((folder / "config.json").read_text())
+    data.update(model_type="bertfit", vocab_size=None, hidden_size=None, num_hidden_layers=None, num_attention_heads=None)
+    (folder / "config.json").write_text(json.dumps(data))
+
+
+def test_a_runs_tokenizer_loads_with_a_plain_auto_tokenizer_and_no_prompt(trained, prompts, tmp_path):
+    import shutil
+
+    from bertfit.infer.token_view import view_tokens
+    from bertfit.model import load_tokenizer
+
+    run_dir, texts = trained("single")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")  # no trust_remote_code: a tokenizer needs no code
+    assert tokenizer(texts[0])["input_ids"] == load_tokenizer(str(run_dir))(texts[0])["input_ids"]
+    assert prompts == []
+    old = shutil.copytree(run_dir, tmp_path / "old")  # a folder of the earlier layout: bertfit's commands never ask
+    _bertfit_layout_of_earlier_versions(old / "model")
+    assert view_tokens(old, texts[0]).ids == view_tokens(run_dir, texts[0]).ids
+    assert load_tokenizer(str(old / "model"))(texts[0])["input_ids"] == tokenizer(texts[0])["input_ids"]
+    expected = Predictor(run_dir, device="cpu", backend="pytorch").predict_proba(texts)
+    np.testing.assert_allclose(Predictor(old, device="cpu", backend="pytorch").predict_proba(texts), expected, atol=1e-6)
+    assert prompts == []
+
+
+def test_bertfit_commands_never_ask_to_run_a_folders_code(trained, tmp_path):
+    """`bertfit tokenize RUN` and `bertfit inspect --model RUN/model`, stdin closed: no prompt text, no wait."""
+    import subprocess
+    import sys
+
+    run_dir, texts = trained("single")
+    write_csv(tmp_path / "data.csv", [(texts[0], "a"), (texts[1], "b")])
+    for command in (["tokenize", str(run_dir), texts[0]],
+                    ["inspect", "--data", str(tmp_path / "data.csv"), "--model", str(run_dir / "model")],
+                    ["predict", str(run_dir), texts[0], "--backend", "pytorch"]):
+        done = subprocess.run([sys.executable, "-m", "bertfit", *command], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "custom code" not in done.stdout + done.stderr and "trust_remote_code" not in done.stdout + done.stderr

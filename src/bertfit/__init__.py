@@ -3,9 +3,18 @@
     from bertfit import load_config, train, evaluate_run, Predictor
     result = train(load_config("run.yaml", ["--train.lr", "3e-5"]))
     Predictor(result.run_dir).predict(["Stocks rallied on Friday"])
+
+Wherever the API takes a data file it also takes a pandas DataFrame or a datasets.Dataset
+(`train(config, data={"train": frame})`, `evaluate_run(run, data=frame)`, `Predictor.predict(frame)`).
 """
 
+import logging as _logging
+
 __version__ = "0.1.0"
+
+# The library logs (never prints) under the "bertfit" logger; the application decides what shows, as the
+# logging docs ask of libraries. The CLI shows INFO; silence the API with logging.getLogger("bertfit").setLevel(...).
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 _API = {
     "load_config": "bertfit.config", "RunConfig": "bertfit.config", "DataConfig": "bertfit.config",

@@ -1,9 +1,13 @@
 """config.json of a model folder: the Hugging Face face of bertfit.json, so transformers loads the folder.
 
-A model folder holds bertfit's weights (`encoder.*`, `head.*`), bertfit.json (ModelMeta) and a
-config.json of model_type `bertfit` whose auto_map points at modeling_bertfit.py, copied beside it
-(see bertfit.modeling_bertfit). Folders written before this layout have the encoder's own config as
-config.json; `encoder_settings` reads both. Torch-free: bertfit.json updates rewrite config.json too.
+A model folder holds bertfit's weights (`encoder.*`, `head.*`), bertfit.json (ModelMeta) and a config.json
+whose auto_map points at modeling_bertfit.py, copied beside it (see bertfit.modeling_bertfit). Its
+model_type is the encoder's own (bert, mpnet, ...), so a plain `AutoTokenizer.from_pretrained(folder)`,
+which reads config.json first, finds a class transformers knows and never asks to run the folder's code;
+the sizes a stock model is built from are set so that no stock class can build one (see _TRIPWIRES), and
+the folder's classifier loads only with trust_remote_code. Folders of earlier versions name model_type
+`bertfit`, or hold the encoder's own config; `encoder_settings` reads all three. Torch-free: bertfit.json
+updates rewrite config.json too.
 """
 
 from __future__ import annotations
@@ -16,26 +20,27 @@ from bertfit.atomic import write_json_atomic
 from bertfit.meta import ModelMeta, read_json
 
 HF_CONFIG_FILE, MODELING_FILE = "config.json", "modeling_bertfit.py"
-HF_MODEL_TYPE = "bertfit"
+HF_MODEL_TYPE = "bertfit"  # the model_type of BertfitConfig, and of config.json in folders of earlier versions
 HF_CLASSES = {"AutoConfig": "BertfitConfig", "AutoModelForSequenceClassification": "BertfitForSequenceClassification"}
 # The encoder config's fields that describe the classifier, not the encoder: config.json keeps them at the top.
-# model_type is kept apart as encoder_type: a stock config class (BertConfig) would otherwise adopt the nested dict.
 _NOT_ENCODER = ("model_type", "id2label", "label2id", "architectures", "_name_or_path", "problem_type", "auto_map")
-# Sizes every stock encoder config needs, left empty at the top: `BertModel.from_pretrained(folder)` then fails
-# (transformers 5 refuses the config, 4 cannot build the model) instead of loading random weights.
-_TRIPWIRES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+# What a stock class (BertModel, AutoModel, a pipeline without trust_remote_code) reads at the top: a hidden size no
+# head count divides, so building the stock model fails (every encoder checks it) instead of loading these weights
+# under the wrong names and initialising the model at random. The config itself is valid, so tokenizers load.
+_TRIPWIRES = {"hidden_size": 1, "num_attention_heads": 3, "num_hidden_layers": 1}
 
 
 def hf_config(encoder: dict[str, Any], meta: ModelMeta, pad_token_id: int | None) -> dict[str, Any]:
     """config.json for a model: the encoder's settings nested, labels and bertfit's reading settings on top."""
     module = Path(MODELING_FILE).stem
     return {
-        "model_type": HF_MODEL_TYPE,
+        "model_type": encoder["model_type"],
         "architectures": [HF_CLASSES["AutoModelForSequenceClassification"]],
         "auto_map": {auto: f"{module}.{name}" for auto, name in HF_CLASSES.items()},
         "encoder_type": encoder["model_type"],
         "encoder": {k: v for k, v in encoder.items() if k not in _NOT_ENCODER},
-        **dict.fromkeys(_TRIPWIRES),
+        **_TRIPWIRES,
+        "vocab_size": encoder.get("vocab_size"),  # the tokenizer's ids (and pad id) stay within it
         "id2label": {str(i): name for i, name in enumerate(meta.labels)},
         "label2id": {name: i for i, name in enumerate(meta.labels)},
         "problem_type": meta.problem_type,
@@ -58,13 +63,18 @@ def sync_hf_config(folder: Path, meta: ModelMeta) -> None:
     if not path.is_file():
         return
     data = read_json(path)
-    if data.get("model_type") == HF_MODEL_TYPE:
+    if is_bertfit_config(data):
         write_json_atomic(path, hf_config(encoder_settings(folder), meta, data.get("pad_token_id")))
 
 
 def encoder_settings(folder: Path) -> dict[str, Any]:
     """The encoder's config as a dict (model_type included), from either config.json layout."""
     data = read_json(Path(folder) / HF_CONFIG_FILE)
-    if data.get("model_type") != HF_MODEL_TYPE:
+    if not is_bertfit_config(data):
         return data
     return {**data["encoder"], "model_type": data["encoder_type"]}
+
+
+def is_bertfit_config(data: dict[str, Any]) -> bool:
+    """config.json in bertfit's layout (the encoder nested), not the encoder's own config of the oldest folders."""
+    return isinstance(data.get("encoder"), dict) and "encoder_type" in data

@@ -14,7 +14,7 @@ from typing import Any
 from bertfit import __version__
 from bertfit.config import MULTI_LABEL, SINGLE_LABEL, RunConfig, config_to_dict
 from bertfit.data.labels import LabelMap
-from bertfit.data.windows import WindowSettings
+from bertfit.data.windows import TextCut, WindowSettings
 from bertfit.errors import BertfitError
 
 
@@ -107,6 +107,11 @@ class ModelMeta:
         """Sliding-window settings for reading texts (None: one row per text)."""
         return WindowSettings(self.window_stride, self.window_pooling) if self.window_stride > 0 else None
 
+    @property
+    def cut(self) -> TextCut:
+        """How the model reads a text: the cut it was trained with (every window, where it reads windows)."""
+        return TextCut(self.max_length, self.keep_head, self.windows)
+
     def label_thresholds(self) -> list[float]:
         """Multi-label cut-offs in label order (0.5 where none was tuned)."""
         return [(self.thresholds or {}).get(name, 0.5) for name in self.labels]
@@ -126,7 +131,7 @@ class ExportMeta:
     opset: int
     export_seconds: float | None = None
     check: dict[str, Any] | None = None  # the self-check: accuracy of PyTorch and of every variant
-    choice: str | None = None  # the variant `serve` and `predict` use (None: onnx-int8 if exported, else onnx-fp32)
+    choice: str | None = None  # the variant `--target auto` chose, or the --target's own (see served_variant)
     selection: dict[str, Any] | None = None  # how the choice was made: CPU features, timings, bound, skipped
 
     @classmethod
@@ -151,13 +156,54 @@ class ExportMeta:
                 "files": self.files, "export_seconds": self.export_seconds, "check": self.check,
                 "choice": self.choice, "selection": self.selection}
 
-    def default_variant(self) -> str:
-        """What `auto` serves: the recorded choice, else the ONNX variant (`onnx_variant`)."""
-        return self.choice if self.choice is not None else self.onnx_variant()
+    @property
+    def max_accuracy_loss(self) -> float:
+        """The accuracy points a variant may lose against PyTorch and still serve (`bertfit export --max-accuracy-loss`)."""
+        return float((self.check or {}).get("max_accuracy_loss", DEFAULT_MAX_ACCURACY_LOSS))
 
-    def onnx_variant(self) -> str:
-        """The int8 ONNX file when there is one, else fp32: what the backend name `onnx` asks for."""
-        return "onnx-int8" if "onnx-int8" in self.files else "onnx-fp32"
+    def accuracy_problem(self, variant: str) -> str | None:
+        """Why `variant` may not stand in for PyTorch (`accuracy_loss_problem` at this export's bound), or None."""
+        return accuracy_loss_problem(self.check, variant, self.max_accuracy_loss)
+
+    def served_variant(self) -> tuple[str, list[str]]:
+        """What `auto` serves on a CPU, and why each variant before it was passed over: the recorded choice, else
+        onnx-int8 then onnx-fp32, the first that passed the accuracy check; torch (PyTorch) when none did."""
+        if self.choice == "torch":
+            return "torch", []
+        candidates = [self.choice] if self.choice else []
+        candidates += [v for v in ("onnx-int8", "onnx-fp32") if v in self.files and v not in candidates]
+        passed_over = []
+        for variant in candidates:
+            problem = self.accuracy_problem(variant)
+            if problem is None:
+                return variant, passed_over
+            passed_over.append(problem)
+        return "torch", passed_over
+
+    def default_variant(self) -> str:
+        """What `auto` serves on a CPU (`served_variant`)."""
+        return self.served_variant()[0]
+
+
+DEFAULT_MAX_ACCURACY_LOSS = 0.5  # accuracy points an exported variant may lose against PyTorch and still serve
+
+
+def accuracy_loss_problem(check: dict[str, Any] | None, variant: str, max_accuracy_loss: float) -> str | None:
+    """Why `variant` may not stand in for PyTorch, or None: its measured accuracy change on the export's check is
+    below -max_accuracy_loss points, or it was never checked. `bertfit export --target auto` chooses and `predict`
+    and `serve` pick by this one rule, so what serves is what passed."""
+    record = (check or {}).get(variant)
+    if not isinstance(record, dict) or "accuracy" not in record:
+        return f"{variant} has no accuracy check against PyTorch in export.json; run `bertfit export` again"
+    change = record.get("accuracy_change_points")
+    if change is None:  # export.json of the ONNX-only exporter: plain accuracies
+        change = 100 * (record["accuracy"] - check.get("torch_accuracy", record["accuracy"]))
+    if change >= -max_accuracy_loss:
+        return None
+    low, high = record.get("accuracy_change_interval_points") or (change, change)
+    return (f"{variant} measured {change:+.2f} accuracy points (95% [{low:+.2f}, {high:+.2f}]) against PyTorch on "
+            f"{check.get('rows', '?')} held-out rows, beyond the {max_accuracy_loss:g} points allowed "
+            "(bertfit export --max-accuracy-loss)")
 
 
 def confined_path(value: Any, field: str, source: Path | str) -> Path:

@@ -11,6 +11,7 @@ from torch import nn
 
 from bertfit.config import LoraConfig, ModelConfig
 from bertfit.errors import BertfitError, brief
+from bertfit.hf_folder import HF_CONFIG_FILE, encoder_settings
 from bertfit.modeling_bertfit import pool_tokens as pool
 from bertfit.registry.catalog import resolve
 
@@ -58,6 +59,9 @@ def load_encoder(name: str) -> nn.Module:
     from transformers import AutoModel
 
     source = resolve_model_name(name)
+    if _bertfit_folder(Path(source)) is not None:  # its weights are a classifier's; loading them as an encoder fails
+        raise BertfitError(f"model.name: {source} is a bertfit run or model folder; set model.name to the encoder it "
+                           "was trained from and model.init_from to the run, to start from its weights")
     try:
         return AutoModel.from_pretrained(source, **float32_weights())
     except (OSError, ValueError) as error:
@@ -94,16 +98,32 @@ def encoder_from_settings(settings: dict[str, Any]) -> nn.Module:
 
 
 def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
+    """The fast tokenizer of a registry name, a folder (a bertfit run or model folder too) or a hub name.
+
+    A bertfit model folder's tokenizer is read with the encoder's config built here from its config.json,
+    so transformers never looks at the folder's auto_map: no prompt, no code from the folder runs.
+    """
+    from transformers import AutoConfig, AutoTokenizer
 
     source = resolve_model_name(name)
+    folder = _bertfit_folder(Path(source))
+    options = {"config": AutoConfig.for_model(**encoder_settings(folder))} if folder is not None else {}
+    source = str(folder) if folder is not None else source
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
     except (OSError, ValueError) as error:
         raise BertfitError(f"model.name: cannot load the tokenizer of {source!r}: {error}") from None
     if not tokenizer.is_fast:
         raise BertfitError(f"model.name: {source!r} has no fast tokenizer; bertfit needs one (tokenizer.json)")
     return tokenizer
+
+
+def _bertfit_folder(path: Path) -> Path | None:
+    """The model folder when `path` is a bertfit run directory or model folder (bertfit.json beside config.json)."""
+    for folder in (path, path / "model"):
+        if (folder / "bertfit.json").is_file() and (folder / HF_CONFIG_FILE).is_file():
+            return folder
+    return None
 
 
 def build_classifier(config: ModelConfig, num_labels: int, seed: int, lora: LoraConfig | None = None,

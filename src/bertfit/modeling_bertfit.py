@@ -7,9 +7,9 @@ bertfit copies this file into every model folder it saves, so it imports only to
 It computes what bertfit's own inference computes: each text cut as the model was trained (max_length,
 head+tail truncation or sliding windows, applied here to the whole tokenised text a pipeline passes),
 the encoder, mean or [CLS] pooling, the linear head, the windows' logits pooled per text, and the
-temperature `bertfit evaluate` fitted. The model_type `bertfit` is unknown to transformers itself, so
-loading the folder without trust_remote_code fails instead of initialising a stock model at random
-(and config.json leaves the sizes a stock class would read empty: see bertfit.hf_folder).
+temperature `bertfit evaluate` fitted. config.json's top-level sizes are ones no stock class can build a
+model from, so loading the folder without trust_remote_code fails instead of initialising a stock model
+at random, while its tokenizer loads with a plain AutoTokenizer (see bertfit.hf_folder).
 """
 
 from __future__ import annotations
@@ -30,9 +30,21 @@ class BertfitConfig(PretrainedConfig):
 
     def __init__(self, encoder: dict | None = None, **kwargs):
         self.encoder = dict(encoder or {})
+        kwargs.pop("model_type", None)  # config.json names the encoder's type (see from_pretrained)
         for name, default in self.SETTINGS.items():
             setattr(self, name, kwargs.pop(name, default))
         super().__init__(**kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "BertfitConfig":
+        """config.json names the encoder's model_type (so a plain AutoTokenizer finds a class transformers
+        knows and runs no code from the folder); read it as this class without transformers' type warning."""
+        config_dict, kwargs = cls.get_config_dict(pretrained_model_name_or_path, **kwargs)
+        return cls.from_dict(config_dict, **kwargs)
+
+    def to_dict(self) -> dict:
+        """As bertfit writes config.json: model_type is the encoder's, so the saved folder loads the same way."""
+        return {**super().to_dict(), "model_type": self.encoder_type}
 
     def encoder_config(self) -> PretrainedConfig:
         return AutoConfig.for_model(self.encoder_type, **self.encoder)

@@ -72,7 +72,7 @@ def test_auto_times_every_candidate_records_the_choice_and_serves_it(auto_run):
     assert selection["eligible"] == within
     fastest = max(within, key=lambda name: selection["timings"][name]["vs_torch"])
     assert meta["choice"] == selection["choice"] == fastest
-    assert Predictor(auto_run).backend_name == fastest  # predict and serve use the choice
+    assert Predictor(auto_run).backend_name == fastest.replace("torch", "pytorch")  # predict and serve use the choice
     card = (auto_run / "export" / "README.md").read_text()
     assert f"Chosen: **{fastest}**" in card and "int8 dot product" in card
 
@@ -98,7 +98,7 @@ def test_cli_export_auto_prints_the_check_and_the_choice(auto_export, capsys):
     from bertfit.cli.main import main
 
     run, out = auto_export
-    assert "95% [" in out and "labels differ on" in out and "serve and predict use:" in out
+    assert "95% [" in out and "labels differ on" in out and "predict and serve use on a CPU:" in out
     assert main(["export", str(run), "--target", "auto", "--max-accuracy-loss", "-1"]) == 2
     assert "--max-accuracy-loss" in capsys.readouterr().err
 

@@ -27,7 +27,8 @@ def test_export_writes_files_and_self_check(tiny_run):
     assert 0 <= check["onnx-int8"]["max_probability_difference"] < 0.2
     low, high = check["onnx-int8"]["disagreement_interval"]
     assert low <= check["onnx-int8"]["disagreement"] <= high and high > 0  # an interval, even at 0 disagreement
-    assert meta["choice"] is None  # --target onnx chooses nothing: auto serves int8 as before
+    assert meta["choice"] is None  # --target onnx chooses nothing: auto serves int8 if it passed the check
+    assert meta["check"]["max_accuracy_loss"] == 0.5  # the bound predict and serve apply travels with the check
     assert meta["model_step"] is not None
 
 
@@ -41,7 +42,7 @@ def test_onnx_predictor_matches_torch_on_any_batch_and_length(tiny_run, ag_news_
     fp32 = Predictor(tiny_run, backend="onnx-fp32", batch_size=7)
     assert fp32.backend_name == "onnx-fp32"
     np.testing.assert_allclose(fp32.predict_proba(texts), torch_probs, atol=1e-4)
-    int8 = Predictor(tiny_run, batch_size=5)  # auto: the export exists, the device is the CPU, int8 preferred
+    int8 = Predictor(tiny_run, backend="onnx-int8", batch_size=5)
     assert int8.backend_name == "onnx-int8"
     assert np.abs(int8.predict_proba(texts) - torch_probs).max() < 0.2
     assert [p.text for p in int8.predict(texts)] == texts
@@ -68,7 +69,7 @@ def test_stale_export_falls_back_to_torch(tiny_run, tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["model_step"] = -1
     meta_path.write_text(json.dumps(meta))
-    assert Predictor(run).backend_name == "torch"
+    assert Predictor(run).backend_name == "pytorch"
 
 
 def test_onnx_uses_the_temperature_calibrated_after_export(tiny_run, tmp_path):

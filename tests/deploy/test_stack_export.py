@@ -79,7 +79,7 @@ def test_an_export_without_the_current_stack_is_not_served(run_dir, tmp_path, ca
     del record["stack"]  # as exported before `bertfit stack` added it
     export_json.write_text(json.dumps(record))
     predictor = Predictor(run)
-    assert predictor.backend_name == "torch" and predictor.stack is not None
+    assert predictor.backend_name == "pytorch" and predictor.stack is not None
     assert "stacked ensemble" in caplog.text and "bertfit export" in caplog.text
 
 

@@ -32,12 +32,13 @@ def test_predict_on_an_export_imports_neither_torch_nor_transformers(tiny_export
 
 def test_tokenizer_file_gives_the_ids_of_transformers(tiny_exported_run, ag_news_rows):
     from bertfit.data.batching import tokenize
+    from bertfit.data.windows import TextCut
 
     texts = [text for text, _ in ag_news_rows[:200]] + ["", "  spaces  ", "Ünïcödé café — naïve", "x " * 400]
     ours, theirs = TokenizerFile(tiny_exported_run / "export"), load_tokenizer(str(tiny_exported_run / "model"))
     assert ours.pad_token_id == theirs.pad_token_id
     for options in ({}, {"keep_head": 0.5}, {"windows": WindowSettings(10, "mean")}):
-        a, b = (tokenize(texts, np.zeros(len(texts)), t, 48, None, **options) for t in (ours, theirs))
+        a, b = (tokenize(texts, np.zeros(len(texts)), t, TextCut(48, **options)) for t in (ours, theirs))
         np.testing.assert_array_equal(a.ids, b.ids)
         np.testing.assert_array_equal(a.offsets, b.offsets)
     assert ours(["a b c"], truncation=False)["input_ids"] == theirs(["a b c"])["input_ids"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bertfit.data.batching import tokenize
-from bertfit.data.windows import WindowSettings
+from bertfit.data.windows import TextCut, WindowSettings
 from bertfit.infer.engine import InferenceContext, eval_mode, row_logits, split_logits
 from bertfit.model import TextClassifier, load_encoder, load_tokenizer
 
@@ -33,16 +33,16 @@ def test_eval_mode_is_restored_even_after_an_error(model_and_tokenizer):
 def test_batched_rows_come_back_in_input_order(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     context = InferenceContext.cpu(tokenizer.pad_token_id, batch_size=3)
-    split = tokenize(TEXTS, np.zeros(len(TEXTS)), tokenizer, 32, None)
+    split = tokenize(TEXTS, np.zeros(len(TEXTS)), tokenizer, TextCut(32))
     batched = row_logits(model, split, context)
-    one_by_one = np.concatenate([row_logits(model, tokenize([t], [0], tokenizer, 32, None), context) for t in TEXTS])
+    one_by_one = np.concatenate([row_logits(model, tokenize([t], [0], tokenizer, TextCut(32)), context) for t in TEXTS])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
 
 
 def test_windows_are_pooled_per_text(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     context = InferenceContext.cpu(tokenizer.pad_token_id, batch_size=4)
-    split = tokenize(TEXTS, np.zeros(len(TEXTS)), tokenizer, 12, None, windows=WindowSettings(5, "max"))
+    split = tokenize(TEXTS, np.zeros(len(TEXTS)), tokenizer, TextCut(12, windows=WindowSettings(5, "max")))
     assert len(split) > len(TEXTS)
     rows, documents = row_logits(model, split, context), split_logits(model, split, context)
     assert documents.shape == (len(TEXTS), 3)

@@ -6,7 +6,11 @@ import argparse
 from pathlib import Path
 
 from bertfit.errors import BertfitError
-from bertfit.infer import BACKENDS
+from bertfit.infer import BACKEND_ALIASES, BACKENDS, backend_name
+
+BACKEND_CHOICES = (*BACKENDS, *BACKEND_ALIASES)
+BACKEND_HELP = ("auto: on a CPU, the exported variant whose accuracy passed the export's check (the --target auto "
+                "choice, else onnx-int8, then onnx-fp32), else PyTorch; the log says why. torch = pytorch, onnx = onnx-fp32")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -14,12 +18,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("run", type=Path)
     predict.add_argument("texts", nargs="*", help="texts to classify")
     predict.add_argument("--file", type=Path, help="CSV/TSV/JSONL/Parquet file of texts")
-    predict.add_argument("--text-column", default="text")
+    predict.add_argument("--text-column", help="--file: the column(s) holding the text, comma-separated (default: the "
+                                                "run's data.text_columns, joined as training joined them; else text)")
     predict.add_argument("--out", type=Path, help="write predictions as CSV here (default: print)")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--device", default="auto")
-    predict.add_argument("--backend", default="auto", choices=BACKENDS,
-                         help="auto: on a CPU, the variant `bertfit export` chose (older exports: ONNX), else PyTorch")
+    predict.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     predict.set_defaults(handler=_predict)
 
     merge = commands.add_parser("merge", help="write a standalone model folder with LoRA adapters merged in")
@@ -42,7 +46,9 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--max-rows", type=int, help="check on at most N held-out rows, validation then test "
                                                      "(default 4000: enough to tell 0.5 points apart)")
     export.add_argument("--batch-size", type=int, default=64)
-    export.add_argument("--max-accuracy-loss", type=float, default=0.5, help="auto: accuracy points a variant may lose")
+    export.add_argument("--max-accuracy-loss", type=float, default=0.5,
+                        help="accuracy points a variant may lose against PyTorch and still serve (auto's choice, "
+                             "and what predict and serve use)")
     export.add_argument("--threads", type=int, default=1, help="auto: CPU threads per model call while timing")
     export.add_argument("--time-batch", type=int, default=10, help="auto: texts per model call while timing "
                                                                    "(about what serve merges under load)")
@@ -56,7 +62,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("run", type=Path)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--backend", default="auto", choices=BACKENDS)
+    serve.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     serve.add_argument("--device", default="auto")
     serve.add_argument("--threads", type=int, help="CPU threads per model call (default: all cores)")
     serve.add_argument("--max-batch", type=int, default=32, help="texts per model call when batching requests")
@@ -97,8 +103,10 @@ def _export(args: argparse.Namespace, _: list[str]) -> int:
               f"[{low:+.2f}, {high:+.2f}]), labels differ on {c['disagreement']:.2%}{speed}")
     for variant, reason in (meta.selection or {}).get("skipped", {}).items():
         print(f"  {variant}: skipped ({reason})")
-    if meta.choice:
-        print(f"serve and predict use: {meta.choice}")
+    served, passed_over = meta.served_variant()
+    for reason in passed_over:
+        print(f"  not served: {reason}")
+    print(f"predict and serve use on a CPU: {backend_name(served)}")
     return 0
 
 
@@ -119,21 +127,27 @@ def _serve(args: argparse.Namespace, _: list[str]) -> int:
 
 def _predict(args: argparse.Namespace, _: list[str]) -> int:
     from bertfit.infer.files import check_out_path, read_texts, write_predictions
-    from bertfit.infer.predictor import Predictor
+    from bertfit.infer.predictor import Predictor, run_text_columns
 
     if args.out is not None:
         check_out_path(args.out)
-    texts = list(args.texts) + (read_texts(args.file, args.text_column) if args.file is not None else [])
+    texts = list(args.texts)
+    if args.file is not None:
+        columns = tuple(c.strip() for c in args.text_column.split(",")) if args.text_column else run_text_columns(args.run)
+        texts += read_texts(args.file, columns)
     if not texts:
         raise BertfitError("nothing to predict: give texts as arguments or --file FILE")
-    predictions = Predictor(args.run, device=args.device, batch_size=args.batch_size, backend=args.backend).predict(texts)
+    predictor = Predictor(args.run, device=args.device, batch_size=args.batch_size, backend=args.backend)
+    predictions = predictor.predict(texts)
     if args.out is not None:
         write_predictions(args.out, predictions)
-        print(f"{len(predictions)} predictions written to {args.out}")
+        print(f"{len(predictions)} predictions written to {args.out} (backend {predictor.backend_name})")
         return 0
     for p in predictions:
         probabilities = ", ".join(f"{k}={v:.3f}" for k, v in p.probabilities.items())
-        print(f"{p.label}\t{p.confidence:.3f}\t{probabilities}\t{p.text[:80]}")
+        label = p.label if p.label_probabilities is None else \
+            "|".join(f"{k}({v:.3f})" for k, v in p.label_probabilities.items()) or "(none)"
+        print(f"{label}\t{p.confidence:.3f}\t{probabilities}\t{p.text[:80]}")
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from bertfit.config import FILE_FORMATS, DataConfig
 from bertfit.data.presets import PRESETS, Columns, preset_path
+from bertfit.data.tables import is_table, join_text_columns, table_columns
 from bertfit.errors import BertfitError
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,17 @@ class RawSplit:
         return self.kept_rows if self.kept_rows is not None else range(self.first_row, self.first_row + len(self.texts))
 
 
-def read_split(spec: str, split: str, config: DataConfig) -> RawSplit:
-    """One split from a preset name, a file path or a hub dataset name, relabelled by data.label_map."""
+def read_split(spec: Any, split: str, config: DataConfig) -> RawSplit:
+    """One split from a preset name, a file path, a hub dataset name or an in-memory table (a pandas DataFrame,
+    a datasets.Dataset: bertfit.data.tables), relabelled by data.label_map."""
     part = _read_rows(spec, split, config)
     return apply_label_map(part, config.label_map, check_keys=split == "train") if config.label_map else part
 
 
-def _read_rows(spec: str, split: str, config: DataConfig) -> RawSplit:
+def _read_rows(spec: Any, split: str, config: DataConfig) -> RawSplit:
+    if is_table(spec):
+        columns, names, source = table_columns(spec)
+        return check_rows(columns, source, config.text_columns, config.label_column, config.label_names or names)
     if spec in PRESETS:
         path, columns = read_preset(spec, split)
         return check_rows(columns, str(path), ("text",), "label", PRESETS[spec].label_names)
@@ -233,8 +238,7 @@ def check_rows(columns: Columns, source: str, text_columns: tuple[str, ...], lab
           label_names: tuple[str, ...] | None, first_row: int = 1) -> RawSplit:
     """Join text columns and check every row: no missing column, no empty text, no missing label."""
     check_columns(columns, source, text_columns, label_column)
-    parts = [columns[c] for c in text_columns]
-    texts = [" ".join(str(v).strip() for v in values if v is not None) for values in zip(*parts)]
+    texts = join_text_columns(columns, text_columns)
     for row, (text, label) in enumerate(zip(texts, columns[label_column]), start=first_row):
         if not text.strip():
             raise BertfitError(f"{source} row {row}: empty text in {', '.join(text_columns)}; fix or remove the row")

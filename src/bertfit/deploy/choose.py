@@ -15,7 +15,7 @@ from typing import Any
 
 from bertfit.deploy.check import Backend
 from bertfit.infer.engine import tokenize_like_training
-from bertfit.meta import ModelMeta
+from bertfit.meta import ModelMeta, accuracy_loss_problem
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,10 @@ def time_backends(backends: dict[str, Backend], meta: ModelMeta, tokenizer: Any,
 
 
 def pick(timings: dict[str, dict[str, Any]], check: dict[str, Any], max_accuracy_loss: float) -> tuple[str, list[str]]:
-    """The fastest candidate whose accuracy change is >= -max_accuracy_loss points (PyTorch always qualifies)."""
+    """The fastest candidate that passes the accuracy rule `predict` and `serve` apply too (meta.accuracy_loss_problem:
+    an accuracy change >= -max_accuracy_loss points); PyTorch always qualifies."""
     eligible = [name for name in timings
-                if name == "torch" or check[name]["accuracy_change_points"] >= -max_accuracy_loss]
+                if name == "torch" or accuracy_loss_problem(check, name, max_accuracy_loss) is None]
     return max(eligible, key=lambda name: timings[name]["vs_torch"]), eligible
 
 

@@ -12,7 +12,9 @@
 `--target onnx | openvino | ct2` writes that engine (ONNX always: the others start from it or sit
 beside it). `--target auto` writes every engine this machine can run, in fp32 and int8, times each
 with the serving batch shape, and records the fastest whose accuracy is within `max_accuracy_loss`
-points of PyTorch's as the choice `serve` and `predict` use. The self-check (bertfit.deploy.check)
+points of PyTorch's as the choice `serve` and `predict` use. Whatever the target, `serve` and
+`predict` use a variant only if it is within that bound (ExportMeta.served_variant): what serves is
+what passed. The self-check (bertfit.deploy.check)
 runs PyTorch and every variant on held-out labelled texts, so a broken or lossy export is visible
 before anyone serves it. With a stack, the check compares the network's probabilities (like with like);
 the TF-IDF part is the same file and NumPy code on every variant.
@@ -84,7 +86,9 @@ def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = No
         sample = check_sample(run_dir, loaded, max_rows)
         reference = TorchBackend(loaded.model, InferenceContext.cpu(meta.pad_token_id, batch_size))
         checked = {name: open_export(staging, meta, name, batch_size) for name in files}
-        meta = dataclasses.replace(meta, check=self_check(sample, reference, checked, loaded.meta.temperature))
+        check = self_check(sample, reference, checked, loaded.meta.temperature)
+        # The bound travels with the check: predict and serve apply it to every export, not only --target auto.
+        meta = dataclasses.replace(meta, check={**check, "max_accuracy_loss": settings.max_accuracy_loss})
         if target == "auto":
             meta = _choose(staging, meta, loaded, sample, settings, skipped)
         elif target != "onnx":

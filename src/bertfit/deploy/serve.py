@@ -175,9 +175,10 @@ class LabelScore(BaseModel):
 
 
 class PredictionOut(BaseModel):
-    label: str
+    label: str  # multi-label: the predicted labels joined with "|" (bertfit.infer.predictor.Prediction)
     confidence: float
     probabilities: dict[str, float]
+    labels: list[LabelScore] | None = None  # multi-label: each predicted label with its probability
     top_k: list[LabelScore] | None = None
 
 
@@ -202,9 +203,9 @@ def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAP
                   description=f"Text classification with {predictor.meta.base_model} fine-tuned by bertfit.")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     auth = [Depends(_key_checker(settings.api_key))]
-    names = predictor.labels.names
-    metadata = {"labels": list(names), "version": __version__, "run": str(run_dir),
+    metadata = {"labels": list(predictor.labels.names), "version": __version__, "run": str(run_dir),
                 "model": {"base_model": predictor.meta.base_model, "backend": predictor.backend_name,
+                          "backend_note": getattr(predictor, "backend_note", None),
                           "max_length": predictor.meta.max_length, "temperature": predictor.temperature,
                           "stack": _stack_summary(predictor)},
                 "metrics": read_results(run_dir), "export_check": predictor.export.check if predictor.export else None,
@@ -216,7 +217,7 @@ def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAP
         texts = [body.text] if body.text is not None else body.texts
         check_texts(texts, settings)
         probabilities = await answer_unless_gone(batcher, texts, request)
-        return PredictResponse(predictions=[to_prediction(row, names, body.top_k) for row in probabilities],
+        return PredictResponse(predictions=[to_prediction(p, body.top_k) for p in predictor.decide(texts, probabilities)],
                                backend=predictor.backend_name)
 
     @app.get("/health")
@@ -283,14 +284,13 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def to_prediction(row: Any, names: tuple[str, ...], top_k: int | None) -> PredictionOut:
-    best = int(row.argmax())
-    out = PredictionOut(label=names[best], confidence=float(row[best]),
-                        probabilities={name: float(p) for name, p in zip(names, row)})
-    if top_k is not None:
-        order = row.argsort()[::-1][:top_k]
-        out.top_k = [LabelScore(label=names[i], probability=float(row[i])) for i in order]
-    return out
+def to_prediction(prediction: Any, top_k: int | None) -> PredictionOut:
+    """A Predictor's Prediction as the service answers it, with the k most probable labels when asked."""
+    chosen = prediction.label_probabilities
+    ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:top_k] if top_k else None
+    return PredictionOut(label=prediction.label, confidence=prediction.confidence, probabilities=prediction.probabilities,
+                         labels=None if chosen is None else [LabelScore(label=k, probability=v) for k, v in chosen.items()],
+                         top_k=None if ranked is None else [LabelScore(label=k, probability=v) for k, v in ranked])
 
 
 def _key_checker(api_key: str | None) -> Callable:

@@ -9,7 +9,7 @@ reason; the caller records it.
 
 OpenVINO int8 is not written: OpenVINO ran ONNX Runtime's dynamic-int8 graph (DynamicQuantizeLinear +
 MatMulInteger) several times slower than its fp32 IR, and a statically calibrated QDQ graph was slower
-than fp32 too on the AVX-512 machine without VNNI where it was measured (see bench/RESULTS.md); an
+than fp32 too on the AVX-512 machine without VNNI where it was measured (see docs/decisions.md); an
 int8 OpenVINO variant needs NNCF's quantisation, which is not a dependency.
 """
 

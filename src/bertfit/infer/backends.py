@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class TorchBackend:
     """The PyTorch classifier on the context's device."""
 
-    name = "torch"
+    name = "pytorch"
 
     def __init__(self, model: torch.nn.Module, context: InferenceContext):
         self.model, self.context = model.to(context.device), context

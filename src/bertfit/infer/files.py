@@ -8,20 +8,29 @@ from pathlib import Path
 from bertfit.atomic import atomic_file
 from bertfit.config import DataConfig
 from bertfit.data.read import read_file
+from bertfit.data.tables import join_text_columns
 from bertfit.errors import BertfitError
 from bertfit.infer.predictor import Prediction
 
 
-def read_texts(path: Path, text_column: str = "text") -> list[str]:
-    """The texts of one column of a CSV/TSV/JSON/JSONL/Parquet file."""
+def read_texts(path: Path, text_columns: str | tuple[str, ...] = ("text",)) -> list[str]:
+    """The texts of a CSV/TSV/JSON/JSONL/Parquet file: its text columns joined with a space as training joins
+    them (bertfit.data.tables.join_text_columns); a row whose text is empty is refused with its number."""
     path = Path(path)
     if not path.is_file():
         raise BertfitError(f"file: {path} not found")
+    text_columns = (text_columns,) if isinstance(text_columns, str) else tuple(text_columns)
     columns = read_file(path, DataConfig())
-    if text_column not in columns:
-        raise BertfitError(f"text_column: {text_column!r} is not a column of {path} "
-                           f"(columns: {', '.join(map(str, columns))})")
-    return [str(text) for text in columns[text_column]]
+    for column in text_columns:
+        if column not in columns:
+            raise BertfitError(f"text_column: {column!r} is not a column of {path} "
+                               f"(columns: {', '.join(map(str, columns))}); name the text columns, e.g. "
+                               f"--text-column {','.join(map(str, list(columns)[:2]))}")
+    texts = join_text_columns(columns, text_columns)
+    for row, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise BertfitError(f"{path} row {row}: empty text in {', '.join(text_columns)}; fix or remove the row")
+    return texts
 
 
 def check_out_path(path: Path) -> None:

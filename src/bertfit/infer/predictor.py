@@ -1,12 +1,15 @@
 """Batch prediction from a run directory, model folder or export folder (imports nothing from training).
 
-`Predictor(path).predict(texts)` picks a backend: when the run has an export (RUN/export, written by
-`bertfit export`) and the device is the CPU, the variant `bertfit export --target auto` chose for this
-machine (older exports: ONNX int8, else fp32); PyTorch otherwise. `backend=` forces one (torch, onnx,
-onnx-int8, openvino-fp32, ct2-int8, ...). All run through the inference engine and return rows in input order. The
-exported backends import neither torch nor transformers (tokenizer.json is read by `tokenizers` alone),
-so a cold `bertfit predict` on an export starts in about a second of CPU. A run with a stacked ensemble
-(model + TF-IDF, bertfit.infer.stack) gives the stack's probabilities on every backend.
+`Predictor(path).predict(texts)` picks a backend (bertfit.infer.choice): when the run has an export (RUN/export,
+written by `bertfit export`) and the device is the CPU, the variant the export chose (--target auto) or else
+int8 then fp32 ONNX, the first whose measured accuracy passed the export's check; PyTorch otherwise, and the
+log says why. `backend=` names one (pytorch, onnx-fp32, onnx-int8, openvino-fp32, ct2-int8, ...; torch and
+onnx = onnx-fp32 too). `texts` may be a list, a pandas DataFrame or Series or a datasets.Dataset, whose
+text columns (the run's own, or `text_columns`) are joined as training joined them. All backends run
+through the inference engine and return rows in input order. The exported backends import neither torch
+nor transformers (tokenizer.json is read by `tokenizers` alone), so a cold `bertfit predict` on an export
+starts in about a second of CPU. A run with a stacked ensemble (model + TF-IDF, bertfit.infer.stack) gives
+the stack's probabilities on every backend.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +32,13 @@ from bertfit.artifacts import (
     model_folder,
     read_export_meta,
     read_model_meta,
+    read_run_config,
 )
 from bertfit.data.labels import LabelMap
+from bertfit.data.tables import is_table, table_texts
 from bertfit.errors import BertfitError
-from bertfit.infer import BACKENDS
 from bertfit.infer.backends import TorchBackend, open_export
+from bertfit.infer.choice import choose_backend
 from bertfit.infer.stack import Stack, model_probabilities, open_stack
 from bertfit.infer.tokens import TokenizerFile, tokenize_like_training
 from bertfit.meta import ExportMeta
@@ -42,16 +48,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Prediction:
+    """One text's prediction. Single-label: `label` is the most probable class and `confidence` its probability.
+    Multi-label: `labels` holds every label at or above its threshold, `label` joins them with "|",
+    `label_probabilities` gives each of them with its probability, and `confidence` is the probability of the
+    least likely of them (each predicted label is at least that likely); with no label predicted, it is
+    1 minus the highest probability (how likely even the likeliest label is absent)."""
+
     text: str
     label: str
     confidence: float
     probabilities: dict[str, float]
     labels: tuple[str, ...] | None = None  # multi-label models: every label at or above its threshold
-
-
-def choose_variant(export: ExportMeta, backend: str) -> str:
-    """The exported variant a backend name asks for: onnx -> ExportMeta.onnx_variant, any other name itself."""
-    return export.onnx_variant() if backend == "onnx" else backend
+    label_probabilities: dict[str, float] | None = None  # multi-label models: each predicted label's probability
 
 
 def text_problem(text: object) -> str | None:
@@ -79,28 +87,27 @@ class Predictor:
 
     def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", batch_size: int = 64,
                  backend: str = "auto", threads: int | None = None):
-        if backend not in BACKENDS:
-            raise BertfitError(f"backend: unknown {backend!r}; use one of {', '.join(BACKENDS)}")
         if threads is not None and threads < 1:
             raise BertfitError(f"threads: must be >= 1, got {threads}")
         path = Path(path)
         folder = export_folder(path)
         export = read_export_meta(folder) if folder is not None else None
-        if backend == "auto":
-            use_export = export is not None and _runs_on_cpu(device)
-            current = use_export and _export_is_current(path, folder, export)
-            backend = export.default_variant() if current else "torch"  # the choice may be torch itself
+        choice = choose_backend(backend, path, folder, export, device)
         self.export: ExportMeta | None = None
-        if backend == "torch":
+        self.backend_note = choice.note  # why this backend (a variant failed its accuracy check, ...), or None
+        if choice.name == "pytorch":
             self._load_torch(path, device, precision, batch_size, threads)
             self.stack: Stack | None = open_stack(model_folder(path), self.meta)
         elif export is None:
             raise BertfitError(f"{path}: no export (expected {path / EXPORT_DIR / EXPORT_META}); "
-                               "run `bertfit export RUN --target auto` (or --onnx) or use backend torch")
+                               "run `bertfit export RUN --target auto` (or --onnx) or use backend pytorch")
         else:
-            self._load_export(folder, export, choose_variant(export, backend), path, batch_size, threads)
+            self._load_export(folder, export, choice.name, path, batch_size, threads)
             self.stack = open_stack(folder, export.model)
+        self.text_columns = run_text_columns(path)
         log.info("predictor for %s uses the %s backend", path, self.backend.name)
+        if self.backend_note:
+            log.warning("%s", self.backend_note)
         if is_run_dir(path) and not (path / RESULTS_FILE).is_file():
             log.warning("%s has not finished (no %s): its model is the best one saved so far, with no test metrics; "
                         "finish it with `bertfit train --resume %s`", path, RESULTS_FILE, path)
@@ -148,29 +155,49 @@ class Predictor:
         split = tokenize_like_training(self.meta, self.tokenizer, texts)
         return split.document_logits(self.backend.logits(split))
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: Any, text_columns: tuple[str, ...] | None = None) -> np.ndarray:
         """Class probabilities (rows sum to 1), or for multi-label models one independent probability per label;
-        with a stack, the stack's (the model's mixed with TF-IDF's)."""
-        _check_texts(texts)
+        with a stack, the stack's (the model's mixed with TF-IDF's). `texts`: see `texts_of`."""
+        texts = self.texts_of(texts, text_columns)
         if self.stack is not None:
             return self.stack.probabilities(texts, self.logits(texts))
         return model_probabilities(self.logits(texts), self.temperature, self.multi_label)
 
-    def model_proba(self, texts: list[str]) -> np.ndarray:
+    def model_proba(self, texts: Any, text_columns: tuple[str, ...] | None = None) -> np.ndarray:
         """The fine-tuned model's probabilities alone (no stack), at the model's temperature."""
-        _check_texts(texts)
-        return model_probabilities(self.logits(texts), self.temperature, self.multi_label)
+        return model_probabilities(self.logits(self.texts_of(texts, text_columns)), self.temperature, self.multi_label)
 
-    def predict(self, texts: list[str]) -> list[Prediction]:
-        probabilities = self.predict_proba(texts)
+    def predict(self, texts: Any, text_columns: tuple[str, ...] | None = None) -> list[Prediction]:
+        """One Prediction per text, in input order; `texts`: see `texts_of`."""
+        texts = self.texts_of(texts, text_columns)
+        return self.decide(texts, self.predict_proba(texts))
+
+    def texts_of(self, texts: Any, text_columns: tuple[str, ...] | None = None) -> list[str]:
+        """A list of texts as given, or the texts of a pandas DataFrame / Series or a datasets.Dataset: its
+        `text_columns` (default: the run's data.text_columns) joined with a space as training joined them."""
+        if is_table(texts):
+            texts = table_texts(texts, tuple(text_columns or self.text_columns))
+        elif isinstance(texts, str):
+            raise BertfitError("texts: give a list of texts, not one string (wrap it: [text])")
+        texts = list(texts)
+        _check_texts(texts)
+        return texts
+
+    def decide(self, texts: list[str], probabilities: np.ndarray) -> list[Prediction]:
+        """Predictions from probability rows (predict_proba's): the likeliest class, or for multi-label models
+        every label at or above its threshold (Prediction says what `confidence` means for each)."""
         names = self.meta.labels
-        if self.multi_label:
-            cuts = np.array(self.stack.label_thresholds(names) if self.stack else self.meta.label_thresholds())
-            chosen = [tuple(n for n, p, c in zip(names, row, cuts) if p >= c) for row in probabilities]
-            return [Prediction(text, "|".join(found), float(row.max()), dict(zip(names, map(float, row))), found)
-                    for text, row, found in zip(texts, probabilities, chosen)]
-        return [Prediction(text, names[int(row.argmax())], float(row.max()), dict(zip(names, map(float, row))))
-                for text, row in zip(texts, probabilities)]
+        if not self.multi_label:
+            return [Prediction(text, names[int(row.argmax())], float(row.max()), dict(zip(names, map(float, row))))
+                    for text, row in zip(texts, probabilities)]
+        cuts = np.array(self.stack.label_thresholds(names) if self.stack else self.meta.label_thresholds())
+        predictions = []
+        for text, row in zip(texts, probabilities):
+            chosen = {name: float(p) for name, p, cut in zip(names, row, cuts) if p >= cut}
+            confidence = min(chosen.values()) if chosen else 1.0 - float(row.max())
+            predictions.append(Prediction(text, "|".join(chosen), confidence, dict(zip(names, map(float, row))),
+                                          tuple(chosen), chosen))
+        return predictions
 
 
 def _check_texts(texts: list[str]) -> None:
@@ -180,41 +207,13 @@ def _check_texts(texts: list[str]) -> None:
             raise BertfitError(f"texts: text {index} {problem}")
 
 
-def _runs_on_cpu(device: str) -> bool:
-    """Whether `device` means the CPU here; for auto, torch is asked only where an accelerator could exist
-    (importing it takes seconds, and predicting on an export needs it nowhere else)."""
-    if device != "auto":
-        return device == "cpu"
-    if not _accelerator_possible():
-        return True
-    from bertfit.runtime.device import choose_device
-
-    return choose_device(device).type == "cpu"
-
-
-def _accelerator_possible() -> bool:
-    """A GPU device node (NVIDIA, AMD ROCm, WSL) or an Apple-silicon Mac: torch might find a GPU."""
-    import glob
-    import platform
-
-    apple_silicon = platform.system() == "Darwin" and platform.machine() == "arm64"
-    return apple_silicon or bool(glob.glob("/dev/nvidia[0-9]*") or glob.glob("/dev/kfd") or glob.glob("/dev/dxg"))
-
-
-def _export_is_current(path: Path, folder: Path, export: ExportMeta) -> bool:
-    """False when the model was retrained (or resumed) after the export, or its stack was built or rebuilt
-    since: serving the export would be stale."""
-    try:
-        model = read_model_meta(path)
-    except BertfitError:
-        return True  # an export folder on its own: nothing to compare against
-    export_step = export.model.step
-    if export_step is not None and export_step != model.step:
-        log.warning("%s is older than the model (step %s vs %s); using PyTorch. Re-run `bertfit export`",
-                    folder, export_step, model.step)
-        return False
-    if export.model.stack != model.stack:
-        log.warning("%s does not hold the model's current stacked ensemble; using PyTorch. Re-run `bertfit export`",
-                    folder)
-        return False
-    return True
+def run_text_columns(path: Path) -> tuple[str, ...]:
+    """The text columns the run trained on (its config.yaml's data.text_columns); ("text",) for a model or
+    export folder outside a run."""
+    for folder in (path, path.parent):
+        if is_run_dir(folder):
+            try:
+                return read_run_config(folder).data.text_columns
+            except BertfitError:
+                break
+    return ("text",)

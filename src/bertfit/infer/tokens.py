@@ -22,8 +22,7 @@ def tokenize_like_training(meta: ModelMeta, tokenizer: Any, texts: list[str], la
     """Tokens cut as the model was trained: max_length, head+tail share and sliding windows from its
     meta; with windows, pass the rows' logits through split.document_logits."""
     labels = np.zeros(len(texts), dtype=np.int64) if labels is None else labels
-    return tokenize(list(texts), labels, tokenizer, meta.max_length, cache_dir=None, keep_head=meta.keep_head,
-                    windows=meta.windows)
+    return tokenize(list(texts), labels, tokenizer, meta.cut)
 
 
 class TokenizerFile:
