@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from bertfit.data.batching import MAX_PADDING, PaddedBatches, eval_batches, padded_width, tokenize, train_batches
+from bertfit.data.windows import TextCut
 from bertfit.model import load_tokenizer
 
 
@@ -12,15 +13,15 @@ def tokenizer(tiny_model_dir):
 
 def test_tokenize_truncates_and_caches(tokenizer, tmp_path):
     texts = ["short one", "a much longer text " * 40, "médium text, with ünicode"]
-    first = tokenize(texts, [0, 1, 0], tokenizer, 32, tmp_path)
+    first = tokenize(texts, [0, 1, 0], tokenizer, TextCut(32), tmp_path)
     assert first.lengths.max() == 32 and first.lengths[0] == 4  # [CLS] short one [SEP]
     direct = tokenizer(texts[0])["input_ids"]
     assert list(first.ids[first.offsets[0]:first.offsets[1]]) == direct
     cached = list((tmp_path / "tokens").iterdir())
     assert len(cached) == 1
-    again = tokenize(texts, [0, 1, 0], tokenizer, 32, tmp_path)
+    again = tokenize(texts, [0, 1, 0], tokenizer, TextCut(32), tmp_path)
     assert isinstance(again.ids, np.memmap) and np.array_equal(again.ids, first.ids)
-    tokenize(texts, [0, 1, 0], tokenizer, 16, tmp_path)  # another max_length is another cache entry
+    tokenize(texts, [0, 1, 0], tokenizer, TextCut(16), tmp_path)  # another max_length is another cache entry
     assert len(list((tmp_path / "tokens").iterdir())) == 2
 
 
@@ -47,7 +48,7 @@ def test_length_bucketing_cuts_padding():
 
 
 def test_padded_batch_rounds_to_multiple_of_8_and_masks(tokenizer):
-    split = tokenize(["one two three", "one"], [1, 0], tokenizer, 64, cache_dir=None)
+    split = tokenize(["one two three", "one"], [1, 0], tokenizer, TextCut(64))
     batch = PaddedBatches(split, tokenizer.pad_token_id)[np.array([1, 0])]
     assert batch["input_ids"].shape == (2, 8)
     assert batch["attention_mask"].sum(1).tolist() == [3, 5]

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from bertfit.config import load_config
 from bertfit.data.batching import tokenize
-from bertfit.data.windows import WindowSettings, cut_windows, pool_logits, spread_windows, window_starts
+from bertfit.data.windows import TextCut, WindowSettings, cut_windows, pool_logits, spread_windows, window_starts
 from bertfit.errors import ConfigError
 from conftest import write_csv
 
@@ -61,7 +61,7 @@ def test_tokenize_keeps_documents_and_their_labels(tokenizer, tmp_path):
     long_text = " ".join(f"word{i}" for i in range(60))
     texts = [long_text, "short", long_text]
     settings = WindowSettings(stride=5, max_windows=0)
-    split = tokenize(texts, [1, 0, 2], tokenizer, 16, tmp_path, windows=settings)
+    split = tokenize(texts, [1, 0, 2], tokenizer, TextCut(16, windows=settings), tmp_path)
     full = tokenizer(long_text)["input_ids"]
     expected = cut_windows(full, 16, 5)
     assert len(expected) > 3
@@ -71,12 +71,12 @@ def test_tokenize_keeps_documents_and_their_labels(tokenizer, tmp_path):
     first = [split.ids[split.offsets[i]:split.offsets[i + 1]].tolist() for i in range(len(expected))]
     assert first == expected
     # The cache keeps window settings apart: a cap, and plain truncation, hand back their own tokens.
-    capped = tokenize(texts, [1, 0, 2], tokenizer, 16, tmp_path, windows=WindowSettings(stride=5, max_windows=2))
+    capped = tokenize(texts, [1, 0, 2], tokenizer, TextCut(16, windows=WindowSettings(stride=5, max_windows=2)), tmp_path)
     assert capped.windows.tolist() == [0, 2, 3, 5]
     assert capped.ids[:16].tolist() == expected[0] and capped.ids[16:32].tolist() == expected[-1]
-    plain = tokenize(texts, [1, 0, 2], tokenizer, 16, tmp_path)
+    plain = tokenize(texts, [1, 0, 2], tokenizer, TextCut(16), tmp_path)
     assert plain.windows is None and len(plain) == 3
-    again = tokenize(texts, [1, 0, 2], tokenizer, 16, tmp_path, windows=settings)  # a cache hit
+    again = tokenize(texts, [1, 0, 2], tokenizer, TextCut(16, windows=settings), tmp_path)  # a cache hit
     np.testing.assert_array_equal(again.windows, split.windows)
     np.testing.assert_array_equal(again.ids, split.ids)
 
@@ -119,7 +119,7 @@ def test_train_predict_evaluate_count_documents(tiny_model_dir, ag_news_rows, tm
 
     texts = [text for text, _ in test_rows]
     predictor, loaded = Predictor(result.run_dir, backend="torch"), load_model(result.run_dir)
-    windows = tokenize(texts, np.zeros(len(texts)), loaded.tokenizer, 16, None, windows=WindowSettings(7, "max"))
+    windows = tokenize(texts, np.zeros(len(texts)), loaded.tokenizer, TextCut(16, windows=WindowSettings(7, "max")))
     assert len(windows) > 2 * len(texts)  # AG News texts are several 16-token windows long
     rows = row_logits(loaded.model, windows, InferenceContext.cpu(loaded.tokenizer.pad_token_id, 64))
     expected = pool_logits(rows, windows.windows, "max")
@@ -170,4 +170,4 @@ def test_a_stride_that_would_skip_tokens_is_refused_when_tokenizing(tokenizer):
     from bertfit.errors import BertfitError
 
     with pytest.raises(BertfitError, match="window stride 20 must be in 1..14"):
-        tokenize(["a b c"], [0], tokenizer, 16, None, windows=WindowSettings(stride=20))
+        tokenize(["a b c"], [0], tokenizer, TextCut(16, windows=WindowSettings(stride=20)))

@@ -1,7 +1,7 @@
 """The CUDA paths: mixed precision and the scaler, exact resume, pinned batches without host syncs,
 torch.compile with Triton, Predictor and the service, ONNX export of a GPU-trained run, torchrun + NCCL.
 
-Every test carries the `gpu` marker (`pytest -m gpu` on a GPU machine, bench/gpu_check.sh runs it).
+Every test carries the `gpu` marker (`pytest -m gpu` on a GPU machine, scripts/gpu_check.sh runs it).
 Each is parametrized by device: the `cuda` cases skip with the reason where no GPU is visible, and the
 `cpu` cases run the same checks and comparisons on the CPU in the normal suite, so the test code itself
 is exercised before a GPU ever runs it.
@@ -24,19 +24,21 @@ from safetensors.torch import load_file
 from bertfit.artifacts import CHECKPOINT_DIR
 from bertfit.config import ModelConfig, TrainConfig, load_config
 from bertfit.data.batching import padded_width, tokenize
+from bertfit.data.windows import TextCut
 from bertfit.infer.engine import InferenceContext
 from bertfit.infer.predictor import Predictor
 from bertfit.model import build_classifier, load_tokenizer
 from bertfit.runtime.device import Precision, choose_precision, make_scaler
 from bertfit.training.checkpoint import STATE_FILE
-from bertfit.training.loop import Session, epoch_batches, train_step
 from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
 from bertfit.training.recipe import train
+from bertfit.training.steps import Session, epoch_batches, train_step
 from interrupts import straight_and_resumed
 from launch import SRC, TORCHRUN, _env
 
-NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here); run `pytest -m gpu` on a GPU machine (bench/gpu_check.sh)"
+NO_CUDA = ("needs a CUDA GPU (torch.cuda.is_available() is False here); run `pytest -m gpu` on a GPU machine "
+           "(scripts/gpu_check.sh)")
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 pytestmark = pytest.mark.gpu
 
@@ -54,7 +56,7 @@ TEXTS = ["the match ended in a draw", "shares fell sharply today", "a new chip w
 
 def _split(model_dir: Path, rows: list[tuple[str, str]], max_length: int = 48):
     return tokenize([text for text, _ in rows], [NAMES.index(label) for _, label in rows], load_tokenizer(str(model_dir)),
-                    max_length, cache_dir=None)
+                    TextCut(max_length))
 
 
 def _session(model_dir: Path, device: str, precision: Precision, train_rows: int, lr: float = 1e-3) -> Session:

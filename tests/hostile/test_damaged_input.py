@@ -157,3 +157,22 @@ def test_resume_cleans_stale_staging_folders(run_copy):
     (run_copy / "results.json").unlink()
     train(resume=run_copy)  # the run had finished its steps: resuming only re-tests and rewrites results
     assert not stale.exists() and (run_copy / "results.json").is_file()
+
+
+def test_drop_duplicates_never_writes_over_an_input_or_through_a_link(tmp_path, capsys):
+    from bertfit.cli.main import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    original = "text,label,extra\ngood film,pos,1\ngood film,pos,2\nbad film,neg,3\n"
+    (data / "train.csv").write_text(original)
+    assert main(["inspect", "--data", str(data / "train.csv"), "--drop-duplicates", str(data)]) == 2
+    assert "already exists" in capsys.readouterr().err and (data / "train.csv").read_text() == original
+    outside = tmp_path / "outside.csv"
+    outside.write_text("keep me\n")
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "clean" / "train.csv").symlink_to(outside)
+    assert main(["inspect", "--data", str(data / "train.csv"), "--drop-duplicates", str(tmp_path / "clean")]) == 2
+    assert outside.read_text() == "keep me\n"
+    assert main(["inspect", "--data", str(data / "train.csv"), "--drop-duplicates", str(tmp_path / "new")]) == 0
+    assert (tmp_path / "new" / "train.csv").read_text().count("good film") == 1

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from bertfit.artifacts import load_model
 from bertfit.config import load_config
+from bertfit.data.windows import TextCut
 from bertfit.deploy.check import check_sample
 from bertfit.errors import BertfitError
 from bertfit.evaluate.model_card import render_model_card
@@ -53,7 +54,7 @@ def test_a_group_is_encoded_once_and_weighs_pairs_of_one_label_and_of_two_equall
     tokenizer = load_tokenizer(str(tiny_model_dir))
     texts = ["the match ended in a draw", "shares fell sharply", "a new chip", "rebels seized the capital city", "ok"]
     labels = np.array([0, 0, 1, 1, 1])
-    batches = PaddedBatches(tokenize(texts, labels.tolist(), tokenizer, 64, cache_dir=None), tokenizer.pad_token_id)
+    batches = PaddedBatches(tokenize(texts, labels.tolist(), tokenizer, TextCut(64)), tokenizer.pad_token_id)
     model = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=2).eval()  # eval: no dropout to differ
     context = InferenceContext(torch.device("cpu"), choose_precision("fp32", torch.device("cpu")), 0, 64)
     group = np.array([0, 1, 2, 3])  # pairs of one label: (0, 1), (2, 3); of two: the other 4
@@ -65,7 +66,7 @@ def test_a_group_is_encoded_once_and_weighs_pairs_of_one_label_and_of_two_equall
 
     encoded, encode = [], model.encode
     model.encode = lambda input_ids, attention_mask: encoded.append(len(input_ids)) or encode(input_ids, attention_mask)
-    loss = group_loss(model, batches, group, labels, context)
+    loss = group_loss(model, batches[group], context)
     model.encode = encode
     assert encoded == [4]  # 6 pairs, one encoder call of the 4 texts
     grouped = gradients(loss)
@@ -128,9 +129,10 @@ def test_few_labels_train_contrastively_resume_evaluate_and_export(few_shot, tin
     final = load_file(straight.run_dir / "checkpoint" / "model.safetensors")
     assert straight.best_step == straight.steps and torch.equal(tuned["head.weight"], final["head.weight"])
 
-    # Ctrl-C in the head stage, then resume: the same weights as the run that never stopped.
+    # Ctrl-C in the head stage, then resume: the same weights as the run that never stopped. One loop trains both
+    # stages: its 50th step in the head stage is its step `steps + 50`.
     with monkeypatch.context() as patch:
-        stop_at(patch, 50)
+        stop_at(patch, steps + 50)
         stopped = train(load_config(None, few_shot("stopped")))
     assert stopped.interrupted and stopped.steps == 50
     resumed = train(resume=stopped.run_dir)
@@ -198,7 +200,7 @@ def _stage_parts(tiny_model_dir):
     from bertfit.runtime.device import choose_precision
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    split = tokenize(["good film", "bad film", "a great cast", "dull"], [0, 1, 0, 1], tokenizer, 32, cache_dir=None)
+    split = tokenize(["good film", "bad film", "a great cast", "dull"], [0, 1, 0, 1], tokenizer, TextCut(32))
     model = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=2)
     context = InferenceContext(torch.device("cpu"), choose_precision("fp32", torch.device("cpu")), tokenizer.pad_token_id, 32)
     return model, split, context

@@ -47,7 +47,7 @@ def test_larger_encoders_get_smaller_rates():
 
 def test_a_head_trained_alone_on_a_frozen_encoder_gets_the_head_rate():
     """With model.freeze encoder only a linear head learns, on fixed vectors: an encoder's fine-tuning rate (5e-5
-    for MPNet) left it near chance (bench/RESULTS.md); freezing some layers still tunes the rest at that rate."""
+    for MPNet) left it near chance (docs/decisions.md); freezing some layers still tunes the rest at that rate."""
     facts = DataFacts(400, 400, 4, 109_000_000)
     frozen = fill_defaults(load_config(None, ["--model.freeze", "encoder", "--train.method", "standard"]), facts, 0.1)
     layers = fill_defaults(load_config(None, ["--model.freeze", "4", "--train.method", "standard"]), facts, 0.1)
@@ -85,7 +85,7 @@ def test_the_contrastive_budget_grows_with_the_pairs_the_rows_offer(label_rows):
 
 
 def test_the_encoder_stage_rate_follows_the_encoders_size():
-    """SetFit's 2e-5, twice it below 40M parameters (bench/RESULTS.md, session 23); a rate set wins; standard runs have
+    """SetFit's 2e-5, twice it below 40M parameters (docs/decisions.md); a rate set wins; standard runs have
     no such stage and leave it unset."""
     def rate(size: float, flags: list[str]) -> float | None:
         return fill_defaults(load_config(None, flags), DataFacts(128, 128, 2, int(size), 0, (64, 64)), None).train.contrastive_lr

@@ -11,12 +11,13 @@ from safetensors.torch import load_file
 from bertfit.artifacts import read_metrics
 from bertfit.config import load_config
 from bertfit.data.batching import PaddedBatches, tokenize
+from bertfit.data.windows import TextCut
 from bertfit.evaluate.run import evaluate_run
 from bertfit.infer.engine import InferenceContext
 from bertfit.infer.predictor import Predictor
 from bertfit.model import TextClassifier, load_encoder, load_tokenizer
 from bertfit.runtime.device import choose_precision
-from bertfit.training import loop
+from bertfit.training import loop, steps
 from bertfit.training.recipe import train
 from interrupts import stop_at
 
@@ -35,7 +36,7 @@ def _sgd_session(model: torch.nn.Module) -> loop.Session:
 
 def test_accumulating_4x1_equals_one_batch_of_4(tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    batches = PaddedBatches(tokenize(TEXTS, [0, 1, 2, 3], tokenizer, 64, cache_dir=None), tokenizer.pad_token_id)
+    batches = PaddedBatches(tokenize(TEXTS, [0, 1, 2, 3], tokenizer, TextCut(64)), tokenizer.pad_token_id)
     torch.manual_seed(0)
     reference = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=4).eval()  # eval: no dropout
     start = {k: v.clone() for k, v in reference.state_dict().items()}
@@ -110,8 +111,8 @@ def test_a_cpu_that_computes_bf16_fast_trains_in_it_and_scores_as_evaluate_does(
 
     monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: 8.0)  # what AMX measures; the run needs no AMX to take it
     autocasts = []
-    real_autocast = loop.autocast
-    monkeypatch.setattr(loop, "autocast", lambda where, precision: autocasts.append(precision.name)
+    real_autocast = steps.autocast
+    monkeypatch.setattr(steps, "autocast", lambda where, precision: autocasts.append(precision.name)
                         or real_autocast(where, precision))
     with caplog.at_level(logging.INFO, logger="bertfit.training.recipe"):
         result = train(load_config(None, tiny_overrides + ["--name", "amx", "--data.train", str(ag_news_csv),

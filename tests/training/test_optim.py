@@ -36,7 +36,7 @@ def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
 
 
 def test_the_cpu_optimizer_is_fused_and_steps_as_the_per_tensor_loop_does(tiny_model_dir):
-    """The fused AdamW kernel (5x faster a step on CPU, bench/RESULTS.md) changes the speed, not the arithmetic."""
+    """The fused AdamW kernel (5x faster a step on CPU, docs/decisions.md) changes the speed, not the arithmetic."""
     torch.manual_seed(0)
     fused_model = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=3)
     looped_model = TextClassifier(load_encoder(str(tiny_model_dir)), num_labels=3)

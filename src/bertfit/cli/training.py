@@ -146,12 +146,14 @@ def _stack(args: argparse.Namespace, _: list[str]) -> int:
 
 def stack_lines(record: dict, run_dir: Path) -> str:
     """What a stack record says: the parts and the mix on validation (and test), and what to run."""
-    from bertfit.metrics import is_improvement
+    from bertfit.metrics import MIN_VALIDATION_ROWS, is_improvement
+    from bertfit.training.stack import stack_advice
 
     validation, metric, weight = record["validation"], record["metric"], record["model_weight"]
     if not record["built"]:
         tfidf_wins = is_improvement(metric, validation["tfidf"][metric], validation["model"][metric])
-        hint = f"; TF-IDF wins: add a stack with `bertfit stack {run_dir}`" if tfidf_wins else ""
+        hint = f"; TF-IDF wins: {stack_advice(run_dir, record.get('validation_rows', MIN_VALIDATION_ROWS))}" \
+            if tfidf_wins else ""
         return f"TF-IDF + logistic regression on validation: {summary(validation['tfidf'])}; no stack{hint}"
     lines = [f"stack: {weight:.2f} x model + {1 - weight:.2f} x TF-IDF (weight chosen on validation {metric}); "
              "predict, serve, evaluate and export use it"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bertfit.atomic import atomic_dir
-from bertfit.data.windows import WindowSettings, encode_windows, pool_logits
+from bertfit.data.windows import TextCut, WindowSettings, encode_windows, pool_logits
 from bertfit.errors import BertfitError
 
 if TYPE_CHECKING:  # torch is imported where batches become tensors: tokenising and ONNX prediction run without it
@@ -102,24 +102,21 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{description}".encode()).hexdigest()
 
 
-def tokenize(texts: list[str], labels, tokenizer, max_length: int, cache_dir: Path | None,
-             keep_head: float = 1.0, windows: WindowSettings | None = None) -> TokenizedSplit:
-    """Token ids for `texts`, read from the cache when the same texts, tokenizer and length were seen.
+def tokenize(texts: list[str], labels, tokenizer, cut: TextCut, cache_dir: Path | None = None) -> TokenizedSplit:
+    """Token ids for `texts` cut by `cut`, read from the cache when the same texts, tokenizer and cut were seen.
 
     A text longer than max_length keeps its first `keep_head` share of the budget and fills the rest
     from its end (head+tail truncation: the end of a review often carries the verdict), or with
-    `windows` becomes several overlapping windows (rows), each labelled with its text's label.
+    windows becomes several overlapping windows (rows), each labelled with its text's label.
     """
     label_array = np.asarray(labels, dtype=np.float32 if np.ndim(labels) == 2 else np.int64)
+    windows = cut.windows
     if cache_dir is None:
-        ids, offsets, documents = _encode(texts, tokenizer, max_length, keep_head, windows)
+        ids, offsets, documents = _encode(texts, tokenizer, cut.max_length, cut.keep_head, windows)
         return _split(ids, offsets, label_array, documents, windows)
-    shape = str(max_length) if keep_head >= 1 else f"{max_length}:{keep_head}"
-    if windows is not None:  # pooling is not part of the key: it does not change the tokens
-        shape += f":windows:{windows.stride}:{windows.max_windows}"
-    folder = Path(cache_dir) / "tokens" / _cache_key(texts, tokenizer, shape)
+    folder = Path(cache_dir) / "tokens" / _cache_key(texts, tokenizer, cut.key)
     if not (folder / "offsets.npy").is_file():
-        ids, offsets, documents = _encode(texts, tokenizer, max_length, keep_head, windows)
+        ids, offsets, documents = _encode(texts, tokenizer, cut.max_length, cut.keep_head, windows)
         _write_cache(folder, ids, offsets, documents)
     else:
         log.info("token cache hit: %s", folder)
@@ -221,7 +218,7 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     A batch ends at `batch_size` rows or at the first row whose padded width is more than MAX_PADDING
     below the batch's own: ten mixed-length texts from a server's micro-batch then run as two or three
     tight batches instead of one padded to the longest (measured 1.3x faster with PyTorch and 1.6x with
-    ONNX int8 on AG News; bench/RESULTS.md).
+    ONNX int8 on AG News; docs/decisions.md).
     """
     order = np.argsort(-lengths, kind="stable")
     widths = padded_width(lengths[order])

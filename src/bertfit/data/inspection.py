@@ -16,6 +16,7 @@ import csv
 import hashlib
 import logging
 import math
+import os
 import re
 import unicodedata
 from collections import Counter
@@ -28,6 +29,7 @@ import numpy as np
 from bertfit.config import DataConfig
 from bertfit.data.presets import PRESETS
 from bertfit.data.read import check_columns, read_file, read_preset, read_split
+from bertfit.errors import BertfitError
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +190,7 @@ def drop_duplicates(config: DataConfig, out_dir: Path) -> dict[str, dict[str, in
     splits = _read_all(config)
     held_out = {near_key(t) for name, rows in splits.items() if name != "train" for t in rows.texts if t.strip()}
     out_dir = Path(out_dir)
+    _check_outputs_free(out_dir, list(splits))
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, dict[str, int]] = {}
     for name, rows in splits.items():
@@ -199,13 +202,22 @@ def drop_duplicates(config: DataConfig, out_dir: Path) -> dict[str, dict[str, in
                 continue
             seen.add(key)
             kept.append((text, label))
-        with open(out_dir / f"{name}.csv", "w", newline="", encoding="utf-8") as file:
+        with open(out_dir / f"{name}.csv", "x", newline="", encoding="utf-8") as file:  # never over an existing file
             writer = csv.writer(file)
             writer.writerow(["text", "label"])
             writer.writerows(kept)
         counts[name] = {"rows": len(rows.texts), "kept": len(kept), "dropped": len(rows.texts) - len(kept)}
         log.info("%s: kept %d of %d rows -> %s", name, len(kept), len(rows.texts), out_dir / f"{name}.csv")
     return counts
+
+
+def _check_outputs_free(out_dir: Path, names: list[str]) -> None:
+    """The cleaned splits go to new files only: an existing file there (the input itself, a link to it, an earlier
+    result) is named, and nothing is written."""
+    taken = [out_dir / f"{name}.csv" for name in names if os.path.lexists(out_dir / f"{name}.csv")]
+    if taken:
+        raise BertfitError(f"drop_duplicates: {', '.join(map(str, taken))} already exists; write the cleaned splits to "
+                           "a new folder (the input files stay as they are)")
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

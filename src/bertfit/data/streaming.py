@@ -36,6 +36,7 @@ from bertfit.data.batching import PaddedBatches, tokenize, train_batches
 from bertfit.data.labels import LabelMap, map_labels, multi_hot
 from bertfit.data.read import check_rows, iter_delimited, read_split
 from bertfit.data.splits import Split, TextDataset, shuffled
+from bertfit.data.windows import TextCut
 from bertfit.errors import BertfitError
 from bertfit.runtime.distributed import Distributed, shard_rows
 from bertfit.runtime.seed import mixed_seed
@@ -152,7 +153,7 @@ class StreamedSplit:
                 done += chunk_batches
                 continue
             # No token cache: a cache of the whole stream is what does not fit.
-            tokens = tokenize(texts, labels, self.tokenizer, self.model.max_length, None, self.model.keep_head)
+            tokens = tokenize(texts, labels, self.tokenizer, TextCut.of_model(self.model, "train"))
             padded = PaddedBatches(tokens, pad_id)
             for rows in train_batches(tokens.lengths, self.train.batch_size, self.train.bucket_batches,
                                       mixed_seed(self.train.seed, chunk), epoch):

@@ -37,6 +37,28 @@ class WindowSettings:
         return cls(model_config.window_stride, model_config.window_pooling, cap)
 
 
+@dataclass(frozen=True)
+class TextCut:
+    """How a text becomes the rows a model reads: its first max_length tokens, its head and tail (keep_head < 1), or
+    windows over all of it. Training, evaluation, prediction, audit and explain cut a run's texts with one of these,
+    so every command reads the tokens the model was trained on."""
+
+    max_length: int
+    keep_head: float = 1.0
+    windows: WindowSettings | None = None
+
+    @classmethod
+    def of_model(cls, model_config: ModelConfig, split: str = "test") -> "TextCut":
+        """A config's cut of `split` (training caps the windows a text, model.max_windows; other splits read all)."""
+        return cls(model_config.max_length, model_config.keep_head, WindowSettings.for_split(model_config, split))
+
+    @property
+    def key(self) -> str:
+        """What of the cut changes the tokens, for cache keys (window pooling does not)."""
+        shape = str(self.max_length) if self.keep_head >= 1 else f"{self.max_length}:{self.keep_head}"
+        return shape + (f":windows:{self.windows.stride}:{self.windows.max_windows}" if self.windows else "")
+
+
 def window_starts(body_tokens: int, budget: int, stride: int) -> list[int]:
     """Start positions (in body tokens) of the windows covering a body of `body_tokens` tokens.
 

@@ -13,13 +13,20 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from bertfit.artifacts import LoadedModel, load_model
+from bertfit.data.batching import pad_rows
+from bertfit.data.windows import window_starts
 from bertfit.errors import BertfitError
+from bertfit.infer.tokens import tokenize_like_training
 from bertfit.model import TextClassifier, pool
 from bertfit.runtime.device import choose_device
+
+PATH_ROWS = 64  # rows (windows x integration steps) run through the model at once
 
 
 @dataclass(frozen=True)
@@ -49,33 +56,60 @@ def explain_text(run_dir: str | Path, text: str, label: str | None = None, steps
 
 
 def integrated_gradients(loaded: LoadedModel, text: str, target: int | None = None, steps: int = 32) -> Attribution:
-    """Attributions of `text`'s tokens to class `target` (default: the predicted class)."""
-    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    """Attributions to class `target` (default: the predicted class) of the tokens the model reads of `text`: cut as
+    predict cuts it (head and tail, or every window, pooled as predict pools them; a token in two windows sums both)."""
+    model, tokenizer, meta = loaded.model.eval(), loaded.tokenizer, loaded.meta
     device = next(model.parameters()).device
-    encoded = tokenizer(text, truncation=True, max_length=loaded.meta.max_length, return_tensors="pt")
-    input_ids = encoded["input_ids"].to(device)
-    attention_mask = encoded["attention_mask"].to(device)
-    special = torch.tensor(tokenizer.get_special_tokens_mask(input_ids[0].tolist(), already_has_special_tokens=True),
-                           device=device, dtype=torch.bool)
-    baseline_ids = torch.where(special, input_ids[0], torch.full_like(input_ids[0], tokenizer.pad_token_id))[None]
-    embed = model.encoder.get_input_embeddings()
+    split = tokenize_like_training(meta, tokenizer, [text])
+    rows = pad_rows(split, np.arange(len(split)), tokenizer.pad_token_id)
+    input_ids, attention_mask = (torch.from_numpy(np.asarray(a)).to(device).long() for a in rows)
+    special = torch.tensor([tokenizer.get_special_tokens_mask(row, already_has_special_tokens=True)
+                            for row in input_ids.tolist()], device=device, dtype=torch.bool) | (attention_mask == 0)
+    baseline_ids = torch.where(special, input_ids, torch.full_like(input_ids, tokenizer.pad_token_id))
+    embed, pooling = model.encoder.get_input_embeddings(), meta.window_pooling if split.windows is not None else "mean"
     with torch.no_grad():
         inputs, baseline = embed(input_ids), embed(baseline_ids)
-        logits = _logits_from_embeddings(model, inputs, attention_mask)[0].float()
-        baseline_logits = _logits_from_embeddings(model, baseline, attention_mask)[0].float()
+        logits, baseline_logits = _pooled_logits(model, torch.stack([inputs, baseline]), attention_mask, pooling).float()
     target = int(logits.argmax()) if target is None else target
-    # Riemann midpoints; all steps in one batch (texts are at most max_length tokens).
-    alphas = (torch.arange(steps, device=device, dtype=inputs.dtype) + 0.5) / steps
-    path = (baseline + alphas[:, None, None] * (inputs - baseline)).detach().requires_grad_(True)
-    with torch.enable_grad():
-        out = _logits_from_embeddings(model, path, attention_mask.expand(steps, -1))[:, target]
-        gradients, = torch.autograd.grad(out.sum(), path)
-    scores = ((inputs - baseline)[0] * gradients.mean(0)).sum(-1).float()
-    gap = abs(float(scores.sum()) - float(logits[target] - baseline_logits[target]))
-    probabilities = torch.softmax(logits / loaded.meta.temperature, -1)
-    tokens = tokenizer.convert_ids_to_tokens(input_ids[0].tolist())
-    return Attribution(text, loaded.meta.labels[target], float(probabilities[target]), tokens,
-                       scores.detach().cpu().tolist(), gap)
+    gradients = torch.zeros_like(inputs)
+    alphas = (torch.arange(steps, device=device, dtype=inputs.dtype) + 0.5) / steps  # Riemann midpoints
+    for chunk in alphas.split(max(1, PATH_ROWS // len(input_ids))):
+        path = (baseline[None] + chunk[:, None, None, None] * (inputs - baseline)[None]).detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = _pooled_logits(model, path, attention_mask, pooling)[:, target]
+            gradients += torch.autograd.grad(out.sum(), path)[0].sum(0)
+    scores = ((inputs - baseline) * gradients / steps).sum(-1).float()
+    gap = abs(float(scores[attention_mask.bool()].sum()) - float(logits[target] - baseline_logits[target]))
+    probabilities = torch.softmax(logits / meta.temperature, -1)
+    tokens, token_scores = _document_tokens(tokenizer, meta, text, input_ids, attention_mask, scores)
+    return Attribution(text, meta.labels[target], float(probabilities[target]), tokens, token_scores, gap)
+
+
+def _pooled_logits(model: TextClassifier, embeddings: torch.Tensor, attention_mask: torch.Tensor,
+                   pooling: str) -> torch.Tensor:
+    """The text's logits at each of P points (embeddings: P x rows x tokens x width), its rows' logits pooled as predict
+    pools a text's windows (one row: its own)."""
+    points, count = embeddings.shape[:2]
+    rows = _logits_from_embeddings(model, embeddings.flatten(0, 1), attention_mask.repeat(points, 1))
+    rows = rows.view(points, count, -1)
+    return rows.max(1).values if pooling == "max" else rows.mean(1)
+
+
+def _document_tokens(tokenizer: Any, meta: Any, text: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     scores: torch.Tensor) -> tuple[list[str], list[float]]:
+    """The tokens read, in text order, with their scores: one row's as they are; windows' joined back into the text
+    (the body positions each window covers, its [CLS] and [SEP] summed into the text's own)."""
+    rows = [(ids[mask.bool()].tolist(), row[mask.bool()].tolist()) for ids, mask, row in zip(input_ids, attention_mask, scores)]
+    if len(rows) == 1:
+        return tokenizer.convert_ids_to_tokens(rows[0][0]), rows[0][1]
+    whole = tokenizer([text], truncation=False)["input_ids"][0]
+    body, budget = whole[1:-1], meta.max_length - 2
+    starts = window_starts(len(body), budget, meta.window_stride)
+    summed, ends = np.zeros(len(body)), [0.0, 0.0]
+    for start, (ids, row) in zip(starts, rows):
+        summed[start:start + len(ids) - 2] += row[1:-1]
+        ends = [ends[0] + row[0], ends[1] + row[-1]]
+    return tokenizer.convert_ids_to_tokens(whole), [ends[0], *summed.tolist(), ends[1]]
 
 
 def merge_word_pieces(tokens: list[str], scores: list[float], special: set[str]) -> list[tuple[str, float]]:

@@ -11,26 +11,23 @@ model is a plain encoder + head.
 A step encodes a group of texts, 4 of each of 2 labels, and learns from every pair among them: 12 of one
 label and 16 of two, each kind weighing half of the loss (SetFit balances the kinds by repeating the rarer).
 Encoding is the cost of a step, so 8 texts make 28 pairs where SetFit's 16-pair steps encode up to 32
-(bench/RESULTS.md, session 13: the same macro-F1 as 16 random pairs a step, in under half the time from 16
-rows a class up). Labels take turns in seeded rounds, and each label's texts come in a seeded cycle, so every
+(docs/decisions.md). Labels take turns in seeded rounds, and each label's texts come in a seeded cycle, so every
 text trains about equally often and a run repeats exactly.
 
-The stage is training like the loop's and keeps the loop's promise: it checkpoints every
-train.checkpoint_every_steps steps (and at its end, when it made that many), and Ctrl-C stops it with a
-checkpoint; `bertfit train --resume` continues it at the step it stopped, to the weights a run that never
-stopped reaches. A checkpoint of the loop (taken after the stage) holds the tuned encoder itself.
+The stage runs in the one training loop (training.loop.Trainer: its own steps and pair loss, the loop's progress,
+Ctrl-C, checkpoints and resume): it checkpoints every train.checkpoint_every_steps steps (and at its end, when it
+made that many), and Ctrl-C stops it with a checkpoint; `bertfit train --resume` continues it at the step it
+stopped, to the weights a run that never stopped reaches. A checkpoint of the head's stage holds the tuned encoder.
 
-The word-embedding matrix stays as pretrained. It is half of MiniLM-L6's weights, and a few labelled texts move
-only the rows of their own words, so it cost a step its gradient, its clipping and its AdamW update for
-nothing measurable (bench/RESULTS.md, session 14: macro-F1 means within 0.2 on 7 cells of 5 seeds, a step 15%
-faster). Freezing the first transformer layer as well cost TREC 0.8 points: that was not kept.
+The word-embedding matrix stays as pretrained: it is half of MiniLM-L6's weights and a few labelled texts move
+only the rows of their own words, so training it costs every step for nothing measurable (docs/decisions.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,19 +35,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from bertfit.config import RunConfig
-from bertfit.data.batching import PaddedBatches, TokenizedSplit
+from bertfit.data.batching import TokenizedSplit
 from bertfit.infer.engine import InferenceContext
 from bertfit.model import TextClassifier, apply_freeze
-from bertfit.runtime.device import autocast, make_scaler, wait_for_device
+from bertfit.runtime.device import autocast, make_scaler
 from bertfit.runtime.distributed import Distributed, broadcast_parameters
-from bertfit.runtime.seed import gather_rng_states, restore_rng_states
-from bertfit.training.checkpoint import load_checkpoint, save_checkpoint
-from bertfit.training.interrupt import StopRequest
-from bertfit.training.loop import stop_agreed
+from bertfit.training.checkpoint import load_checkpoint
+from bertfit.training.loop import LoopState, Trainer
 from bertfit.training.optim import build_optimizer, build_scheduler
+from bertfit.training.steps import Session, Steps
+from bertfit.training.writer import restore_session, save_session
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +95,24 @@ def draw_groups(labels: np.ndarray, steps: int, seed: int) -> list[np.ndarray]:
     return groups
 
 
-def group_loss(model: TextClassifier, batches: PaddedBatches, group: np.ndarray, labels: np.ndarray,
-               context: InferenceContext) -> torch.Tensor:
-    """The mean squared error between the cosine similarity of every pair in `group` and 1 (one label) or 0 (two
-    labels), the two kinds weighing half each: each text is encoded once, however many pairs it is in."""
-    batch = batches[group]
+def group_loss(model: TextClassifier, batch: dict[str, torch.Tensor], context: InferenceContext) -> torch.Tensor:
+    """The mean squared error between the cosine similarity of every pair in a group's `batch` and 1 (one label) or 0
+    (two labels), the two kinds weighing half each: each text is encoded once, however many pairs it is in."""
     with autocast(context.device, context.precision):
         vectors = model.encode(batch["input_ids"].to(context.device), batch["attention_mask"].to(context.device)).float()
     vectors = F.normalize(vectors, dim=-1)
-    group_labels = torch.from_numpy(np.asarray(labels)[group]).to(context.device)
+    group_labels = batch["labels"].to(context.device)
     same = group_labels[:, None] == group_labels[None, :]
     errors = (vectors @ vectors.T - same.float()) ** 2
     pairs = torch.ones_like(same).triu(diagonal=1)  # each pair once, no text with itself
     kinds = [errors[pairs & same], errors[pairs & ~same]]
     return torch.stack([kind.mean() for kind in kinds if kind.numel()]).mean()
+
+
+def _pairs_loss(session: Session, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+    """A step's loss as the loop sums it: the group's pair loss once for each of its texts (the loop divides by them)."""
+    context = dataclasses.replace(session.context, precision=session.precision)
+    return group_loss(session.model, batch, context) * len(batch["labels"]), None
 
 
 def make_tunable(model: TextClassifier) -> None:
@@ -123,82 +123,62 @@ def make_tunable(model: TextClassifier) -> None:
 
 def tune_encoder(model: TextClassifier, split: TokenizedSplit, config: RunConfig, context: InferenceContext,
                  run_dir: Path | None = None, resume: bool = False, dist: Distributed = Distributed()) -> EncoderStage:
-    """Tune `model.encoder` on pairs from `split`, then freeze it (unless Ctrl-C stopped the stage).
-
-    With `run_dir` the stage checkpoints there (see the module's text); `resume` continues from its checkpoint.
-    """
-    groups = draw_groups(split.labels, config.train.contrastive_steps, config.train.seed)
+    """Tune `model.encoder` on pairs from `split` in the loop (training.loop), then freeze it (unless Ctrl-C stopped
+    the stage). With `run_dir` the stage checkpoints there (see the module's text); `resume` continues from its
+    checkpoint."""
     saved = load_checkpoint(run_dir, model) if resume else {}
     if resume and STAGE not in saved:
         apply_freeze(model, "encoder")
         log.info("contrastive: tuned encoder restored from %s", run_dir)
         return EncoderStage(0.0, loop_checkpoint=True)
     make_tunable(model)
-    optimizer = build_optimizer(model.encoder, config.train.contrastive_lr, config.train.weight_decay, context.device)
-    scheduler = build_scheduler(optimizer, WARMUP_RATIO, len(groups))
-    scaler, batches = make_scaler(context.device, context.precision), PaddedBatches(split, context.pad_id)
-    parts = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-    step, seconds, losses = _restore(saved, parts, dist, config.train.seed, context.device) if saved else (0, 0.0, [])
+    groups = draw_groups(split.labels, config.train.contrastive_steps, config.train.seed)
+    session = _session(model, config, context, dist, len(groups))
+    state = restore_session(run_dir, session, config.train.seed, saved, STAGE) if saved else LoopState()
     if saved:
-        log.info("contrastive: resuming the encoder stage of %s at step %d of %d", run_dir, step, len(groups))
-    model.train()
-    progress = tqdm(total=len(groups), initial=step, unit="step", dynamic_ncols=True, desc="contrastive",
-                    disable=not (config.train.progress and dist.is_main))
-    stop, every = StopRequest(), config.train.checkpoint_every_steps
-    with stop.installed():
-        while step < len(groups):
-            began = time.perf_counter()
-            losses.append(_step(model, batches, groups[step], split.labels, context, parts, config.train.max_grad_norm))
-            step, seconds = step + 1, seconds + time.perf_counter() - began
-            progress.update(1)
-            stopping = stop_agreed(dist, context.device, stop.requested, step)
-            if run_dir is not None and (stopping or (every and (step % every == 0 or step == len(groups) >= every))):
-                seconds += wait_for_device(context.device)  # the queued steps are training time, the saving is not
-                _save(run_dir, model, {**parts, "step": step, "seconds": seconds, "losses": torch.stack(losses)}, dist)
-            if stopping:
-                progress.close()
-                log.warning("contrastive: stopped at step %d of %d with a checkpoint", step, len(groups))
-                return EncoderStage(seconds, interrupted=True)
-    progress.close()
+        log.info("contrastive: resuming the encoder stage of %s at step %d of %d", run_dir, state.step, len(groups))
+    hooks = _StageHooks(run_dir, session, len(groups), config.train.checkpoint_every_steps)
+    state = Trainer(session, Steps.over_groups(split, groups, context.pad_id), None, (), config.train, hooks).fit(state)
+    if state.interrupted:
+        log.warning("contrastive: stopped at step %d of %d with a checkpoint", state.step, len(groups))
+        return EncoderStage(state.train_seconds, interrupted=True)
     broadcast_parameters(model, dist)  # ranks drew different dropout masks: all keep rank 0's encoder
     apply_freeze(model, "encoder")
-    seconds += wait_for_device(context.device)
-    head, tail = (torch.stack(losses[:10]).mean().item(), torch.stack(losses[-10:]).mean().item()) if losses else (0, 0)
     pairs = sum(len(group) * (len(group) - 1) // 2 for group in groups)
     log.info("contrastive: encoder tuned on %d pairs of %d texts in %d steps (%.1f s), pair loss %.3f -> %.3f; "
-             "now training the head on its frozen vectors", pairs, len(split), len(losses), seconds, head, tail)
-    return EncoderStage(seconds)
+             "now training the head on its frozen vectors", pairs, len(split), state.step, state.train_seconds,
+             *hooks.first_and_last_loss())
+    return EncoderStage(state.train_seconds)
 
 
-def _step(model: TextClassifier, batches: PaddedBatches, group: np.ndarray, labels: np.ndarray,
-          context: InferenceContext, parts: dict[str, Any], max_grad_norm: float) -> torch.Tensor:
-    """One optimizer step on one group's pairs; its loss, left on the device."""
-    optimizer, scheduler, scaler = parts["optimizer"], parts["scheduler"], parts["scaler"]
-    loss = group_loss(model, batches, group, labels, context)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.encoder.parameters(), max_grad_norm or math.inf)
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
+def _session(model: TextClassifier, config: RunConfig, context: InferenceContext, dist: Distributed,
+             steps: int) -> Session:
+    """The stage's own optimizer over the encoder at train.contrastive_lr, its schedule and its pair loss; every rank
+    steps on the same groups (rank 0's encoder is kept)."""
+    optimizer = build_optimizer(model.encoder, config.train.contrastive_lr, config.train.weight_decay, context.device)
+    scheduler = build_scheduler(optimizer, WARMUP_RATIO, steps)
+    return Session(model, optimizer, scheduler, make_scaler(context.device, context.precision), None, context,
+                   config.train.max_grad_norm, dist, batch_loss=_pairs_loss, replicated=True)
 
 
-def _restore(saved: dict[str, Any], parts: dict[str, Any], dist: Distributed, seed: int, device: torch.device
-             ) -> tuple[int, float, list[torch.Tensor]]:
-    """The stage's optimizer, schedule, scaler and random streams from a checkpoint taken in it; its step, seconds
-    and losses so far."""
-    stage = saved[STAGE]
-    for name, part in parts.items():
-        part.load_state_dict(stage[name])
-    restore_rng_states(saved["rng_ranks"], dist, seed, stage["step"])
-    return stage["step"], stage["seconds"], list(stage["losses"].to(device))
+class _StageHooks:
+    """What the loop's stage leaves: checkpoints under the stage's key (rank 0 writes them), and its logged losses."""
 
+    def __init__(self, run_dir: Path | None, session: Session, steps: int, checkpoint_every_steps: int):
+        self.run_dir, self.session, self.losses = run_dir, session, []
+        # A stage shorter than train.checkpoint_every_steps is not saved at its end: the loop's checkpoint follows soon.
+        self.saves_end = 0 < checkpoint_every_steps <= steps
+        self.steps = steps
 
-def _save(run_dir: Path, model: TextClassifier, stage: dict[str, Any], dist: Distributed) -> None:
-    """A checkpoint of the stage (rank 0 writes it; every rank sends its random streams, as in the loop)."""
-    rng_ranks = gather_rng_states(dist)
-    if dist.is_main:
-        state = {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in stage.items()}
-        save_checkpoint(run_dir, model, {STAGE: state, "rng": rng_ranks[0], "rng_ranks": rng_ranks})
+    def on_eval(self, state: LoopState, record: dict[str, Any], improved: bool) -> None: ...
+
+    def on_checkpoint(self, state: LoopState, with_model: bool) -> None:
+        ended = state.step == self.steps and not state.interrupted
+        if self.run_dir is not None and (self.saves_end or not ended):
+            save_session(self.run_dir, self.session, state, STAGE)
+
+    def on_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        self.losses.append(scalars["train/loss"])
+
+    def first_and_last_loss(self) -> tuple[float, float]:
+        return (self.losses[0], self.losses[-1]) if self.losses else (0.0, 0.0)

@@ -2,47 +2,34 @@
 
 An unset field (None, or train.method auto) is filled in here once the data is read and the model built;
 the run's config.yaml records the filled-in values, so the run repeats and resumes exactly, and the log
-states them. A value the user set always wins. Each rule is a principle, not a fit to one data set:
+states them. A value the user set always wins. Each rule is a principle, not a fit to one data set; the
+measurements behind them are in docs/decisions.md.
 
 - batch size: 32, but at most 1/8 of the training rows (an epoch is at least ~8 steps), at least 4;
-- epochs: 3, raised until the run makes at least 150 optimizer steps (at most 30 epochs): a few hundred
-  rows at 3 epochs of 32 make a handful of steps, and a freshly initialised head barely moves;
-- learning rate: smaller encoders take larger steps (1e-4 below 40M parameters, 5e-5 below 150M, 2e-5
-  above), scaled by sqrt(batch / 16) below batches of 16 (noisier gradients); a head trained alone on fixed
-  vectors like a logistic regression (a contrastive run's second stage, model.freeze encoder), 1e-2;
+- epochs: 3, raised until the run makes at least 150 optimizer steps (at most 30), since a freshly initialised
+  head barely moves in a handful of steps;
+- learning rate: 1e-4 below 40M encoder parameters, 5e-5 below 150M, 2e-5 above, since smaller encoders take
+  larger steps; scaled by sqrt(batch / 16) below batches of 16 (noisier gradients); 1e-2 for a head trained alone
+  on fixed vectors (a contrastive run's second stage, model.freeze encoder), which is a logistic regression;
 - warm-up: 6% of the steps, up to 10% so that a short run still warms up over about 10 steps;
-- method: contrastive below 100 training rows per class and below 512 rows in all (single-label), where pairs
-  of texts multiply what few labels say (see training.contrastive); standard otherwise. Its encoder stage makes
-  a step (every pair among 8 texts of 2 labels, 28) for each 28 pairs SetFit's default draws from the rows: every
-  pair of two labels once, and as many of one label. That is 4,389 steps at 64 rows a class of 6 (122,880 pairs;
-  35,112 text encodings against SetFit's 245,760), and at least 2.5 steps a row, so that each text trains in about
-  20 steps (SST-2 at 8 and 16 rows a class: 320 and 640 encodings, SetFit's 288 and 1,088; half of it scored
-  0.5-0.7 points lower, session 13; twice it, at 8 a class on 10 seeds, emotion -1.5 and SST-5 +0.2, session 24).
-  The count grows with the square of the texts (a long text read in windows counts once: its windows share its steps,
-  or windows would square the cost); below 512 texts it stays under 10,000 steps (~30 minutes single-threaded for
-  MiniLM-L6); 512 bounds that cost, it is not a measured crossing (at 480 rows, emotion 80 a class, 3 seeds,
-  contrastive still led by 5.6, +2.9 to +7.4; sessions 15-16).
-  At 64 rows a class (bench/RESULTS.md, session 15, 5 seeds) contrastive led standard (its last weights kept,
-  below) by 4.4 points of macro-F1 on 2 classes, 0.5 on 4 (a tie, in 8.7x the time), 3.3 on 5 and 6.1 on 6. Capped
-  at 250 steps until then, it had trailed by 4.0 on 6 classes (session 12);
-- the encoder stage's learning rate: SetFit's 2e-5, twice that below 40M parameters (smaller encoders take larger
-  steps, as above). For MiniLM-L6, 4e-5 scored 0.5 points of macro-F1 higher on the mean of 8 cells of 5 seeds in the
-  same steps (emotion at 64 a class +1.5, at 16 +1.8; SST-5 at 8 -0.6 on 10 seeds; bench/RESULTS.md, session 23);
-  larger encoders keep the rate SetFit was tuned with;
-- long texts: when most training texts exceed model.max_length (and head+tail was not asked for), read
-  them whole in half-overlapping windows, at most model.max_windows a text in training: the log states
-  the cost, the windows a text (bench/RESULTS.md: trained on windows, IMDb at 128 tokens gains 11 points).
+- method: contrastive below 100 training rows per class and below 512 rows in all (single-label), since pairs
+  of texts multiply what few labels say (see training.contrastive); standard otherwise. 512 bounds the encoder
+  stage's cost (under 10,000 steps, ~30 minutes single-threaded for MiniLM-L6); it is not a measured crossing;
+- the encoder stage's steps: one (every pair among 8 texts of 2 labels, 28) for each 28 pairs SetFit's default
+  draws from the rows (every pair of two labels once, as many of one label), at least 2.5 a row so that each
+  text trains in about 20 steps; the count grows with the square of the texts, and a long text read in windows
+  counts once (its windows share its steps, or windows would square the cost);
+- the encoder stage's learning rate: SetFit's 2e-5, twice that below 40M parameters, since smaller encoders take
+  larger steps as above; larger encoders keep the rate SetFit was tuned with;
+- long texts: when most training texts exceed model.max_length (and head+tail was not asked for), read them whole
+  in half-overlapping windows, at most model.max_windows a text in training; the log states the cost;
 - validation: a share of train is held out when the data is split (data.splits.validation_share), except in a
-  few-shot run (contrastive, chosen as above, no validation data given, nothing set): there every labelled row
-  trains, as in SetFit. At 8 rows a class of 6 a 20% share takes 10 of the 48 rows from training, for a score
-  whose 95% interval is +-30 points; the last weights are kept anyway (training.loop). Such a run has no validation
-  scores: it is scored on data.test, or on held-out rows when data.validation_fraction is set. A search trial
-  always holds rows out, since trials are compared on them.
+  few-shot run (contrastive, chosen as above, no validation data given, nothing set), where every labelled row
+  trains as in SetFit, since a share of a few rows buys a score within +-30 points; such a run is scored on
+  data.test. A search trial always holds rows out, since trials are compared on them;
 - weights kept: the best evaluation's on train.metric with 100 validation rows or more (or early stopping), else
-  the last step's, as a contrastive head always is. On n rows a score's 95% interval is about +-98/sqrt(n) points
-  (+-28 on 12): the best of 10 evaluations there is the luckiest, not the best. SST-2 at 64 a class, 12 validation
-  rows, kept epoch 1 (11 of 12 right) and scored 59.5 on test (bench/RESULTS.md). Hugging Face's Trainer, too,
-  keeps the last weights unless asked for the best.
+  the last step's, as a contrastive head always is, since on n rows a score's 95% interval is about
+  +-98/sqrt(n) points and the best of ten evaluations on a dozen rows is the luckiest, not the best.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def _cache_key(teacher: artifacts.LoadedModel, texts: list[str]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes()[:4096])  # a cheap but weight-specific print
         digest.update(str(float(tensor.float().sum())).encode())
-    digest.update(repr((teacher.meta.max_length, teacher.meta.keep_head, teacher.meta.window_stride)).encode())
+    digest.update(teacher.meta.cut.key.encode())
     for text in texts:
         digest.update(text.encode())
         digest.update(b"\0")

@@ -1,4 +1,4 @@
-"""The training loop: one optimizer step, evaluation, and `fit` with checkpoints and early stopping.
+"""The training loop of every stage: steps (training.steps), evaluation, and `fit` with checkpoints and early stopping.
 
 The loop's position is plain data (`LoopState`): epoch, micro-batches consumed in that epoch, step.
 Batches are a pure function of (seed, epoch), so a checkpoint taken between steps, with the RNG
@@ -8,50 +8,26 @@ states, resumes to the same weights as a run that never stopped.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from bertfit.config import TrainConfig
-from bertfit.data.batching import FeatureSplit, TokenizedSplit, loader, train_batches
-from bertfit.data.streaming import StreamedSplit, stream_loader
-from bertfit.infer.engine import InferenceContext, split_logits
+from bertfit.data.batching import FeatureSplit, TokenizedSplit
+from bertfit.infer.engine import split_logits
 from bertfit.metrics import classification_metrics, is_improvement
-from bertfit.runtime.device import Precision, autocast, wait_for_device
-from bertfit.runtime.distributed import Distributed, all_reduce_sum, any_rank, shard_rows
+from bertfit.runtime.device import wait_for_device
+from bertfit.runtime.distributed import Distributed, any_rank
 from bertfit.training.interrupt import StopRequest
+from bertfit.training.steps import Session, Steps, train_step
 
 log = logging.getLogger(__name__)
 
 LOG_EVERY_STEPS = 10  # the loss is read back from the device this often, not every step
-
-
-@dataclass
-class Session:
-    """Everything a training step touches."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # summed over the batch
-    context: InferenceContext  # device, evaluation precision, pad id; its batch size is the evaluation batch size
-    max_grad_norm: float
-    dist: Distributed = Distributed()  # under torchrun: this rank's share of each batch, gradients summed
-    train_precision: Precision | None = None  # the training steps' autocast, when not the context's
-
-    @property
-    def precision(self) -> Precision:
-        return self.train_precision or self.context.precision
-
-    @property
-    def device(self) -> torch.device:
-        return self.context.device
 
 
 @dataclass
@@ -80,68 +56,20 @@ class RunHooks(Protocol):
     def on_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
 
 
-def train_step(session: Session, micro_batches: list[dict[str, torch.Tensor]], total: int | None = None,
-               correct: torch.Tensor | None = None) -> torch.Tensor:
-    """One optimizer step over several micro-batches; returns the mean loss per sample (on device).
-
-    Each micro-batch's summed loss is divided by the samples of the whole step (`total`, over all
-    ranks), so accumulating 4 batches of 1, or 2 ranks with 2 each, give the gradient of one batch of 4.
-    `correct`, if given, is a device counter that gains the number of right predictions (single-label
-    only, this rank's rows), read back only at evaluations.
-    """
-    model, device = session.model, session.device
-    total = total or sum(len(batch["labels"]) for batch in micro_batches)
-    step_loss = torch.zeros((), device=device)
-    for batch in micro_batches:
-        if len(batch["labels"]) == 0:
-            continue  # a global batch smaller than the world leaves some ranks without rows
-        # Token batches carry input_ids + attention_mask, cached-feature batches carry features.
-        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in ("labels", "rows")}
-        with autocast(device, session.precision):
-            logits = model(**inputs)
-        # Labels copied once, asynchronously: a blocking copy would wait for the GPU every step.
-        labels = batch["labels"].to(device, non_blocking=True)
-        loss = session.loss_fn(logits.float(), labels) / total
-        session.scaler.scale(loss).backward()
-        step_loss += loss.detach()
-        if correct is not None and labels.ndim == 1:
-            correct += (logits.detach().argmax(-1) == labels).sum()
-    if session.dist.enabled:
-        all_reduce_sum([p for p in model.parameters() if p.requires_grad], step_loss)
-    if session.max_grad_norm > 0:
-        session.scaler.unscale_(session.optimizer)
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], session.max_grad_norm)
-    session.scaler.step(session.optimizer)
-    session.scaler.update()
-    session.scheduler.step()
-    session.optimizer.zero_grad(set_to_none=True)
-    return step_loss
-
-
 def evaluate(session: Session, split: TokenizedSplit | FeatureSplit, names: tuple[str, ...],
              thresholds: np.ndarray | None = None) -> dict[str, float]:
     logits = split_logits(session.model, split, session.context)
     return classification_metrics(logits, split.document_labels, names, thresholds)
 
 
-def steps_per_epoch(rows: int, config: TrainConfig) -> int:
-    return math.ceil(math.ceil(rows / config.batch_size) / config.grad_accum_steps)
-
-
-def total_steps(rows: int, config: TrainConfig) -> int:
-    """Optimizer steps of the whole run: train.max_steps when set (a probe run), else train.epochs of them."""
-    return config.max_steps or steps_per_epoch(rows, config) * config.epochs
-
-
 class Trainer:
     """One run's loop: the session, its data and hooks, and the meters its steps share; `fit` runs it."""
 
-    def __init__(self, session: Session, train: TokenizedSplit | FeatureSplit | StreamedSplit,
-                 validation: TokenizedSplit | FeatureSplit | None, names: tuple[str, ...], config: TrainConfig,
-                 hooks: RunHooks):
-        self.session, self.train, self.validation, self.names = session, train, validation, names
+    def __init__(self, session: Session, steps: Steps, validation: TokenizedSplit | FeatureSplit | None,
+                 names: tuple[str, ...], config: TrainConfig, hooks: RunHooks):
+        self.session, self.steps, self.validation, self.names = session, steps, validation, names
         self.config, self.hooks = config, hooks
-        self.total_steps = total_steps(len(train), config)
+        self.total_steps = steps.total
         # train.keep last (auto: on < 100 validation rows, or a contrastive head), or no validation split to choose on:
         # model/ is the latest checkpoint's weights, written with it, not at every evaluation.
         self.keeps_last = config.keep == "last" or validation is None
@@ -150,7 +78,7 @@ class Trainer:
         """Train from `state` to the end (or early stop, or Ctrl-C), evaluating and checkpointing on the way."""
         session, config = self.session, self.config
         self.state, self.meters = state, _Meters(session.device, state.since_eval)
-        self.progress = tqdm(total=self.total_steps, initial=state.step, unit="step", dynamic_ncols=True, desc="train",
+        self.progress = tqdm(total=self.total_steps, initial=state.step, unit="step", dynamic_ncols=True, desc=self.steps.name,
                              disable=not (config.progress and session.dist.is_main))
         stop = StopRequest()
         session.model.train()
@@ -164,7 +92,7 @@ class Trainer:
     def _epoch(self, stop: StopRequest) -> None:
         """The rest of the current epoch (until its end, an early stop or an agreed Ctrl-C)."""
         state, config = self.state, self.config
-        sizes, data = epoch_batches(self.session, self.train, config, state.epoch, state.batches_done)
+        sizes, data = self.steps.epoch(state.epoch, state.batches_done)
         last = time.perf_counter()
         while state.batches_done < len(sizes):
             group = [next(data) for _ in range(min(config.grad_accum_steps, len(sizes) - state.batches_done))]
@@ -179,9 +107,8 @@ class Trainer:
             if end_of_epoch:
                 state.epoch, state.batches_done = state.epoch + 1, 0
             stopping = stop_agreed(self.session.dist, self.session.device, stop.requested, state.step)
+            state.interrupted = stopping
             self._after_step(end_of_epoch, stopping)
-            if stopping:
-                state.interrupted = True
             if stopping or state.finished or end_of_epoch or state.step == self.total_steps:
                 return
             last = time.perf_counter()  # evaluation and checkpoints do not count as training time
@@ -189,8 +116,9 @@ class Trainer:
     def _after_step(self, end_of_epoch: bool, stopping: bool) -> None:
         """Log, evaluate and checkpoint when they are due after a step."""
         state, config, session = self.state, self.config, self.session
-        eval_due = (end_of_epoch and config.eval_every_steps == 0) or state.step == self.total_steps or \
-            bool(config.eval_every_steps and state.step % config.eval_every_steps == 0)
+        eval_due = self.steps.evaluates and ((end_of_epoch and config.eval_every_steps == 0) or
+                                             state.step == self.total_steps or
+                                             bool(config.eval_every_steps and state.step % config.eval_every_steps == 0))
         # An evaluation is a checkpoint when it scores validation rows (it may be the best); without them it records
         # the training scores alone, and a few-shot head's 4-step epochs would write the whole model every 4 steps.
         checkpoint_due = (eval_due and self.validation is not None) or state.step == self.total_steps or \
@@ -234,18 +162,6 @@ class Trainer:
         if config.early_stopping_patience and state.stale_evals >= config.early_stopping_patience:
             log.info("early stop: no improvement in %d evaluations", state.stale_evals)
             state.finished = True
-
-
-def epoch_batches(session: Session, train: TokenizedSplit | FeatureSplit | StreamedSplit, config: TrainConfig,
-                  epoch: int, start_batch: int) -> tuple[list[int], Iterator[dict[str, torch.Tensor]]]:
-    """The epoch's global batch sizes, and this rank's share of each batch from `start_batch` on."""
-    pin_memory, pad_id = session.device.type == "cuda", session.context.pad_id
-    if isinstance(train, StreamedSplit):
-        stream = stream_loader(train, epoch, start_batch, session.dist, pad_id, config.num_workers, pin_memory)
-        return train.batch_sizes(epoch), iter(stream)
-    batches = train_batches(train.lengths, config.batch_size, config.bucket_batches, config.seed, epoch)
-    shards = [shard_rows(rows, session.dist) for rows in batches[start_batch:]]
-    return [len(rows) for rows in batches], iter(loader(train, shards, pad_id, config.num_workers, pin_memory))
 
 
 def stop_agreed(dist: Distributed, device: torch.device, requested: bool, step: int) -> bool:

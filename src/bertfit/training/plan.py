@@ -28,7 +28,7 @@ from bertfit.infer.engine import InferenceContext
 from bertfit.runtime.device import autocast, wait_for_device
 from bertfit.training import defaults
 from bertfit.training.contrastive import GROUP_LABELS, GROUP_TEXTS_PER_LABEL
-from bertfit.training.loop import steps_per_epoch, total_steps
+from bertfit.training.steps import steps_per_epoch, total_steps
 
 log = logging.getLogger(__name__)
 

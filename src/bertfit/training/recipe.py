@@ -19,6 +19,7 @@ from bertfit.data.batching import FeatureSplit, TokenizedSplit
 from bertfit.data.labels import LabelMap
 from bertfit.data.splits import TextDataset
 from bertfit.data.streaming import StreamedSplit
+from bertfit.data.tables import with_table_files
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext, split_logits
 from bertfit.meta import ModelMeta
@@ -37,12 +38,13 @@ from bertfit.training.checkpoint import check_resumable, drop_checkpoint
 from bertfit.training.contrastive import tune_encoder
 from bertfit.training.features import encode_splits
 from bertfit.training.growth import forgetting
-from bertfit.training.loop import LoopState, Session, Trainer, total_steps
+from bertfit.training.loop import LoopState, Trainer
 from bertfit.training.losses import loss_function
 from bertfit.training.optim import build_optimizer, build_scheduler
 from bertfit.training.plan import RunPlan, save_plan
 from bertfit.training.setup import Prepared, Splits, cache_dir, prepare
 from bertfit.training.stack import stack_at_end_of_training
+from bertfit.training.steps import Session, Steps, total_steps
 from bertfit.training.trackers import Tracker, open_trackers
 from bertfit.training.writer import EvalCallback, RunFiles, RunWriter, SilentWriter, restore_session
 
@@ -64,18 +66,30 @@ class TrainResult:
     kept: str = "best"  # train.keep: the weights kept are the best evaluation's, or the last step's
     plan: RunPlan | None = None  # what the run was planned to do and cost (training.plan)
 
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The run's held-out scores: the test split's, or the best checkpoint's validation scores when the run has
+        no test data; "split" says which (None: the run held out no rows)."""
+        if self.test is not None:
+            return {"split": "test", **self.test}
+        return {"split": "validation" if self.validation else None, **self.validation}
+
 
 def train(config: RunConfig | None = None, resume: str | Path | None = None, overwrite: bool = False,
-          on_eval: EvalCallback | None = None) -> TrainResult:
+          on_eval: EvalCallback | None = None, data: dict[str, Any] | None = None) -> TrainResult:
     """Fine-tune `config.model` on `config.data` into a run directory, or continue the run at `resume`.
 
     `on_eval(state, record)` runs after every evaluation; an exception it raises stops training.
+    `data` gives splits as pandas DataFrames or datasets.Datasets ({"train": frame, "test": ...}) in place of
+    config.data's files: each is saved once as Parquet (bertfit.data.tables), which config.yaml then names.
     """
+    if data is not None:
+        if config is None or resume is not None:
+            raise BertfitError("data: tables go with a config for a new run; a resumed run reads the files it names")
+        config = with_table_files(config, data)
     if resume is not None:
         config = artifacts.read_run_config(Path(resume))
         check_resumable(Path(resume))
-        if config.train.method == "auto":  # a run saved before train.method existed trained the standard way
-            config = replace(config, train={"method": "standard"})
     elif config is None:
         raise BertfitError("train() needs a config or a run directory to resume")
     dist, device = init_distributed(config.train.device)
@@ -104,8 +118,8 @@ def _train(config: RunConfig, dist: Distributed, device: torch.device, resume: s
     # A search compares its trials on validation scores (on_eval): its runs always hold rows out.
     ready = prepare(config, dist, device, resume, keep_validation=on_eval is not None)
     run_dir = _open_run_dir(ready.plan.config, ready.dataset.labels, resume, overwrite, dist)
-    if resume is None and dist.is_main:
-        save_plan(ready.plan, run_dir)
+    if resume is None and dist.is_main:  # with the config as config.yaml keeps it (data paths made absolute)
+        save_plan(dataclasses.replace(ready.plan, config=artifacts.read_run_config(run_dir)), run_dir)
     return dataclasses.replace(_run(ready, run_dir, dist, resume is not None, on_eval), plan=ready.plan)
 
 
@@ -134,7 +148,8 @@ def _run(ready: Prepared, run_dir: Path, dist: Distributed, resumed: bool, on_ev
     writer = RunWriter(files, session, _trackers(config, run_dir, state.step or None), on_eval) if dist.is_main \
         else SilentWriter(dist)
     try:
-        trainer = Trainer(session, tokens["train"], tokens.get("validation"), dataset.labels.names, config.train, writer)
+        steps = Steps.over_split(session, tokens["train"], config.train)
+        trainer = Trainer(session, steps, tokens.get("validation"), dataset.labels.names, config.train, writer)
         state = trainer.fit(state)
     finally:
         writer.close()

@@ -14,7 +14,7 @@ from bertfit.config import RunConfig, override
 from bertfit.data.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
 from bertfit.data.splits import TextDataset, load_dataset
 from bertfit.data.streaming import StreamedSplit, load_streamed
-from bertfit.data.windows import WindowSettings
+from bertfit.data.windows import TextCut
 from bertfit.infer.engine import InferenceContext
 from bertfit.model import build_classifier, count_parameters, load_tokenizer
 from bertfit.runtime.device import choose_precision
@@ -53,7 +53,9 @@ def prepare(config: RunConfig, dist: Distributed, device: torch.device, resume: 
                                config.train.eval_batch_size)
     training = dataclasses.replace(context, precision=training_precision(config, device, resume, dist))
     plan, dataset, tokens, model = setup_data_and_model(config, tokenizer, context, training, dist, keep_validation)
-    plan = (read_plan(Path(resume)) or plan) if resume is not None else plan
+    if resume is not None:  # the plan it started with, on the config it saved (the same settings, paths made absolute)
+        started = read_plan(Path(resume))
+        plan = dataclasses.replace(started, config=plan.config) if started is not None else plan
     log_plan(plan, resumed=resume is not None)
     return Prepared(plan, tokenizer, context, training, dataset, tokens, model)
 
@@ -96,8 +98,7 @@ def setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceCo
 
 def tokenize_dataset(dataset: TextDataset, tokenizer: Any, config: RunConfig) -> dict[str, TokenizedSplit]:
     cache = cache_dir(config)
-    return {name: tokenize(split.texts, split.labels, tokenizer, config.model.max_length, cache, config.model.keep_head,
-                           WindowSettings.for_split(config.model, name))
+    return {name: tokenize(split.texts, split.labels, tokenizer, TextCut.of_model(config.model, name), cache)
             for name, split in dataset.splits.items()}
 
 

@@ -14,6 +14,7 @@ import torch
 
 from bertfit import artifacts
 from bertfit.config import RunConfig
+from bertfit.errors import BertfitError
 from bertfit.meta import ModelMeta
 from bertfit.runtime.device import Precision, choose_precision
 from bertfit.runtime.distributed import Distributed, broadcast_object
@@ -59,12 +60,7 @@ class RunWriter:
         """A resumable checkpoint; with_model: model/ too (train.keep last: the latest weights are the ones kept)."""
         if with_model:
             self._save_model(state)
-        session, rng_ranks = self.session, gather_rng_states(self.session.dist)
-        # "rng" (rank 0's) stays for bertfit versions that read only that key.
-        save_checkpoint(self.run_dir, session.model, {
-            "loop": state_dict(state), "optimizer": session.optimizer.state_dict(),
-            "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict(),
-            "rng": rng_ranks[0], "rng_ranks": rng_ranks})
+        save_session(self.run_dir, self.session, state)
 
     def close(self) -> None:
         for tracker in self.trackers:
@@ -87,18 +83,38 @@ class SilentWriter:
     def close(self) -> None: ...
 
 
-def restore_session(run_dir: Path, session: Session, seed: int) -> LoopState:
-    """The optimizer, schedule, scaler, loop state and random streams of the checkpoint in `run_dir`, into `session`."""
-    saved = load_checkpoint(run_dir, session.model)
-    session.optimizer.load_state_dict(saved["optimizer"])
-    session.scheduler.load_state_dict(saved["scheduler"])
-    session.scaler.load_state_dict(saved["scaler"])
-    state = state_from_dict(saved["loop"])
+def save_session(run_dir: Path, session: Session, state: LoopState, stage: str | None = None) -> None:
+    """A resumable checkpoint of a stage's loop: the weights, the session's optimizer, schedule and scaler, the loop
+    state and every rank's random streams (rank 0 writes it). `stage`: the key of a stage before the loop's."""
+    rng_ranks = gather_rng_states(session.dist)
+    if not session.dist.is_main:
+        return
+    parts = {"loop": state_dict(state), "optimizer": session.optimizer.state_dict(),
+             "scheduler": session.scheduler.state_dict(), "scaler": session.scaler.state_dict()}
+    # "rng" (rank 0's) stays for bertfit versions that read only that key.
+    save_checkpoint(run_dir, session.model, {**({stage: parts} if stage else parts), "rng": rng_ranks[0],
+                                             "rng_ranks": rng_ranks})
+
+
+def restore_session(run_dir: Path, session: Session, seed: int, saved: dict[str, Any] | None = None,
+                    stage: str | None = None) -> LoopState:
+    """The optimizer, schedule, scaler, loop state and random streams of the checkpoint in `run_dir` (or `saved`, read
+    from it already), into `session`. `stage`: the key of a stage before the loop's."""
+    saved = saved if saved is not None else load_checkpoint(run_dir, session.model)
+    parts = saved[stage] if stage else saved
+    if "loop" not in parts:
+        raise BertfitError(f"{run_dir}: its checkpoint was written by an earlier bertfit that this one cannot resume; "
+                           "start the run again")
+    session.optimizer.load_state_dict(parts["optimizer"])
+    session.scheduler.load_state_dict(parts["scheduler"])
+    session.scaler.load_state_dict(parts["scaler"])
+    state = state_from_dict(parts["loop"])
     restore_rng_states(saved["rng_ranks"], session.dist, seed, state.step)
     state.interrupted = False
-    if session.dist.is_main:
-        artifacts.truncate_metrics(run_dir, state.step)
-    log.info("resuming %s at step %d (epoch %d)", run_dir, state.step, state.epoch)
+    if stage is None:  # a stage before the loop writes no evaluations, and says where it resumes itself
+        if session.dist.is_main:
+            artifacts.truncate_metrics(run_dir, state.step)
+        log.info("resuming %s at step %d (epoch %d)", run_dir, state.step, state.epoch)
     return state
 
 
