@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # For a GPU machine: make setup TORCH=torch  (or install the CUDA build you need into .venv first).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -28,5 +28,16 @@ test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
+# The benchmarks and what each measures, then the quick set: a few minutes on 2 CPU cores, results in bench/out/.
+# The full-scale command behind every published figure is in docs/benchmarks.md.
+bench: setup
+	$(BIN)/python bench/common.py
+	$(BIN)/python bench/contrastive_step.py --steps 10 --warmup 2 --variants all words
+	$(BIN)/python bench/train_speed.py --rows 640 --eval-rows 200 --variants bertfit,trainer-dynamic
+
+# The documentation site (mkdocs-material, the docs extra) into site/; `mkdocs serve` previews it.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

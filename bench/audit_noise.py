@@ -24,26 +24,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import common
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from bertfit.config import load_config
 
-from bertfit.config import load_config  # noqa: E402
-from bertfit.curate.audit import AuditSettings, audit  # noqa: E402
-from bertfit.curate.folds import LabelledRows, frozen_features, logistic_probabilities, read_training_rows, write_rows  # noqa: E402
-from bertfit.curate.relabel import apply_review  # noqa: E402
-from bertfit.data.presets import data_dir  # noqa: E402
-from bertfit.data.read import read_split  # noqa: E402
-from bertfit.runtime.cpu import cpu_features  # noqa: E402
+if TYPE_CHECKING:
+    from bertfit.curate.folds import LabelledRows
 
 
 def flip_labels(labels: np.ndarray, classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +54,10 @@ def precision_at_recall(scores: np.ndarray, is_flip: np.ndarray, recall: float) 
 
 def one_seed(rows: LabelledRows, train_x: np.ndarray, test: tuple[np.ndarray, np.ndarray], seed: int, args,
              work: Path) -> dict:
+    from bertfit.curate.audit import AuditSettings, audit
+    from bertfit.curate.folds import logistic_probabilities, read_training_rows, write_rows
+    from bertfit.curate.relabel import apply_review
+
     classes = len(rows.names)
     noisy, flipped = flip_labels(rows.labels, classes, args.noise, seed)
     noisy_file = write_rows(work / f"noisy-{seed}.csv", rows, np.arange(len(rows)), noisy)
@@ -100,21 +96,19 @@ def one_seed(rows: LabelledRows, train_x: np.ndarray, test: tuple[np.ndarray, np
 
 def time_full_audit(work: Path) -> dict:
     """One audit of the alps subset (10,001 rows) with an empty cache: everything a user waits for."""
+    from bertfit.curate.audit import AuditSettings, audit
+    from bertfit.data.presets import data_dir
+
     path = data_dir() / "ag_news" / "subsets" / "alps" / "dev_from_train.tsv"
     config = load_config(None, ["--data.train", str(path), "--data.format", "tsv", "--data.header", "false",
                                 "--data.text_columns", '["0"]', "--data.label_column", "1",
                                 "--cache_dir", str(work / "cold-cache")])
-    started, cpu_started = time.perf_counter(), _cpu_seconds()
+    started, cpu_started = time.perf_counter(), common.cpu_seconds()
     result = audit(config, work / "audit-10k", AuditSettings())
     # CPU seconds of this process: on a shared machine the wall time counts the other processes' turns too
     return {"rows": result.rows, "seconds": round(time.perf_counter() - started, 1), "flagged": len(result.flagged),
-            "cpu_seconds": round(_cpu_seconds() - cpu_started, 1), "conflicting_pairs": result.conflicts,
+            "cpu_seconds": round(common.cpu_seconds() - cpu_started, 1), "conflicting_pairs": result.conflicts,
             "target_seconds": 300}
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -124,45 +118,35 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=7600, help="official AG News test rows (default: all 7,600)")
     parser.add_argument("--no-timing", action="store_true", help="skip the 10,001-row audit timing")
     parser.add_argument("--timing-only", action="store_true", help="only the timing, into audit_timing.json beside --out")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "audit_noise.json")
+    parser.add_argument("--out", type=Path, default=common.OUT / "audit_noise.json")
     args = parser.parse_args()
     import logging
 
     import torch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    load_before = os.getloadavg()
+    record = {**common.provenance(), "torch_threads": torch.get_num_threads()}
     work = Path(tempfile.mkdtemp(prefix="bertfit-audit-bench-"))
     if args.timing_only:
-        timing = time_full_audit(work) | {"cpu": cpu_features(),
-                                          "torch_threads": torch.get_num_threads(),
-                                          "load_average_before": [round(x, 2) for x in load_before],
-                                          "load_average_after": [round(x, 2) for x in os.getloadavg()]}
-        args.out.with_name("audit_timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+        timing = {**record, **time_full_audit(work), "load_average_after": common.load_average()}
+        common.write_json(args.out.with_name("audit_timing.json"), timing)
         print(json.dumps(timing, indent=2))
         return
-    base = load_config(None, ["--data.train", "ag_news"])
-    rows = read_training_rows(base)
-    test = read_split("ag_news", "test", base.data)
-    test_texts, test_y = test.texts[:args.test_rows], np.asarray(test.raw_labels[:args.test_rows])
-    train_x, test_x = frozen_features(base, rows.texts), frozen_features(base, test_texts)
+    rows, train_x, test_x, test_y = common.ag_news_vectors(args.test_rows)
     seeds = [one_seed(rows, train_x, (test_x, test_y), seed, args, work) for seed in range(args.seeds)]
     timing = None if args.no_timing else time_full_audit(work)
     keys = ("precision", "recall", "precision_at_recall_0.6", "points_lost", "points_regained",
             "points_regained_accepting_every_suggestion")
     mean = {key: float(np.mean([s[key] for s in seeds])) for key in keys}
-    report = {"benchmark": "audit_noise", "train_rows": len(rows), "test_rows": len(test_texts), "noise": args.noise,
+    report = {**record, "train_rows": len(rows), "test_rows": len(test_y), "noise": args.noise,
               "method": "features (frozen embedded MiniLM mean-pooled vectors + logistic regression, 5 folds)",
               "accuracy_model": "logistic regression on the frozen vectors (fast path), not a fine-tuned model",
               "seeds": seeds, "mean": mean, "timing_10k": timing,
               "targets": {"precision_at_recall_0.6 >= 0.8": mean["precision_at_recall_0.6"] >= 0.8,
                           "recovers >= half": mean["points_regained"] >= 0.5 * mean["points_lost"],
                           "10k audit <= 300 s": timing["seconds"] <= 300 if timing else None},
-              "cpu": cpu_features(), "torch_threads": torch.get_num_threads(),
-              "load_average_before": [round(x, 2) for x in load_before],
-              "load_average_after": [round(x, 2) for x in os.getloadavg()]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+              "load_average_after": common.load_average()}
+    common.write_json(args.out, report)
     print(json.dumps({"mean": mean, "timing_10k": timing, "targets": report["targets"]}, indent=2))
 
 

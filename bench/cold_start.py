@@ -7,7 +7,7 @@ Every repeat is a new Python process (nothing imported or cached in memory; the 
 after the first, as it is for a user running the command twice). predict: wall time of the whole
 command. serve: from starting the process to the first 200 from GET /health, then stopped with SIGINT.
 `auto` uses the run's ONNX export when there is one (the torch-free path); `torch` forces PyTorch.
-Targets (issue 12): predict <= 3 s, serve ready <= 4 s, on 2 cores; the predictions of every repeat
+Targets: predict <= 3 s, serve ready <= 4 s, on 2 cores; the predictions of every repeat
 must equal the first one's. Beside the wall time the CPU time the process used is recorded (predict:
 the whole command; serve: until it was ready): on a machine shared with other work the wall time
 stretches with the load, the CPU time much less, and on an idle machine startup takes about its CPU time.
@@ -16,21 +16,18 @@ stretches with the load, the CPU time much less, and on an idle machine startup 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from bertfit.runtime.cpu import cpu_features
+import common
+from common import HOST, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"predict_seconds": 3.0, "serve_ready_seconds": 4.0}
 TEXT = "Stocks rallied on Wall Street after the central bank held interest rates"
 
@@ -53,21 +50,9 @@ def time_predict(run: Path, backend: str) -> tuple[float, float, str]:
     return seconds, cpu, done.stdout.strip()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a running process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def time_serve(run: Path, backend: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds) from starting `bertfit serve` to its first 200 on /health."""
-    port = _free_port()
+    port = common.free_port()
     command = [sys.executable, "-m", "bertfit", "serve", str(run), "--port", str(port), "--backend", backend]
     start = time.perf_counter()
     server = subprocess.Popen(command, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -76,9 +61,9 @@ def time_serve(run: Path, backend: str) -> tuple[float, float]:
             if server.poll() is not None:
                 raise SystemExit(f"serve exited: {server.stderr.read()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+                with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=1) as response:
                     if response.status == 200:
-                        return time.perf_counter() - start, _cpu_seconds(server.pid)
+                        return time.perf_counter() - start, common.cpu_seconds(server.pid)
             except OSError:
                 time.sleep(0.02)
             if time.perf_counter() - start > 600:
@@ -91,17 +76,14 @@ def time_serve(run: Path, backend: str) -> tuple[float, float]:
             server.kill()
 
 
-def summary(values: list[float]) -> dict[str, float | list[float]]:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3),
-            "all": [round(v, 3) for v in values]}
-
-
 def measure(run: Path, backend: str, repeats: int) -> dict:
     predict = [time_predict(run, backend) for _ in range(repeats)]
     serve = [time_serve(run, backend) for _ in range(repeats)]
     outputs = {output for _, _, output in predict}
-    result = {"predict_seconds": summary([p[0] for p in predict]), "predict_cpu_seconds": summary([p[1] for p in predict]),
-              "serve_ready_seconds": summary([s[0] for s in serve]), "serve_cpu_seconds": summary([s[1] for s in serve]),
+    result = {"predict_seconds": common.spread([p[0] for p in predict]),
+              "predict_cpu_seconds": common.spread([p[1] for p in predict]),
+              "serve_ready_seconds": common.spread([s[0] for s in serve]),
+              "serve_cpu_seconds": common.spread([s[1] for s in serve]),
               "same_predictions_every_repeat": len(outputs) == 1, "prediction": sorted(outputs)[0]}
     result["met"] = {name: result[name]["median"] <= target for name, target in TARGETS.items()}
     return result
@@ -112,19 +94,17 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "demo-ag-news", help="a trained run (make demo)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backends", default="auto,torch", help="comma-separated: auto, torch, onnx, ...")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "cold_start.json")
+    parser.add_argument("--out", type=Path, default=common.OUT / "cold_start.json")
     args = parser.parse_args()
     if not (args.run / "model").is_dir():
         raise SystemExit(f"{args.run}: no trained run; run `make demo` or pass --run")
 
-    load_before = os.getloadavg()
+    record = common.provenance()
     results = {backend: measure(args.run, backend, args.repeats) for backend in args.backends.split(",")}
-    report = {"run": str(args.run), "has_export": (args.run / "export" / "export.json").is_file(),
-              "repeats": args.repeats, "targets": TARGETS, "results": results, "cpu": cpu_features(),
-              "load_average_before": [round(x, 2) for x in load_before],
-              "load_average_after": [round(x, 2) for x in os.getloadavg()], "python": sys.version.split()[0]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    report = {**record, "run": str(args.run), "has_export": (args.run / "export" / "export.json").is_file(),
+              "repeats": args.repeats, "targets": TARGETS, "results": results,
+              "load_average_after": common.load_average()}
+    common.write_json(args.out, report)
     for backend, result in results.items():
         print(f"{backend}: predict median {result['predict_seconds']['median']:.2f} s "
               f"(CPU {result['predict_cpu_seconds']['median']:.2f} s), serve ready median "

@@ -8,7 +8,7 @@
 2. Model-only texts/s: `Predictor.predict_proba` (tokenisation included) on --rows test texts in
    batches of --batch-size, --threads threads, every backend once per round, --rounds interleaved rounds;
    ratios to PyTorch are taken per round (median, range).
-3. Served texts/s: `bertfit serve` under bench/serve_load.py's load (--clients clients, --duration s),
+3. Served texts/s: `bertfit serve` under the serving benchmarks' load (bench/common.py) (--clients clients, --duration s),
    PyTorch and the auto choice alternating for --served-pairs pairs, then every other variant once.
 Writes bench/out/cpu_backends.json (CPU flags, load averages, every figure) and prints Markdown tables.
 """
@@ -16,38 +16,22 @@ Writes bench/out/cpu_backends.json (CPU flags, load averages, every figure) and 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import signal
 import statistics
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import serve_load  # noqa: E402  (the load generator and server start-up are shared)
-
-OUT = Path(__file__).resolve().parent / "out"
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+import common
 
 
 def accuracy(run: Path, backends: list[str], rows: int) -> dict[str, dict]:
     """Accuracy per backend on the first `rows` AG News test rows, paired against PyTorch."""
-    import csv
+    import numpy as np
 
-    from bertfit.data.presets import data_dir
     from bertfit.deploy.check import compare
     from bertfit.infer.predictor import Predictor
 
-    with open(data_dir() / "ag_news" / "test.csv", newline="", encoding="utf-8") as file:
-        rows_read = [(f"{title} {body}", int(label) - 1) for label, title, body in csv.reader(file)][:rows]
-    texts, labels = [t for t, _ in rows_read], np.array([label for _, label in rows_read])
+    texts, label_ids = common.ag_news_test(rows)
+    labels = np.array(label_ids)
     probabilities = {b: Predictor(run, backend=b, batch_size=64).predict_proba(texts) for b in backends}
     reference = probabilities["torch"]
     result = {"torch": {"accuracy": float(np.mean(reference.argmax(-1) == labels))}}
@@ -58,37 +42,34 @@ def accuracy(run: Path, backends: list[str], rows: int) -> dict[str, dict]:
 def model_only(run: Path, backends: list[str], args: argparse.Namespace) -> dict[str, dict]:
     from bertfit.infer.predictor import Predictor
 
-    texts = serve_load.ag_news_texts(args.rows)
+    texts, _ = common.ag_news_test(args.rows)
     predictors = {b: Predictor(run, backend=b, batch_size=args.batch_size, threads=args.threads) for b in backends}
     speeds: dict[str, list[float]] = {b: [] for b in backends}
     for predictor in predictors.values():
         predictor.predict_proba(texts[:args.batch_size])  # warm-up
     for _ in range(args.rounds):
         for name, predictor in predictors.items():
-            started = time.perf_counter()
-            for start in range(0, len(texts), args.batch_size):
-                predictor.predict_proba(texts[start:start + args.batch_size])
-            speeds[name].append(len(texts) / (time.perf_counter() - started))
+            speeds[name].append(common.predict_rate(predictor, texts, args.batch_size))
     return {b: {"texts_per_second": round(statistics.median(v), 1), "range": [round(min(v), 1), round(max(v), 1)],
-                "vs_torch": round(statistics.median([x / t for x, t in zip(v, speeds["torch"])]), 2),
-                "vs_torch_range": [round(min(x / t for x, t in zip(v, speeds["torch"])), 2),
-                                   round(max(x / t for x, t in zip(v, speeds["torch"])), 2)]}
+                "vs_torch": common.against(v, speeds["torch"])["median"],
+                "vs_torch_range": common.against(v, speeds["torch"])["range"]}
             for b, v in speeds.items()}
 
 
 def served(run: Path, backend: str, args: argparse.Namespace) -> dict:
-    port = serve_load.free_port()
-    child = serve_load.start_server(run, backend, port, args)
+    import httpx
+
+    port = common.free_port()
+    child = common.start_server(run, port, common.serve_flags(backend, args))
+    base = f"http://{common.HOST}:{port}"
     try:
-        before = load_average()
-        result = asyncio.run(serve_load.load(f"http://{serve_load.HOST}:{port}", serve_load.ag_news_texts(),
-                                             args.clients, args.duration))
-        health = serve_load.httpx.get(f"http://{serve_load.HOST}:{port}/health", timeout=10).json()
+        before = common.load_average()
+        result = common.served_load(base, common.ag_news_test(2000)[0], args.clients, args.duration)
+        health = httpx.get(f"{base}/health", timeout=10).json()
     finally:
-        child.send_signal(signal.SIGTERM)
-        child.wait(60)
+        common.stop_server(child)
     return {"backend": backend, "served_by": health.get("backend"), **result, "load_average_before": before,
-            "load_average_after": load_average()}
+            "load_average_after": common.load_average()}
 
 
 def serving(run: Path, choice: str, others: list[str], args: argparse.Namespace) -> list[dict]:
@@ -126,10 +107,8 @@ def main() -> None:
     export = read_export_meta(args.run / "export")
     variants = list(export.files)
     backends = ["torch", *variants]
-    summary = {"command": " ".join(["python", "bench/cpu_backends.py", *sys.argv[1:]]), "cpu": serve_load.machine(),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "choice": export.default_variant(),
-               "selection": export.selection, "export_check": export.check}
-    OUT.mkdir(exist_ok=True)
+    summary = {**common.provenance(), "choice": export.default_variant(), "selection": export.selection,
+               "export_check": export.check}
     steps = {"accuracy": lambda: accuracy(args.run, backends, args.accuracy_rows),
              "model": lambda: model_only(args.run, backends, args),
              "served": lambda: serving(args.run, export.default_variant(),
@@ -137,10 +116,10 @@ def main() -> None:
                                        else [], args)}
     for step, measure in steps.items():
         if step not in args.skip:
-            summary[f"{step}_load_average_before"] = load_average()
+            summary[f"{step}_load_average_before"] = common.load_average()
             summary[step] = measure()
-            summary[f"{step}_load_average_after"] = load_average()
-            (OUT / "cpu_backends.json").write_text(json.dumps(summary, indent=2) + "\n")
+            summary[f"{step}_load_average_after"] = common.load_average()
+            common.write_json(common.OUT / "cpu_backends.json", summary)
             print(json.dumps({step: summary[step]}), flush=True)
 
 

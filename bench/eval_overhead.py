@@ -17,22 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import common
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=None, help="test rows (default: all 7,600)")
     parser.add_argument("--with-extras", action="store_true", help="also time calibration and baselines")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "eval_overhead.json")
+    parser.add_argument("--out", type=Path, default=common.OUT / "eval_overhead.json")
     args = parser.parse_args()
 
     import torch
@@ -41,12 +37,12 @@ def main() -> None:
     from bertfit.data.read import read_split
     from bertfit.evaluate.run import evaluate_run
     from bertfit.infer.predictor import Predictor
-    from bertfit.runtime.cpu import cpu_features
     from bertfit.training.recipe import train
 
     work = Path(tempfile.mkdtemp(prefix="bertfit-bench-"))
     run = train(load_config(None, ["--data.train", "ag_news", "--data.max_train_rows", "64", "--data.max_eval_rows", "64",
-                                   "--train.epochs", "1", "--train.device", "cpu", "--train.progress", "false",
+                                   "--train.epochs", "1", "--train.method", "standard", "--train.device", "cpu",
+                                   "--train.progress", "false",
                                    "--train.tensorboard", "false", "--output_dir", str(work), "--cache_dir", str(work / "cache"),
                                    "--name", "bench"])).run_dir
     texts = read_split("ag_news", "test", DataConfig()).texts[: args.rows]
@@ -62,19 +58,17 @@ def main() -> None:
     inner_predict = result["timings"]["predict_seconds"]
     overhead = evaluate_seconds - inner_predict
     report = {
-        "rows": len(texts), "device": "cpu", "torch_threads": torch.get_num_threads(), "cpu": cpu_features(),
-        "load_average_1min": os.getloadavg()[0],
+        **common.provenance(), "rows": len(texts), "device": "cpu", "torch_threads": torch.get_num_threads(),
         "predict_seconds": round(predict_seconds, 3), "evaluate_seconds": round(evaluate_seconds, 3),
         "evaluate_inner_predict_seconds": inner_predict, "overhead_seconds": round(overhead, 3),
         "overhead_fraction_of_predict": round(overhead / predict_seconds, 4),
         "overhead_breakdown": result["timings"], "target": "overhead_fraction_of_predict < 0.10",
-        "passed": overhead / predict_seconds < 0.10, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "passed": overhead / predict_seconds < 0.10,
     }
     if args.with_extras:
         extras = evaluate_run(run, split="test", device="cpu", max_rows=args.rows, calibrate=True, baselines=True)["timings"]
         report["extras_seconds"] = {k: extras[k] for k in ("calibration_seconds", "baselines_seconds")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    common.write_json(args.out, report)
     print(json.dumps(report, indent=2))
 
 

@@ -18,67 +18,28 @@ Writes bench/out/few_shot.json (or --out) with the CPU flags and load average, a
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
 import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("WANDB_DISABLED", "true")
-
-from bertfit.config import load_config  # noqa: E402
-from bertfit.data.splits import load_dataset  # noqa: E402
-from bertfit.metrics import classification_metrics  # noqa: E402
-from bertfit.model import resolve_model_name  # noqa: E402
-from bertfit.runtime.cpu import cpu_features  # noqa: E402
-from bertfit.training.recipe import train  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "out"
-
-
-def sample(labels: list[int], per_class: int, seed: int) -> list[int]:
-    """Row indices: `per_class` rows of every class, drawn with `seed`."""
-    rng = np.random.default_rng([seed, per_class])
-    labels_array = np.asarray(labels)
-    return sorted(int(i) for c in np.unique(labels_array)
-                  for i in rng.choice(np.flatnonzero(labels_array == c), per_class, replace=False))
-
-
-# The issue's hand-tuned run (epochs 10-20, lr 1e-4, batch 16), what the adapted defaults are held against at 64 a class;
-# it keeps its best checkpoint, as every run did when it was first measured (before train.keep).
+# The hand-tuned run (epochs 10-20, lr 1e-4, batch 16), what the adapted defaults are held against at 64 a class;
+# it keeps its best checkpoint, as a hand-tuned run would (train.keep best).
 TUNED = ["--train.method", "standard", "--train.epochs", "15", "--train.lr", "1e-4", "--train.batch_size", "16",
          "--train.keep", "best"]
-
-
-def run_bertfit(texts: list[str], labels: list[str], test_csv: Path, seed: int, folder: Path,
-                settings: list[str]) -> dict:
-    path = folder / f"train-{seed}.csv"
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["text", "label"])
-        writer.writerows(zip(texts, labels))
-    config = load_config(None, ["--data.train", str(path), "--data.test", str(test_csv), "--output_dir", str(folder),
-                                "--name", f"run-{seed}", "--train.seed", str(seed), "--train.progress", "false",
-                                "--train.tensorboard", "false", *settings])
-    result = train(config, overwrite=True)
-    saved = (result.run_dir / "config.yaml").read_text()
-    return {"f1_macro": result.test["f1_macro"], "accuracy": result.test["accuracy"],
-            "train_seconds": round(result.train_seconds, 1), "steps": result.steps,
-            "method": "contrastive" if "method: contrastive" in saved else "standard"}
 
 
 def run_setfit(texts: list[str], labels: list[int], test: tuple[list[str], np.ndarray], names: tuple[str, ...],
                seed: int, max_steps: int, folder: Path) -> dict:
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from bertfit.metrics import classification_metrics
+    from bertfit.model import resolve_model_name
 
     model = SetFitModel.from_pretrained(resolve_model_name("embedded"))
     # report_to none: its default "all" starts any installed tracker (wandb asks for an API key and stops).
@@ -96,11 +57,6 @@ def run_setfit(texts: list[str], labels: list[int], test: tuple[list[str], np.nd
     metrics = classification_metrics(logits, test_labels, names)
     return {"f1_macro": metrics["f1_macro"], "accuracy": metrics["accuracy"], "train_seconds": round(seconds, 1),
             **({"max_steps": max_steps} if max_steps > 0 else {})}
-
-
-def write(results: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**results, "load_after": os.getloadavg()}, indent=2))
 
 
 def summary(runs: list[dict]) -> dict:
@@ -127,33 +83,25 @@ def main() -> None:
                         help="extra flags for the bertfit system's runs (e.g. --train.epochs 5): not 'no settings' any more; "
                              "several in one quoted value: '--bertfit-settings=--train.method=contrastive --train.lr=1e-4'")
     parser.add_argument("--setfit-max-steps", type=int, default=-1)
-    parser.add_argument("--out", type=Path, default=OUT / "few_shot.json")
+    parser.add_argument("--out", type=Path, default=common.OUT / "few_shot.json")
     args = parser.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    common.limit_threads(args.threads)
     settings = [flag for value in args.bertfit_settings for flag in shlex.split(value)]
-    results: dict = {"command": " ".join(sys.argv), "cpu": cpu_features(), "load_before": os.getloadavg(), "rows": []}
+    results: dict = {**common.provenance(), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
-            dataset = load_dataset(load_config(None, ["--data.train", name]).data, seed=0)
+            dataset, test_csv = common.preset_with_test_csv(name, Path(tmp))
             names, train_split, test = dataset.labels.names, dataset.splits["train"], dataset.splits["test"]
-            test_csv = Path(tmp) / f"{name}-test.csv"
-            with open(test_csv, "w", newline="", encoding="utf-8") as file:
-                writer = csv.writer(file)
-                writer.writerow(["text", "label"])
-                writer.writerows((t, names[label]) for t, label in zip(test.texts, test.labels))
             for size in args.sizes:
                 for system in args.systems:
                     if system == "tuned" and size not in args.tuned_sizes:
                         continue
                     runs = []
                     for seed in range(args.first_seed, args.first_seed + args.seeds):
-                        rows = sample(train_split.labels, size, seed)
+                        rows = common.sample(train_split.labels, size, seed)
                         texts, labels = [train_split.texts[i] for i in rows], [train_split.labels[i] for i in rows]
                         if system != "setfit":
-                            run = run_bertfit(texts, [names[label] for label in labels], test_csv, seed, Path(tmp),
+                            run = common.few_shot_run(texts, [names[label] for label in labels], test_csv, seed, Path(tmp),
                                               TUNED if system == "tuned" else settings)
                         else:
                             run = run_setfit(texts, labels, (test.texts, np.asarray(test.labels)), names, seed,
@@ -162,7 +110,8 @@ def main() -> None:
                         runs.append({"seed": seed, **run})
                     results["rows"].append({"dataset": name, "per_class": size, "system": system, "test_rows": len(test),
                                             **summary(runs), "runs": runs})
-                    write(results, args.out)  # after every cell: a cut-short run keeps what it measured
+                    # after every cell: a cut-short run keeps what it measured
+                    common.write_json(args.out, {**results, "load_after": common.load_average()})
     print("| data | per class | system | macro-F1 | accuracy | train s |\n|---|---|---|---|---|---|")
     for row in results["rows"]:
         f1, acc, sec = row["f1_macro"], row["accuracy"], row["train_seconds"]

@@ -1,4 +1,4 @@
-"""Whose head: bertfit's, or SetFit's logistic regression, on the same tuned encoder (issue 14, session 17).
+"""Whose head: bertfit's, or SetFit's logistic regression, on the same tuned encoder.
 
     python bench/few_shot_heads.py --datasets sst2 --sizes 8 --seeds 5 --threads 1
 
@@ -6,7 +6,7 @@ For each cell (data set, n texts a class, seed: the rows bench/few_shot.py draws
 (the contrastive method below its thresholds); its run's tuned encoder then gives fp32 pooled vectors of the same
 training texts and of the full test split, and scikit-learn's LogisticRegression (its defaults: L2, C 1) is fitted
 on them as they are, and on their unit vectors (what SetFit's head sees: its body normalises); a fourth head
-averages the class probabilities of bertfit's head and the unit-vector regression (session 22). All four heads are
+averages the class probabilities of bertfit's head and the unit-vector regression. All four heads are
 scored on the same test rows. Writes bench/out/few_shot_heads.json (or --out): macro-F1 a seed, each head's mean top
 probability on the test rows (confidence), bertfit's head scored again from the saved run (bertfit_head_again: a
 check that the fourth head averages the head the run was scored with), and the CPU's flags.
@@ -15,26 +15,14 @@ check that the fourth head averages the head the run was scored with), and the C
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
+import common
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from few_shot import OUT, run_bertfit, sample  # noqa: E402
-
-from bertfit.artifacts import load_model  # noqa: E402
-from bertfit.config import load_config  # noqa: E402
-from bertfit.data.splits import load_dataset  # noqa: E402
-from bertfit.infer.engine import InferenceContext, encode, split_logits  # noqa: E402
-from bertfit.infer.tokens import tokenize_like_training  # noqa: E402
-from bertfit.metrics import probability_metrics, softmax  # noqa: E402
-from bertfit.runtime.cpu import cpu_features  # noqa: E402
+from bertfit.metrics import probability_metrics, softmax
 
 HEADS = ("bertfit_head", "regression", "regression_unit", "mean_of_heads")
 
@@ -57,35 +45,35 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[8, 16])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    parser.add_argument("--out", type=Path, default=OUT / "few_shot_heads.json")
+    parser.add_argument("--out", type=Path, default=common.OUT / "few_shot_heads.json")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results: dict = {"command": " ".join(sys.argv), "cpu": cpu_features(), "cells": []}
+    common.limit_threads(args.threads)
+    results: dict = {**common.provenance(), "cells": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
-            dataset = load_dataset(load_config(None, ["--data.train", name]).data, seed=0)
+            dataset, test_csv = common.preset_with_test_csv(name, Path(tmp))
             names, train_split, test = dataset.labels.names, dataset.splits["train"], dataset.splits["test"]
-            test_csv, test_labels = Path(tmp) / f"{name}-test.csv", np.asarray(test.labels)
-            with open(test_csv, "w", newline="", encoding="utf-8") as file:
-                csv.writer(file).writerows([("text", "label"), *((t, names[label]) for t, label in zip(test.texts, test.labels))])
+            test_labels = np.asarray(test.labels)
             for size in args.sizes:
                 runs = [score_seed(train_split, (test.texts, test_labels), names, size, seed, test_csv, Path(tmp))
                         for seed in range(args.seeds)]
                 print(name, size, runs, flush=True)
                 means = {k: round(statistics.mean(r[k] for r in runs), 4) for k in HEADS}
                 results["cells"].append({"dataset": name, "per_class": size, "means": means, "runs": runs})
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(results, indent=2))
+                common.write_json(args.out, results)
 
 
 def score_seed(train_split, test: tuple[list[str], np.ndarray], names: tuple[str, ...], size: int, seed: int,
                test_csv: Path, folder: Path) -> dict:
     """bertfit's run on the seed's rows, then the two regressions on its tuned encoder's vectors and the mean of
     bertfit's head and the unit-vector one."""
-    rows = sample(train_split.labels, size, seed)
+    from bertfit.artifacts import load_model
+    from bertfit.infer.engine import InferenceContext, encode, split_logits
+    from bertfit.infer.tokens import tokenize_like_training
+
+    rows = common.sample(train_split.labels, size, seed)
     texts, labels = [train_split.texts[i] for i in rows], [train_split.labels[i] for i in rows]
-    run = run_bertfit(texts, [names[label] for label in labels], test_csv, seed, folder, [])
+    run = common.few_shot_run(texts, [names[label] for label in labels], test_csv, seed, folder, [])
     loaded = load_model(folder / f"run-{seed}")
     context = InferenceContext.create(loaded.tokenizer.pad_token_id, 64, "cpu", "fp32")
     features = [encode(loaded.model, tokenize_like_training(loaded.meta, loaded.tokenizer, part), context)

@@ -2,7 +2,7 @@
 
     python bench/frontier.py                       # the full plan (about 3 hours on 2 CPU cores)
     python bench/frontier.py --teacher-epochs 1 --epochs 2 --unlabelled-rows 500 --test-rows 2000 \
-        --speed-texts 256 --rounds 3 --skip "minilm-l3 gold"   # session 8's scale (bench/RESULTS.md): 84 minutes here
+        --speed-texts 256 --rounds 3 --skip "minilm-l3 gold"   # the scale docs/benchmarks.md reports: 84 minutes
     python bench/frontier.py --reuse --test-rows 7600 ...       # the same models scored on all 7,600 test rows
 
 --reuse keeps every model already trained and exported under --work; one tested on other test rows than this
@@ -26,16 +26,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from bertfit.runtime.cpu import cpu_features
+import common
 
-OUT = Path(__file__).resolve().parent / "out"
+OUT = common.OUT
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
 TARGETS = {"minilm-l6 gold": "accuracy >= 92.5", "mpnet-base gold": "accuracy >= 93.5",
            "minilm-l6 distilled": "within 0.5 points of the teacher",
@@ -70,8 +68,7 @@ def write_data(work: Path, test_rows: int, unlabelled_rows: int | None) -> tuple
     from bertfit.data.presets import data_dir
 
     root = data_dir() / "ag_news"
-    with open(root / "test.csv", newline="", encoding="utf-8") as file:
-        every_test = [(f"{title} {body}", int(label) - 1) for label, title, body in csv.reader(file)]
+    every_test = list(zip(*common.ag_news_test()))
     test = random.Random(0).sample(every_test, min(test_rows, len(every_test)))
     with open(root / "subsets" / "lst11111" / "train_subset.csv", newline="", encoding="utf-8") as file:
         train_blob = "\n".join(row[0] for row in csv.reader(file))
@@ -82,9 +79,8 @@ def write_data(work: Path, test_rows: int, unlabelled_rows: int | None) -> tuple
     unlabelled = [d for d in descriptions if len(d) > 20 and d not in test_blob and d not in train_blob]
     unlabelled = unlabelled[:unlabelled_rows]
     work.mkdir(parents=True, exist_ok=True)
-    test_csv, unlabelled_csv = work / "test.csv", work / "unlabelled.csv"
-    with open(test_csv, "w", newline="", encoding="utf-8") as file:
-        csv.writer(file).writerows([("text", "label"), *((text, LABELS[label]) for text, label in test)])
+    test_csv = common.write_csv(work / "test.csv", [text for text, _ in test], [LABELS[label] for _, label in test])
+    unlabelled_csv = work / "unlabelled.csv"
     with open(unlabelled_csv, "w", newline="", encoding="utf-8") as file:
         csv.writer(file).writerows([("text",), *((text,) for text in unlabelled)])
     return test_csv, unlabelled_csv, [t for t, _ in test], [label for _, label in test]
@@ -92,13 +88,13 @@ def write_data(work: Path, test_rows: int, unlabelled_rows: int | None) -> tuple
 
 def plans(args: argparse.Namespace, test_csv: Path, unlabelled_csv: Path, work: Path) -> list[dict]:
     """(name, model.name, teacher or None, field flags) for every model, in training order."""
-    common = ["--data.train", "ag_news", "--data.test", str(test_csv), "--model.max_length", str(args.max_length),
+    shared = ["--data.train", "ag_news", "--data.test", str(test_csv), "--model.max_length", str(args.max_length),
               "--data.validation_fraction", str(args.validation_fraction),
               "--output_dir", str(work / "runs"), "--train.progress", "false", "--train.tensorboard", "false",
               "--train.batch_size", "16", "--train.metric", "accuracy"]
     rows = lambda n: ["--data.max_train_rows", str(n)] if n else []  # noqa: E731
-    small = [*common, *rows(args.train_rows), "--train.lr", "1e-4", "--train.epochs", str(args.epochs)]
-    teacher = [*common, *rows(args.teacher_rows), "--train.lr", "3e-5" if args.teacher_freeze == "none" else "1e-2",
+    small = [*shared, *rows(args.train_rows), "--train.lr", "1e-4", "--train.epochs", str(args.epochs)]
+    teacher = [*shared, *rows(args.teacher_rows), "--train.lr", "3e-5" if args.teacher_freeze == "none" else "1e-2",
                "--train.epochs", str(args.teacher_epochs), "--model.freeze", args.teacher_freeze]
     distil = [*rows(args.train_rows), "--train.lr", "1e-4", "--train.epochs", str(args.epochs),
               "--distill.unlabelled", str(unlabelled_csv)]
@@ -182,7 +178,7 @@ def measure_speed(run_dirs: dict[str, Path], texts: list[str], gold: list[int], 
 
 
 def verdicts(models: dict[str, dict]) -> dict[str, str]:
-    """Each target of the issue, met or not, from the measured figures."""
+    """Each target, met or not, from the measured figures."""
     def accuracy(name: str) -> float | None:
         return models.get(name, {}).get("test_accuracy")
 
@@ -229,16 +225,14 @@ def plot(models: dict[str, dict], path: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    import torch
 
     from bertfit.registry.install import install
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.limit_threads(args.threads)
     for name in ("minilm-l6", "mpnet-base", "minilm-l3"):
         install(name, find_links=args.find_links)
     test_csv, unlabelled_csv, texts, gold = write_data(args.work, args.test_rows, args.unlabelled_rows)
-    load_before, started = os.getloadavg(), time.perf_counter()
+    record, started = common.provenance(), time.perf_counter()
     run_dirs: dict[str, Path] = {}
     models = {}
     for plan in plans(args, test_csv, unlabelled_csv, args.work):
@@ -247,21 +241,18 @@ def main() -> None:
             print(f"{plan['name']}: {models[plan['name']]}", flush=True)
     for name, speed in measure_speed(run_dirs, texts, gold, args).items():
         models[name] |= speed
-    summary = {"command": " ".join(["python", "bench/frontier.py", *sys.argv[1:]]),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_features(),
-               "load_average_before": [round(x, 2) for x in load_before],
-               "load_average_after": [round(x, 2) for x in os.getloadavg()], "wall_seconds": round(time.perf_counter() - started),
+    summary = {**record, "load_average_before": record["cpu"]["load_average"],
+               "load_average_after": common.load_average(), "wall_seconds": round(time.perf_counter() - started),
                "test_rows": len(texts), "unlabelled_rows": sum(1 for _ in open(unlabelled_csv)) - 1,
                "settings": {k: str(v) for k, v in vars(args).items()}, "models": models, "targets": TARGETS,
                "verdicts": verdicts(models)}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "frontier.json").write_text(json.dumps(summary, indent=2))
+    common.write_json(OUT / "frontier.json", summary)
     plot(models, OUT / "frontier.png")
     print(markdown(summary))
 
 
 def markdown(summary: dict) -> str:
-    """The frontier table as bench/RESULTS.md shows it."""
+    """The frontier table as docs/benchmarks.md shows it."""
     header = "| model | train rows | train s | test acc % | int8 acc % | PyTorch texts/s | int8 texts/s | target |"
     rows = [f"| {name} | {m['rows']['train']} | {m['train_seconds']} | {m['test_accuracy']} | {m['int8_test_accuracy']} | "
             f"{m['torch_texts_per_second']} | {m['int8_texts_per_second']} | {summary['verdicts'].get(name, '-')} |"

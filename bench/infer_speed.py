@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+import common
+
+OUT = common.OUT
 VARIANTS = ("bertfit", "pipeline-default", "pipeline-b64")
 
 
@@ -32,7 +34,7 @@ def main() -> None:
     parser.add_argument("--only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:
-        (OUT / f"infer_{args.only}.json").write_text(json.dumps(run_variant(args.only, args), indent=2))
+        common.write_json(OUT / f"infer_{args.only}.json", run_variant(args.only, args))
         return
     results = {}
     for variant in args.variants.split(","):
@@ -40,9 +42,7 @@ def main() -> None:
         results[variant] = json.loads((OUT / f"infer_{variant}.json").read_text())
     base = results.get("bertfit", {}).get("texts_per_second")
     speedups = {f"bertfit_vs_{k}": round(base / v["texts_per_second"], 2) for k, v in results.items() if base and k != "bertfit"}
-    summary = {"command": " ".join(["python", "bench/infer_speed.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
-               "results": results, "ratios": speedups}
-    (OUT / "infer_speed.json").write_text(json.dumps(summary, indent=2))
+    common.write_json(OUT / "infer_speed.json", {**common.provenance(), "results": results, "ratios": speedups})
     lines = ["| variant | texts/s | seconds | accuracy | peak RSS MiB |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {r['texts_per_second']} | {r['seconds']} | {r['accuracy']:.4f} | {r['peak_rss_mib']} |"
               for k, r in results.items()]

@@ -17,25 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
+import common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from bertfit.config import load_config  # noqa: E402
-from bertfit.curate.folds import frozen_features, logistic_probabilities, read_training_rows  # noqa: E402
-from bertfit.curate.suggest import select  # noqa: E402
-from bertfit.data.read import read_split  # noqa: E402
-from bertfit.runtime.cpu import cpu_features  # noqa: E402
 
 
 def learning_curve(strategy: str, first: np.ndarray, pool: tuple[np.ndarray, np.ndarray],
                    test: tuple[np.ndarray, np.ndarray], sizes: list[int], seed: int) -> list[float]:
+    from bertfit.curate.folds import logistic_probabilities
+    from bertfit.curate.suggest import select
+
     (train_x, train_y), (test_x, test_y) = pool, test
     classes, rng = int(train_y.max()) + 1, np.random.default_rng(seed + 1000)
     labelled, curve = list(first), []
@@ -85,15 +77,11 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=100)
     parser.add_argument("--stop", type=int, default=1000)
     parser.add_argument("--test-rows", type=int, default=7600)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "label_loop.json")
+    parser.add_argument("--out", type=Path, default=common.OUT / "label_loop.json")
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    base = load_config(None, ["--data.train", "ag_news"])
-    rows = read_training_rows(base)
-    test = read_split("ag_news", "test", base.data)
-    test_texts, test_y = test.texts[:args.test_rows], np.asarray(test.raw_labels[:args.test_rows])
-    pool = (frozen_features(base, rows.texts), rows.labels)
-    evaluation = (frozen_features(base, test_texts), test_y)
+    record = common.provenance()
+    rows, train_x, test_x, test_y = common.ag_news_vectors(args.test_rows)
+    pool, evaluation = (train_x, rows.labels), (test_x, test_y)
     sizes = list(range(args.start, args.stop + 1, args.step))
     curves: dict[str, list[list[float]]] = {"suggest": [], "random": []}
     for seed in range(args.seeds):
@@ -108,13 +96,12 @@ def main() -> None:
     png = args.out.with_suffix(".png")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot(sizes, arrays, png)
-    report = {"benchmark": "label_loop", "pool_rows": len(rows), "test_rows": len(test_texts), "sizes": sizes,
+    report = {**record, "pool_rows": len(rows), "test_rows": len(test_y), "sizes": sizes,
               "model": "logistic regression on frozen embedded MiniLM mean-pooled vectors (fast path)",
               "curves": curves, "mean": mean, "random_at_max": target, "suggest_labels_to_reach_random_at_max": needed,
-              "target_met": needed is not None and needed <= 700, "png": png.name, "cpu": cpu_features(),
-              "load_average_before": [round(x, 2) for x in load_before],
-              "load_average_after": [round(x, 2) for x in os.getloadavg()]}
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+              "target_met": needed is not None and needed <= 700, "png": png.name,
+              "load_average_after": common.load_average()}
+    common.write_json(args.out, report)
     print(json.dumps({k: report[k] for k in ("mean", "random_at_max", "suggest_labels_to_reach_random_at_max",
                                               "target_met")}, indent=2))
 

@@ -26,32 +26,19 @@ Writes bench/out/long_docs.json (or --out) with the machine and load, and prints
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from bertfit.config import DataConfig
+from bertfit.data.read import read_split
+from bertfit.metrics import probability_metrics
 
-from bertfit import artifacts  # noqa: E402
-from bertfit.config import DataConfig, load_config  # noqa: E402
-from bertfit.data.read import read_split  # noqa: E402
-from bertfit.infer.predictor import Predictor  # noqa: E402
-from bertfit.infer.stack import model_probabilities, open_stack  # noqa: E402
-from bertfit.metrics import probability_metrics  # noqa: E402
-from bertfit.runtime.cpu import cpu_features  # noqa: E402
-from bertfit.training.recipe import train  # noqa: E402
-from bertfit.training.stack import build_stack  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "out"
 SYSTEMS = ("bertfit defaults", "model alone", "tf-idf baseline", "stacked ensemble")
 
 
@@ -69,15 +56,11 @@ def sample(rows: int, count: int | None, seed: int) -> np.ndarray:
 
 
 def train_bertfit(texts: list[str], labels: list[str], seed: int, folder: Path) -> tuple[Path, dict]:
-    path = folder / f"train-{seed}.csv"
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["text", "label"])
-        writer.writerows(zip(texts, labels))
-    config = load_config(None, ["--data.train", str(path), "--output_dir", str(folder), "--name", f"run-{seed}",
-                                "--train.seed", str(seed), "--train.progress", "false", "--train.report_to", "[]"])
+    from bertfit import artifacts
+
+    path = common.write_csv(folder / f"train-{seed}.csv", texts, labels)
     started = time.perf_counter()
-    result = train(config, overwrite=True)
+    result = common.train_on_rows(path, folder, f"run-{seed}", seed)
     wall = time.perf_counter() - started
     saved = artifacts.read_run_config(result.run_dir)
     return result.run_dir, {"train_seconds": round(result.train_seconds, 1), "wall_seconds": round(wall, 1),
@@ -88,6 +71,10 @@ def train_bertfit(texts: list[str], labels: list[str], seed: int, folder: Path) 
 def score_systems(run_dir: Path, test: tuple[list[str], list[str]], chunk: int, auto_built: bool) -> dict:
     """Every system's scores from one pass of the model over the test texts (in chunks); `auto_built`: the
     stack is what bertfit with no settings serves."""
+    from bertfit import artifacts
+    from bertfit.infer.predictor import Predictor
+    from bertfit.infer.stack import model_probabilities, open_stack
+
     texts, labels = test
     predictor = Predictor(run_dir, backend="torch", batch_size=32)
     names = predictor.labels.names
@@ -108,6 +95,8 @@ def score_systems(run_dir: Path, test: tuple[list[str], list[str]], chunk: int, 
 
 def train_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
     """Trains bertfit on the seed's sample of IMDb train (adding the stack where auto left it out): what it measured."""
+    from bertfit.training.stack import build_stack
+
     train_texts, train_labels = imdb("train")
     rows = sample(len(train_texts), args.train_rows, seed)
     run_dir, training = train_bertfit([train_texts[i] for i in rows], [train_labels[i] for i in rows], seed, folder)
@@ -122,6 +111,8 @@ def train_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
 def run_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
     """Scores the seed's run: trained now, or with --reuse the one --keep holds (its trained-SEED.json says what
     training measured)."""
+    from bertfit import artifacts
+
     trained = folder / f"trained-{seed}.json"
     if not args.reuse:
         trained.write_text(json.dumps(train_seed(seed, args, folder)))
@@ -141,6 +132,7 @@ def run_seed(seed: int, args: argparse.Namespace, folder: Path) -> dict:
 
 def tfidf_seconds(run_dir: Path) -> float:
     """Seconds to fit the TF-IDF part on the run's own train split (what the baseline costs to train)."""
+    from bertfit import artifacts
     from bertfit.data.splits import load_dataset
     from bertfit.infer.tfidf import fit_tfidf
 
@@ -183,18 +175,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1000, help="test reviews per model call (bounds memory)")
     parser.add_argument("--keep", type=Path, help="folder that keeps the trained runs (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="score the runs --keep holds again, without training")
-    parser.add_argument("--out", type=Path, default=OUT / "long_docs.json")
+    parser.add_argument("--out", type=Path, default=common.OUT / "long_docs.json")
     args = parser.parse_args()
     if args.reuse and not args.keep:
         parser.error("--reuse scores the runs kept by an earlier --keep: give that folder with --keep")
-    if args.threads:
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
-    results = {"command": " ".join(sys.argv), "cpu": cpu_features(), "python": platform.python_version(),
-               "load_before": os.getloadavg(), "runs": []}
+    common.limit_threads(args.threads)
+    results = {**common.provenance(), "runs": []}
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.keep or Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)
@@ -202,8 +188,8 @@ def main() -> None:
             run = run_seed(seed, args, folder)
             print(json.dumps({k: v for k, v in run.items() if k != "stack_validation"}), flush=True)
             results["runs"].append(run)
-            args.out.parent.mkdir(parents=True, exist_ok=True)  # after every seed: a cut-short run keeps its seeds
-            args.out.write_text(json.dumps({**results, "load_after": os.getloadavg()}, indent=2))
+            # after every seed: a cut-short run keeps its seeds
+            common.write_json(args.out, {**results, "load_after": common.load_average()})
     print(table(results["runs"]))
     print(f"written: {args.out}")
 

@@ -23,23 +23,16 @@ import argparse
 import dataclasses
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common
 import numpy as np
-import torch
 
-from bertfit import artifacts
 from bertfit.config import DataConfig, load_config
-from bertfit.data.splits import load_dataset
-from bertfit.infer.engine import InferenceContext, split_logits, tokenize_like_training
 from bertfit.metrics import classification_metrics
-from bertfit.runtime.cpu import cpu_features
-from bertfit.training.recipe import train
 
-OUT = Path(__file__).resolve().parent / "out"
 STRATEGIES = ("head", "head+tail", "windows")
 
 
@@ -61,6 +54,8 @@ def fine_tune(args: argparse.Namespace, max_length: int, settings: dict, out_dir
                  "train.checkpoint_every_steps": 0, "output_dir": str(out_dir),
                  "name": f"len{max_length}-{settings['keep_head']}-{settings['window_stride']}",
                  **{f"model.{key}": value for key, value in settings.items()}}
+    from bertfit.training.recipe import train
+
     config = load_config(None, [item for key, value in overrides.items() for item in (f"--{key}", str(value))])
     result = train(config)
     return result.run_dir, result.train_seconds  # the training loop only: no data loading or evaluation
@@ -69,6 +64,9 @@ def fine_tune(args: argparse.Namespace, max_length: int, settings: dict, out_dir
 def evaluate_strategy(run_dir: Path, max_length: int, settings: dict, texts: list[str], labels: np.ndarray,
                       names: tuple[str, ...], args: argparse.Namespace) -> dict:
     """The run's weights, reading the texts as `settings` say (pooling windows per review)."""
+    from bertfit import artifacts
+    from bertfit.infer.engine import InferenceContext, split_logits, tokenize_like_training
+
     loaded = artifacts.load_model(run_dir)
     context = InferenceContext.create(loaded.tokenizer.pad_token_id, args.eval_batch_size, "auto", args.precision)
     # with --train-length the model was trained shorter
@@ -84,6 +82,8 @@ def evaluate_strategy(run_dir: Path, max_length: int, settings: dict, texts: lis
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    from bertfit.data.splits import load_dataset
+
     dataset = load_dataset(DataConfig(train="imdb", max_eval_rows=args.eval_rows), args.seed)
     test = dataset.splits["test"]
     labels, names = np.asarray(test.labels), dataset.labels.names
@@ -142,20 +142,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--precision", default="auto", help="auto: fp32 on CPU, bf16 on a GPU")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", type=Path, default=OUT / "long_texts.json", help="where the JSON summary goes")
+    parser.add_argument("--out", type=Path, default=common.OUT / "long_texts.json", help="where the JSON summary goes")
     args = parser.parse_args()
     if args.train_each and args.train_length:
         parser.error("--train-each and --train-length exclude each other: pick one training plan")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    import torch
+
+    record = common.provenance()
     results = run(args)
-    summary = {"command": " ".join(["python", "bench/long_texts.py", *sys.argv[1:]]), "started": started,
-               "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "cpu": cpu_features(), "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
+    summary = {**record, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
                "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                "train_rows": args.train_rows, "eval_rows": args.eval_rows, "train_length": args.train_length,
                "train_each": args.train_each, "results": results}
-    args.out.write_text(json.dumps(summary, indent=2))
+    common.write_json(args.out, summary)
     print(table(results))
 
 

@@ -13,44 +13,24 @@ Writes bench/out/onnx_speed.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
 import statistics
-import sys
-import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+import common
+
 BACKENDS = ("torch", "onnx-fp32", "onnx-int8")
-
-
-def ag_news_texts(limit: int) -> list[str]:
-    from bertfit.data.presets import data_dir
-
-    with open(data_dir() / "ag_news" / "test.csv", newline="", encoding="utf-8") as file:
-        return [f"{title} {body}" for _, title, body in csv.reader(file)][:limit]
-
-
-def time_round(predictor, texts: list[str], batch_size: int) -> float:
-    """Texts per second for one pass over `texts` in request-sized batches."""
-    started = time.perf_counter()
-    for start in range(0, len(texts), batch_size):
-        predictor.predict_proba(texts[start:start + batch_size])
-    return len(texts) / (time.perf_counter() - started)
 
 
 def summarise(speeds: dict[str, list[float]], check: dict) -> dict[str, dict]:
     """Median and range of texts/s and of the per-round ratio against PyTorch, plus self-check accuracy."""
     results = {}
     for backend, values in speeds.items():
-        ratios = [value / base for value, base in zip(values, speeds["torch"])]
+        ratio = common.against(values, speeds["torch"])
         kind = backend  # the check is keyed by variant (onnx-fp32, onnx-int8); older export.json files are mapped on read
         accuracy = check.get(kind, {}).get("accuracy", check.get("torch_accuracy") if backend == "torch" else None)
         results[backend] = {"texts_per_second_median": round(statistics.median(values), 1),
                             "texts_per_second_range": [round(min(values), 1), round(max(values), 1)],
-                            "vs_torch_median": round(statistics.median(ratios), 2),
-                            "vs_torch_range": [round(min(ratios), 2), round(max(ratios), 2)],
+                            "vs_torch_median": ratio["median"], "vs_torch_range": ratio["range"],
                             "self_check_accuracy": accuracy,
                             "accuracy_change_points": check.get(kind, {}).get("accuracy_change_points", 0.0)}
     return results
@@ -67,34 +47,29 @@ def main() -> None:
     args = parser.parse_args()
     from bertfit.artifacts import EXPORT_DIR, read_export_meta
     from bertfit.infer.predictor import Predictor
-    from bertfit.runtime.cpu import cpu_features
 
-    texts = ag_news_texts(args.rows)
+    texts, _ = common.ag_news_test(args.rows)
     backends = ["torch", *[b for b in args.backends if b != "torch"]]  # ratios need PyTorch
     predictors = {b: Predictor(args.run, backend=b, batch_size=args.batch_size, threads=args.threads or None)
                   for b in backends}
     for predictor in predictors.values():
-        time_round(predictor, texts[: 3 * args.batch_size], args.batch_size)  # warm-up
+        common.predict_rate(predictor, texts[: 3 * args.batch_size], args.batch_size)  # warm-up
     speeds: dict[str, list[float]] = {b: [] for b in backends}
-    load_before = os.getloadavg()
+    record = common.provenance()
     for _ in range(args.rounds):
         for backend, predictor in predictors.items():
-            speeds[backend].append(time_round(predictor, texts, args.batch_size))
+            speeds[backend].append(common.predict_rate(predictor, texts, args.batch_size))
     check = read_export_meta(args.run / EXPORT_DIR).check or {}
-    summary = {"command": " ".join(["python", "bench/onnx_speed.py", *sys.argv[1:]]),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_features(),
-               "load_average_before": [round(x, 2) for x in load_before],
-               "load_average_after": [round(x, 2) for x in os.getloadavg()], "rows": len(texts),
+    summary = {**record, "load_average_after": common.load_average(), "rows": len(texts),
                "batch_size": args.batch_size, "rounds": args.rounds, "threads": args.threads,
                "self_check_rows": check.get("rows"), "results": summarise(speeds, check)}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "onnx_speed.json").write_text(json.dumps(summary, indent=2))
+    common.write_json(common.OUT / "onnx_speed.json", summary)
     lines = ["| backend | texts/s median (range) | vs PyTorch median (range) | self-check accuracy |", "|---|---|---|---|"]
     for backend, r in summary["results"].items():
         lo, hi = r["vs_torch_range"]
         lines.append(f"| {backend} | {r['texts_per_second_median']} ({r['texts_per_second_range'][0]}-"
                      f"{r['texts_per_second_range'][1]}) | {r['vs_torch_median']}x ({lo}-{hi}) | {r['self_check_accuracy']} |")
-    print("\n".join(lines + ["", f"load average before/after: {summary['load_average_before']} / "
+    print("\n".join(lines + ["", f"load average before/after: {record['cpu']['load_average']} / "
                                  f"{summary['load_average_after']}"]))
 
 

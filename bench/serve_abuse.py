@@ -23,22 +23,14 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import resource
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import HOST, ag_news_texts, client, free_port, wait_until_healthy  # noqa: E402  (the sibling bench's helpers)
-
-from bertfit.runtime.cpu import cpu_features  # noqa: E402
+import common
+from common import HOST
 
 POISON = {
     "lone surrogate": b'{"texts": ["a fine text", "\\ud800"]}',
@@ -58,11 +50,8 @@ def raise_open_file_limit() -> tuple[int, int]:
 
 
 def start_server(run: Path, port: int, args: argparse.Namespace, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "bertfit.cli", "serve", str(run), "--host", HOST, "--port", str(port),
-               "--backend", args.backend, "--max-batch", str(args.max_batch)]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-                             env={**os.environ, "BERTFIT_API_KEY": ""})
-    return wait_until_healthy(child, port, "server", lambda: log.read_text()[-2000:], seconds=180)
+    flags = ["--backend", args.backend, "--max-batch", str(args.max_batch)]
+    return common.start_server(run, port, flags, log=log, seconds=180)
 
 
 async def idle_holder(port: int, slow_header: bool, stop_at: float, stats: dict) -> None:
@@ -149,48 +138,36 @@ def abuse_process(port: int, texts: list[str], args: argparse.Namespace, results
     results.put(asyncio.run(abuse(port, texts, args.duration + 4, args.idle_sockets, args.abandon_every_s)))
 
 
-async def normal_load(port: int, texts: list[str], args: argparse.Namespace) -> dict:
-    base = f"http://{HOST}:{port}"
-    latencies: list[float] = []
-    failures: list[str] = []
-    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(client(http, f"{base}/predict", texts, k * 97, started + args.duration, latencies,
-                                             failures) for k in range(args.clients)))
-        elapsed = time.perf_counter() - started
-        health = (await http.get(f"{base}/health")).json()
-    ms = np.asarray(latencies) * 1000
-    return {"requests": len(latencies), "failed": len(failures), "failures_sample": failures[:5],
-            "seconds": round(elapsed, 1), "requests_per_second": round(len(latencies) / elapsed, 2),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1), "server_dropped_requests": health.get("dropped_requests")}
+def normal_load(port: int, texts: list[str], args: argparse.Namespace) -> dict:
+    result = asyncio.run(common.clients(f"http://{HOST}:{port}", texts, args.clients, args.duration, timeout=120))
+    health = result.pop("health_after")
+    del result["health_before"]
+    return {**result, "requests_per_second": round(result["requests"] / result["seconds"], 2),
+            "server_dropped_requests": health.get("dropped_requests")}
 
 
 def phase(port: int, texts: list[str], args: argparse.Namespace, with_abuse: bool) -> dict:
-    for text in texts[:20]:  # warm-up
-        httpx.post(f"http://{HOST}:{port}/predict", json={"text": text}, timeout=120)
+    common.warm_up(f"http://{HOST}:{port}", texts)
     if not with_abuse:
-        return asyncio.run(normal_load(port, texts, args))
+        return normal_load(port, texts, args)
     results: multiprocessing.Queue = multiprocessing.Queue()
     abusers = multiprocessing.Process(target=abuse_process, args=(port, texts, args, results))
     abusers.start()
     time.sleep(2)  # the idle sockets are open before the measured load starts
-    measured = asyncio.run(normal_load(port, texts, args))
+    measured = normal_load(port, texts, args)
     counters = results.get(timeout=120)
     abusers.join(30)
     return {**measured, **counters}
 
 
 def run_phase(texts: list[str], args: argparse.Namespace, abuse: bool, logs: Path) -> dict:
-    port = free_port()
+    port = common.free_port()
     log = logs / f"server_{'abuse' if abuse else 'baseline'}.log"
     child = start_server(args.run, port, args, log)
     try:
         result = phase(port, texts, args, abuse)
     finally:
-        child.send_signal(signal.SIGTERM)
-        child.wait(60)
+        common.stop_server(child)
     text = log.read_text(errors="replace")
     result["server_log"] = {"bytes": len(text), "lines": text.count("\n"), "traceback_lines": text.count("Traceback")}
     return result
@@ -206,30 +183,26 @@ def main() -> None:
                         help="seconds between abandoned large requests (each costs at most one model call)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--out", type=Path, default=common.OUT)
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     limits = raise_open_file_limit()
     if limits[0] < args.idle_sockets + args.clients + 100:
         raise SystemExit(f"open-file limit {limits[0]} is too low for {args.idle_sockets} idle sockets; raise ulimit -n")
-    texts = ag_news_texts()
-    load_before = os.getloadavg()
+    texts, _ = common.ag_news_test(2000)
+    record = common.provenance()
     with tempfile.TemporaryDirectory() as logs:
         baseline = run_phase(texts, args, abuse=False, logs=Path(logs))
         print(json.dumps({"baseline": baseline}), flush=True)
         abused = run_phase(texts, args, abuse=True, logs=Path(logs))
         print(json.dumps({"abuse": abused}), flush=True)
     ratio = abused["p99_ms"] / baseline["p99_ms"]
-    summary = {"command": " ".join(["python", "bench/serve_abuse.py", *sys.argv[1:]]),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "cpu": cpu_features(), "load_average_before": [round(x, 2) for x in load_before],
-               "load_average_after": [round(x, 2) for x in os.getloadavg()], "open_file_limit": limits[0],
+    summary = {**record, "load_average_after": common.load_average(), "open_file_limit": limits[0],
                "clients": args.clients, "duration_s": args.duration, "idle_sockets": args.idle_sockets,
                "abandon_every_s": args.abandon_every_s,
                "baseline": baseline, "abuse": abused, "p99_ratio": round(ratio, 2),
                "target": "abuse phase: 0 failed normal requests and p99 <= 2x baseline",
                "passed": abused["failed"] == 0 and ratio <= 2.0}
-    (args.out / "serve_abuse.json").write_text(json.dumps(summary, indent=2) + "\n")
+    common.write_json(args.out / "serve_abuse.json", summary)
     print(f"\nnormal clients: baseline {baseline['failed']}/{baseline['requests']} failed, p99 {baseline['p99_ms']} ms; "
           f"under abuse {abused['failed']}/{abused['requests']} failed, p99 {abused['p99_ms']} ms ({ratio:.2f}x); "
           f"passed: {summary['passed']}")

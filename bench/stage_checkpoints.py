@@ -2,7 +2,7 @@
 
     python bench/stage_checkpoints.py --dataset emotion --size 16 --seed 0 --stop-step 100 --threads 1
 
-On the rows bench/few_shot.py draws (n texts a class, seed), three bertfit runs with no settings but the named
+On the rows the few-shot benchmarks draw (n texts a class, seed), three bertfit runs with no settings but the named
 ones: as it is (the stage checkpoints every train.checkpoint_every_steps, 200, and at its end), with
 train.checkpoint_every_steps 0 (no checkpoints in the stage), and one sent Ctrl-C (SIGINT) at stage step
 --stop-step and then resumed with train(resume=...). Each is scored on the full test split. Writes
@@ -14,36 +14,33 @@ unbroken one does.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from few_shot import OUT, sample  # noqa: E402
-
-from bertfit.config import load_config  # noqa: E402
-from bertfit.data.splits import load_dataset  # noqa: E402
-from bertfit.runtime.cpu import cpu_features  # noqa: E402
-from bertfit.training import contrastive  # noqa: E402
-from bertfit.training.recipe import train  # noqa: E402
+import common
 
 SAVES: list[float] = []  # seconds of each checkpoint the stage writes
 
 
-def _timed_save(*args, real=contrastive.save_checkpoint, **kwargs) -> None:
-    started = time.perf_counter()
-    real(*args, **kwargs)
-    SAVES.append(time.perf_counter() - started)
+def _time_saves() -> None:
+    """The stage's checkpoint writes, each timed into SAVES."""
+    from bertfit.training import contrastive
+
+    real = contrastive.save_checkpoint
+
+    def timed_save(*args, **kwargs) -> None:
+        started = time.perf_counter()
+        real(*args, **kwargs)
+        SAVES.append(time.perf_counter() - started)
+    contrastive.save_checkpoint = timed_save
 
 
 def _interrupt_at(step: int) -> None:
+    from bertfit.training import contrastive
+
     real, calls = contrastive.group_loss, [0]
 
     def interrupting(*args, **kwargs):
@@ -55,12 +52,6 @@ def _interrupt_at(step: int) -> None:
     contrastive.group_loss = interrupting
 
 
-def write_rows(path: Path, texts: list[str], labels: list[str]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        csv.writer(file).writerows([("text", "label"), *zip(texts, labels)])
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="emotion")
@@ -68,43 +59,41 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stop-step", type=int, default=100, help="the stage step Ctrl-C follows")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    parser.add_argument("--out", type=Path, default=OUT / "stage_checkpoints.json")
+    parser.add_argument("--out", type=Path, default=common.OUT / "stage_checkpoints.json")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    contrastive.save_checkpoint = _timed_save
-    dataset = load_dataset(load_config(None, ["--data.train", args.dataset]).data, seed=0)
-    names, train_split, test = dataset.labels.names, dataset.splits["train"], dataset.splits["test"]
-    rows = sample(train_split.labels, args.size, args.seed)
-    results: dict = {"command": " ".join(sys.argv), "cpu": cpu_features(), "runs": {}}
+    from bertfit.training import contrastive
+    from bertfit.training.recipe import train
+
+    common.limit_threads(args.threads)
+    _time_saves()
+    results: dict = {**common.provenance(), "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        test_csv = write_rows(folder / "test.csv", test.texts, [names[label] for label in test.labels])
-        train_csv = write_rows(folder / "train.csv", [train_split.texts[i] for i in rows],
-                               [names[train_split.labels[i]] for i in rows])
+        dataset, test_csv = common.preset_with_test_csv(args.dataset, folder)
+        names, train_split = dataset.labels.names, dataset.splits["train"]
+        rows = common.sample(train_split.labels, args.size, args.seed)
+        train_csv = common.write_csv(folder / "train.csv", [train_split.texts[i] for i in rows],
+                                     [names[train_split.labels[i]] for i in rows])
 
-        def config(name: str, *flags: str):
-            return load_config(None, ["--data.train", str(train_csv), "--data.test", str(test_csv), "--output_dir", tmp,
-                                      "--name", name, "--train.seed", str(args.seed), "--train.progress", "false",
-                                      "--train.tensorboard", "false", *flags])
+        def run(name: str, *flags: str):
+            return common.train_on_rows(train_csv, folder, name, args.seed, ["--data.test", str(test_csv), *flags])
         for name, flags in (("as_is", ()), ("no_stage_checkpoints", ("--train.checkpoint_every_steps", "0"))):
             SAVES.clear()
             started = time.perf_counter()
-            result = train(config(name, *flags))
+            result = run(name, *flags)
             results["runs"][name] = {"f1_macro": result.test["f1_macro"], "train_seconds": round(result.train_seconds, 2),
                                      "wall_seconds": round(time.perf_counter() - started, 2), "saves": SAVES[:]}
             print(name, results["runs"][name], flush=True)
         SAVES.clear()
         real_loss = contrastive.group_loss
         _interrupt_at(args.stop_step)
-        stopped = train(config("stopped"))
+        stopped = run("stopped")
         contrastive.group_loss = real_loss
         resumed = train(resume=folder / "stopped")
         results["runs"]["stopped_then_resumed"] = {"stopped": stopped.interrupted, "f1_macro": resumed.test["f1_macro"],
                                                    "train_seconds": round(resumed.train_seconds, 2), "saves": SAVES[:]}
         print("stopped_then_resumed", results["runs"]["stopped_then_resumed"], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    common.write_json(args.out, results)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-from bertfit.runtime.cpu import cpu_features
+import common
 
-OUT = Path(__file__).resolve().parent / "out"
+OUT = common.OUT
 VARIANTS = ("bertfit", "trainer-maxlen", "trainer-dynamic")  # the default set; bertfit-compile on request
 # Dense bf16 tensor-core peaks; looked up by substring of the device name, first match wins (PCIe first).
 PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -56,10 +54,8 @@ def main() -> None:
     parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
     if args.only:
-        result = run_variant(args.only, args)
-        (OUT / f"train_{args.only}.json").write_text(json.dumps(result, indent=2))
+        common.write_json(OUT / f"train_{args.only}.json", run_variant(args.only, args))
         return
-    OUT.mkdir(parents=True, exist_ok=True)
     results, stopped, started = {}, {}, time.monotonic()
     for variant in args.variants.split(","):
         left = None if args.max_seconds is None else args.max_seconds - (time.monotonic() - started)
@@ -82,10 +78,8 @@ def run_child(variant: str, seconds: float | None) -> dict | str:
 
 
 def write_summary(results: dict, stopped: dict) -> None:
-    summary = {"command": " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
-               "cpu": cpu_features(), **accelerator(), "loadavg": os.getloadavg(), "results": results,
-               "not_measured": stopped, "ratios": ratios(results)}
-    (OUT / "train_speed.json").write_text(json.dumps(summary, indent=2))
+    common.write_json(OUT / "train_speed.json", {**common.provenance(), **accelerator(), "results": results,
+                                                 "not_measured": stopped, "ratios": ratios(results)})
 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
@@ -122,6 +116,7 @@ def run_bertfit(model_path: str, args: argparse.Namespace, compile: bool) -> dic
         config = load_config(None, [
             "--name", "bertfit-run", "--output_dir", str(OUT), "--cache_dir", f"{tmp}/cache", "--model.name", model_path,
             "--model.max_length", str(args.max_length), "--data.train", "ag_news", "--data.max_train_rows", str(args.rows),
+            "--train.method", "standard",  # what Trainer does, at any row count
             "--train.epochs", str(args.epochs), "--train.batch_size", str(args.batch_size), "--train.lr", str(args.lr),
             "--train.precision", args.precision, "--train.progress", "false", "--train.tensorboard", "false",
             "--train.checkpoint_every_steps", "0", "--train.compile", str(compile).lower(),

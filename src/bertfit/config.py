@@ -35,8 +35,9 @@ class DataConfig:
     text_columns: tuple[str, ...] = _field(("text",), "column(s) holding the text; several are joined with a space")
     label_column: str = _field("label", "column holding the label (an integer or a string)")
     label_names: tuple[str, ...] | None = _field(None, "label names in id order; integer labels index into this list")
-    validation_fraction: float | None = _field(None, "share of train held out if no validation data; 0 holds out none "
-                                                     "(unset: 0.1-0.2, or 0 for a few-shot contrastive run)",
+    validation_fraction: float | None = _field(None, "share of train held out when no validation data is given; 0 holds "
+                                                     "out none (unset: 0.1-0.2, none in a few-shot run, where every "
+                                                     "labelled row should train)",
                                                lambda v: 0 <= v < 1, "must be >= 0 and < 1")
     max_train_rows: int | None = _field(None, "use only the first N training rows (after a seeded shuffle)",
                                         lambda v: v is None or v > 0, "must be > 0")
@@ -81,7 +82,8 @@ class ModelConfig:
     keep_head: float = _field(1.0, "share of max_length kept from the start of a longer text, the rest from its end "
                                    "(1: cut the end; 0.25: head+tail truncation)", lambda v: 0 <= v <= 1, "must be in [0, 1]")
     window_stride: int | None = _field(None, "sliding windows: 0 off; N > 0: windows of max_length tokens every N tokens, "
-                                             "logits pooled per text (unset: half-overlapping when most texts are longer)",
+                                             "logits pooled per text (unset: half-overlapping when most training texts "
+                                             "are longer, so a long text is read whole)",
                                        lambda v: v >= 0, "must be >= 0")
     window_pooling: Literal["mean", "max"] = _field("mean", "how the windows' logits become one text's logits")
     max_windows: int = _field(8, "windows per training text, spread evenly over it (0: all); evaluation uses all",
@@ -108,20 +110,28 @@ class LoraConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     method: Literal["auto", "standard", "contrastive"] = _field("auto", "contrastive: encoder on same/different-label "
-        "pairs, then the head (SetFit-style); auto: contrastive below 100 train rows a class and 512 in all (single-label)")
-    epochs: int | None = _field(None, "passes over the data (unset: 3, or more for 150 steps)", lambda v: v >= 1, "must be >= 1")
-    batch_size: int | None = _field(None, "rows a step, all devices together (unset: <= 32, <= rows/8)",
+        "pairs, then the head (SetFit-style); auto: contrastive below 100 train rows a class and 512 in all (single-label), "
+        "where pairs multiply what few labels say")
+    epochs: int | None = _field(None, "passes over the data (unset: 3, more until 150 optimizer steps: a fresh head "
+                                      "barely moves in fewer)", lambda v: v >= 1, "must be >= 1")
+    batch_size: int | None = _field(None, "rows a step, all devices together (unset: 32, at most 1/8 of the rows so an "
+                                          "epoch has ~8 steps)",
                                     lambda v: v >= 1, "must be >= 1")
     eval_batch_size: int = _field(128, "samples per batch when evaluating", lambda v: v >= 1, "must be >= 1")
-    lr: float | None = _field(None, "peak learning rate (unset: by model size)", lambda v: 0 < v < 1, "must be between 0 and 1")
+    lr: float | None = _field(None, "peak learning rate (unset: 1e-4 below 40M encoder parameters, 5e-5 below 150M, "
+                                    "else 2e-5: smaller encoders take larger steps)", lambda v: 0 < v < 1,
+                              "must be between 0 and 1")
     weight_decay: float = _field(0.01, "decoupled weight decay (not applied to biases and LayerNorm)",
                                  lambda v: v >= 0, "must be >= 0")
-    warmup_ratio: float | None = _field(None, "share of steps warming up (unset: 0.06-0.1)", lambda v: 0 <= v < 1, "in [0, 1)")
+    warmup_ratio: float | None = _field(None, "share of steps warming up (unset: 0.06, up to 0.1 so a short run warms "
+                                              "up over ~10 steps)", lambda v: 0 <= v < 1, "in [0, 1)")
     contrastive_steps: int | None = _field(None, "contrastive: steps of the encoder stage, each on every pair of 8 texts "
-                                                 "(unset: SetFit's count of pairs / 28, >= 2.5 a row)",
+                                                 "(unset: SetFit's count of pairs / 28, >= 2.5 a row, so the steps grow "
+                                                 "with the pairs the rows offer)",
                                            lambda v: v >= 1, "must be >= 1")
-    contrastive_lr: float | None = _field(None, "contrastive: peak learning rate of the encoder stage (unset: 4e-5 below "
-                                                "40M encoder parameters, else SetFit's 2e-5)", lambda v: 0 < v < 1,
+    contrastive_lr: float | None = _field(None, "contrastive: peak learning rate of the encoder stage (unset: SetFit's 2e-5, "
+                                                "4e-5 below 40M encoder parameters, since smaller encoders take larger "
+                                                "steps)", lambda v: 0 < v < 1,
                                           "must be between 0 and 1")
     grad_accum_steps: int = _field(1, "micro-batches accumulated per optimizer step", lambda v: v >= 1, "must be >= 1")
     max_grad_norm: float = _field(1.0, "gradient clipping norm; 0 disables clipping", lambda v: v >= 0, "must be >= 0")
@@ -130,7 +140,8 @@ class TrainConfig:
     class_weights: Literal["none", "balanced"] = _field(
         "none", "balanced weighs each class by n_samples / (n_classes * count); multi-label: positives by negatives / positives")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
-        "auto", "auto: bf16 (or fp16) on GPU; on CPU fp32, or bf16 where the CPU computes it 3x as fast (AMX)")
+        "auto", "auto: bf16 (or fp16) on GPU; on CPU bf16 training only where one core measures it 3x as fast as fp32 "
+                "(AMX), since the CPU's flags do not tell, else fp32")
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps")
     seed: int = _field(42, "seed for splits, shuffling, dropout and head initialisation")
     eval_every_steps: int = _field(0, "evaluate every N optimizer steps; 0 evaluates once per epoch",
@@ -142,7 +153,7 @@ class TrainConfig:
         "f1_macro", "validation metric that picks the best checkpoint (multi-label accuracy is exact match)")
     keep: Literal["auto", "best", "last"] = _field(
         "auto", "weights the run keeps: best (by train.metric) or last; auto: best on 100 validation rows or more or "
-                "with early stopping, else last (on fewer the best evaluation is a lucky one), last for a contrastive head")
+                "with early stopping, else last, since on fewer rows the best evaluation is the luckiest one")
     early_stopping_patience: int = _field(0, "stop after N evaluations without improvement; 0 never stops early",
                                           lambda v: v >= 0, "must be >= 0")
     bucket_batches: int = _field(50, "batches per length-sorted mega-batch (1 disables length bucketing)",
@@ -168,15 +179,19 @@ class TrainConfig:
     keep_checkpoint: bool = _field(False, "keep RUN/checkpoint (optimizer state, hundreds of MB) after the run "
                                           "finishes; it is only needed to resume an unfinished run")
     stack: Literal["auto", "never", "always"] = _field(
-        "auto", "stacked ensemble of the model and TF-IDF + logistic regression, mixed at the weight best on validation, "
-                "used by predict, serve, evaluate, export: auto builds it when TF-IDF beats the model on train.metric, "
-                "always whoever wins, never only reports (`bertfit stack RUN` adds it later)")
+        "auto", "stacked ensemble of the model and TF-IDF + logistic regression, mixed at the weight best on validation: "
+                "auto builds it when TF-IDF beats the model on 100 validation rows or more (on fewer the weight is "
+                "noise), always whoever wins, never only reports (`bertfit stack RUN` adds it later)")
+
+
+MAX_NAME_BYTES = 200  # a file system allows 255 a folder name; staging folders add a prefix and a suffix
 
 
 @dataclass(frozen=True)
 class RunConfig:
     name: str | None = _field(None, "run name; the run directory is OUTPUT_DIR/NAME (default: a timestamp)",
-                              lambda v: is_run_name(v), "must be one folder name (no / or \\, not . or ..)")
+                              lambda v: is_run_name(v), "must be one folder name (no / or \\, not . or .., "
+                              f"at most {MAX_NAME_BYTES} bytes)")
     output_dir: str = _field("runs", "folder holding run directories")
     cache_dir: str | None = _field(None, "token cache folder (default: $BERTFIT_CACHE or ~/.cache/bertfit)")
     data: DataConfig = field(default_factory=DataConfig)
@@ -193,7 +208,8 @@ class RunConfig:
 
 def is_run_name(name: str) -> bool:
     """One path component: a run directory is always a direct child of output_dir, never a parent or root."""
-    return bool(name) and not set(name) & {"/", "\\", "\0"} and name.strip(".") != "" and name == name.strip()
+    return (bool(name) and not set(name) & {"/", "\\", "\0"} and name.strip(".") != "" and name == name.strip()
+            and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -1,4 +1,4 @@
-"""bench/gpu_check.sh and its helpers, on the CPU: the dry run, the report's verdicts, the bundle's size and weights."""
+"""scripts/gpu_check.sh and its helpers, on the CPU: the dry run, the report's verdicts, the bundle's size and weights."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path[:0] = [str(SCRIPTS), str(SCRIPTS.parent / "bench")]  # the GPU check's scripts, and bench/train_speed.py
 
 import gpu_bundle  # noqa: E402
 import gpu_check_report  # noqa: E402
 
 
 def test_dry_run_prints_every_step_within_the_budget_and_runs_nothing():
-    done = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--dry-run"], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["bash", str(SCRIPTS / "gpu_check.sh"), "--dry-run"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     steps = [line for line in done.stdout.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in steps] == ["env", "unpack", "pytest-gpu", "demo-cuda", "train-speed"]
@@ -31,7 +31,7 @@ def test_dry_run_prints_every_step_within_the_budget_and_runs_nothing():
 
 
 def test_an_unknown_argument_is_refused():
-    done = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--fast"], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["bash", str(SCRIPTS / "gpu_check.sh"), "--fast"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "unknown argument --fast" in done.stderr
 
 

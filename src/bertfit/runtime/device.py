@@ -12,7 +12,7 @@ import torch
 
 from bertfit.errors import BertfitError
 
-BF16_MIN_SPEEDUP = 3.0  # AMX tiles: 4.1-8x here (session 16); bf16 dot-product instructions: 2x at most, emulation < 1
+BF16_MIN_SPEEDUP = 3.0  # AMX tiles measure 4x and more; bf16 dot-product instructions 2x at most; emulation < 1
 PROBE_ROWS, PROBE_IN, PROBE_OUT = 512, 384, 1536  # a feed-forward layer of a small encoder, 512 tokens
 
 
@@ -45,11 +45,10 @@ def choose_device(spec: str = "auto") -> torch.device:
 
 def choose_precision(spec: str, device: torch.device, training: bool = False) -> Precision:
     """auto: bf16 where the GPU supports it, else fp16 on GPU; fp32 on MPS and on the CPU, except for training on a CPU
-    that multiplies bf16 at least BF16_MIN_SPEEDUP times as fast as fp32 (cpu_bf16_speedup: AMX tiles), where bf16
-    autocast trained MiniLM-L6 1.67x as fast to the same test accuracy (bench/RESULTS.md, session 16). Measured, not
-    read from the CPU's flags: another 2-core Xeon listing AMX trained 2.8x slower in bf16 (session of 2026-11-23).
-    Weights and optimizer state stay fp32. Inference on the CPU stays fp32, evaluation during training too, so that a run
-    scores what `bertfit evaluate` gives (its fast paths are the export backends, deploy.choose)."""
+    that multiplies bf16 at least BF16_MIN_SPEEDUP times as fast as fp32 (cpu_bf16_speedup, measured because the CPU's
+    flags do not tell; docs/decisions.md). Weights and optimizer state stay fp32. Inference on the CPU stays fp32,
+    evaluation during training too, so that a run scores what `bertfit evaluate` gives (its fast paths are the export
+    backends, deploy.choose)."""
     if spec == "auto":
         if device.type == "cuda":
             spec = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

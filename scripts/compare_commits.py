@@ -1,6 +1,6 @@
 """The same measurements on two commits of bertfit, alternating on one machine: did a change cost speed or accuracy?
 
-    python bench/compare_commits.py --old 952aa28 --run runs/demo-ag-news --rounds 2
+    python scripts/compare_commits.py --old 952aa28 --run runs/demo-ag-news --rounds 2
 
 For each round, OLD then the working tree: a short training run (the demo config cut to 960 rows,
 1 epoch; its samples/s and test accuracy on 200 test rows) and `bench/onnx_speed.py` on RUN (which

