@@ -119,6 +119,15 @@ def _tokens(split: Any) -> int:
     return int(np.asarray(split.lengths).sum()) if hasattr(split, "lengths") else 0
 
 
+def _cut_tokens(split: Any, max_length: int) -> int:
+    """The tokens of a split read as one cut of at most max_length tokens a text (its windows joined back)."""
+    if split is None or not hasattr(split, "lengths"):
+        return 0
+    if getattr(split, "windows", None) is None:
+        return _tokens(split)
+    return int(np.minimum(np.add.reduceat(split.lengths, split.windows[:-1]), max_length).sum())
+
+
 def _stages(config: RunConfig, splits: dict[str, Any], cost: TokenCost | None) -> tuple[Stage, ...]:
     """The stages the run makes: the contrastive encoder stage (if any), then the loop."""
     train, settings = splits["train"], config.train
@@ -146,12 +155,7 @@ def _stages(config: RunConfig, splits: dict[str, Any], cost: TokenCost | None) -
 
 def _standard_seconds(config: RunConfig, splits: dict[str, Any], cost: TokenCost) -> float:
     """What the standard method would take on one cut of max_length tokens a text, at the run's batch and epochs."""
-    def cut(split: Any) -> int:
-        if split is None or not hasattr(split, "lengths"):
-            return 0
-        if getattr(split, "windows", None) is None:
-            return _tokens(split)
-        return int(sum(min(config.model.max_length, n) for n in np.add.reduceat(split.lengths, split.windows[:-1])))
+    cut = lambda split: _cut_tokens(split, config.model.max_length)  # noqa: E731
     settings = config.train  # the same batch and epochs: the rules choose them alike for both methods
     steps = total_steps(_texts(splits["train"]), settings)
     passes = steps / max(1, steps_per_epoch(_texts(splits["train"]), settings))
@@ -170,8 +174,7 @@ def _notes(user: RunConfig, plan: RunPlan, splits: dict[str, Any]) -> tuple[str,
                      f"standard method's {_duration(plan.standard_seconds)}: {ways}")
     train = splits["train"]
     if config.model.window_stride and hasattr(train, "lengths"):
-        truncated = sum(min(config.model.max_length, n) for n in np.add.reduceat(train.lengths, train.windows[:-1]))
-        work = _tokens(train) / max(1, truncated)
+        work = _tokens(train) / max(1, _cut_tokens(train, config.model.max_length))
         if work > WINDOW_WORK:
             notes.append(f"windows multiply the training work {work:.1f}x ({plan.windows['train']:,} windows of "
                          f"{plan.texts['train']:,} texts): bound them with model.max_windows, or read each text's "
