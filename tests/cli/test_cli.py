@@ -112,7 +112,7 @@ def test_a_run_without_validation_rows_says_what_it_kept(tmp_path, capsys):
 
     assert _print_result(TrainResult(tmp_path, 160, 160, {}, None, 12.0, 40.0, False)) == 0
     out = capsys.readouterr().out
-    assert "no validation rows held out: the last weights (step 160) are kept; score them with `bertfit evaluate" in out
+    assert "no validation rows held out: the last weights (step 160) are kept; score them with: bertfit evaluate" in out
     assert "best validation" not in out
     last = TrainResult(tmp_path, 160, 160, {"accuracy": 0.5}, None, 12.0, 40.0, False, kept="last")
     assert _print_result(last) == 0

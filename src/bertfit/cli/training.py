@@ -120,7 +120,7 @@ def _print_result(result: TrainResult) -> int:
         print(kept_validation(result))
     else:
         print(f"no validation rows held out: the last weights (step {result.best_step}) are kept"
-              + ("" if result.test is not None else "; score them with `bertfit evaluate RUN --data TEST_FILE`"))
+              + ("" if result.test is not None else f"; score them with: bertfit evaluate {result.run_dir} --data TEST_FILE"))
     if result.test is not None:
         print("test: " + summary(result.test))
     if result.overfitting_warning:
