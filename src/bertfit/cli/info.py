@@ -13,7 +13,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     config = commands.add_parser("config", help="list every config field with its default and meaning")
     config.set_defaults(handler=_config)
 
-    presets = commands.add_parser("presets", help="list the named local datasets")
+    presets = commands.add_parser("presets", help="list the named datasets (a local copy, else the Hugging Face Hub's)")
     presets.set_defaults(handler=_presets)
 
 
@@ -42,8 +42,9 @@ def _config(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _presets(args: argparse.Namespace, _: list[str]) -> int:
-    from bertfit.data.presets import PRESETS
+    from bertfit.data.presets import PRESETS, preset_path
 
     for name, preset in PRESETS.items():
-        print(f"{name:<10} {preset.description}; labels: {', '.join(preset.label_names)}")
+        where = "local" if all(preset_path(name, split) for split in preset.files) else f"Hub: {preset.hub.name}"
+        print(f"{name:<10} {preset.description}; labels: {', '.join(preset.label_names)} ({where})")
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from bertfit.config import FILE_FORMATS, DataConfig
+from bertfit.data.hub_presets import hub_columns
 from bertfit.data.presets import PRESETS, Columns, preset_path
 from bertfit.data.tables import is_table, join_text_columns, table_columns
 from bertfit.errors import BertfitError
@@ -56,8 +57,8 @@ def _read_rows(spec: Any, split: str, config: DataConfig) -> RawSplit:
         columns, names, source = table_columns(spec)
         return check_rows(columns, source, config.text_columns, config.label_column, config.label_names or names)
     if spec in PRESETS:
-        path, columns = read_preset(spec, split)
-        return check_rows(columns, str(path), ("text",), "label", PRESETS[spec].label_names)
+        source, columns = read_preset(spec, split)
+        return check_rows(columns, source, ("text",), "label", PRESETS[spec].label_names)
     path = Path(spec).expanduser()
     looks_like_file = path.suffix.lower() in FILE_FORMATS or ("/" not in spec and "." in spec)
     if path.exists() or looks_like_file:
@@ -68,10 +69,12 @@ def _read_rows(spec: Any, split: str, config: DataConfig) -> RawSplit:
     return check_rows(columns, f"hub:{spec}[{split}]", config.text_columns, config.label_column, config.label_names or names)
 
 
-def read_preset(name: str, split: str) -> tuple[Path, Columns]:
-    """A preset split's file and its columns `text` and `label`."""
-    path = preset_path(name, split)
-    return path, PRESETS[name].reader(path, decode_file(path, PRESETS[name].encoding))
+def read_preset(name: str, split: str) -> tuple[str, Columns]:
+    """A preset split's source (its local file, else its Hub copy) and its columns `text` and `label`."""
+    preset, path = PRESETS[name], preset_path(name, split)
+    if path is None:
+        return hub_columns(name, preset.hub, preset.label_names, split, preset.files[split])
+    return str(path), preset.reader(path, decode_file(path, preset.encoding))
 
 
 def decode_file(path: Path, encoding: str = "utf-8") -> str:
@@ -149,15 +152,12 @@ def _checked_rows(path: Path, reader: Any, header: bool) -> Iterator[list[str]]:
 
 
 def _read_json_records(path: Path, text: str, fmt: str) -> Columns:
-    try:
-        if fmt == "jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            records = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BertfitError(f"{path} line {error.lineno}: invalid JSON ({error.msg})") from None
+    if fmt == "jsonl":
+        records = [_json(path, line, number) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    else:
+        records = _json(path, text, 0)
     if isinstance(records, dict):  # {"text": [...], "label": [...]} column layout
-        return {k: list(v) for k, v in records.items()}
+        return _json_columns(path, records)
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise BertfitError(f"{path}: expected a list of objects (records) or an object of columns")
     columns: Columns = {}
@@ -167,6 +167,26 @@ def _read_json_records(path: Path, text: str, fmt: str) -> Columns:
         for key, values in columns.items():
             values.append(record.get(key))
     return columns
+
+
+def _json(path: Path, text: str, line: int) -> Any:
+    """One JSON document; `line`: its line in a JSONL file (0: the whole file), so an error names the right line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BertfitError(f"{path} line {line or error.lineno}: invalid JSON ({error.msg})") from None
+
+
+def _json_columns(path: Path, records: dict[str, Any]) -> Columns:
+    """An object of columns: every value a list, all of one length (else rows would pair up wrongly)."""
+    for name, values in records.items():
+        if not isinstance(values, list):
+            raise BertfitError(f"{path}: column {name!r} is {type(values).__name__}, not a list; a JSON file holds "
+                               "a list of objects (records) or an object of equal-length lists (columns)")
+    lengths = {name: len(values) for name, values in records.items()}
+    if len(set(lengths.values())) > 1:
+        raise BertfitError(f"{path}: the columns have different lengths ({lengths}); each column needs one value a row")
+    return dict(records)
 
 
 def _read_hub(name: str, split: str, hub_config: str | None) -> tuple[Columns, tuple[str, ...] | None]:
