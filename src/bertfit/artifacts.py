@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from safetensors import SafetensorError
 
 from bertfit import __version__
-from bertfit.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from bertfit.atomic import RUN_MARKER, atomic_dir, check_confined, write_json_atomic, write_text_atomic
 from bertfit.config import RunConfig, build_config, is_run_name, save_config
 from bertfit.data.labels import LabelMap
 from bertfit.data.paths import absolute_paths, resolve_stored_paths
@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # torch and the model load only where weights are read or wri
 
 MODEL_DIR, CHECKPOINT_DIR, ADAPTER_DIR, EXPORT_DIR = "model", "checkpoint", "adapter", "export"
 WEIGHTS_FILE, META_FILE, EXPORT_META = "model.safetensors", "bertfit.json", "export.json"
-RESULTS_FILE, RUN_MARKER = "results.json", ".bertfit-run"
+RESULTS_FILE = "results.json"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 # `bertfit audit RUN` writes RUN/audit/: the summary, the ranked likely label errors, near-duplicates with conflicting labels
 AUDIT_DIR, AUDIT_SUMMARY, AUDIT_ISSUES, AUDIT_CONFLICTS = "audit", "audit.json", "label_issues.csv", "conflicts.csv"
 
@@ -68,8 +69,11 @@ def check_run_dir_free(config: RunConfig, overwrite: bool) -> Path:
     """Refuse, before any work is done, to write over an existing run unless overwrite is set, and to
     replace anything that is not a bertfit run (the name is one folder name inside output_dir)."""
     if config.name is None or not is_run_name(config.name):
-        raise BertfitError(f"name: must be one folder name (no / or \\, not . or ..), got {config.name!r}")
+        raise BertfitError(f"name: must be one folder name (no / or \\, not . or .., at most 200 bytes), "
+                           f"got {config.name!r:.80}")
     run_dir = Path(config.output_dir) / config.name
+    if Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
+        raise BertfitError(f"output_dir: {config.output_dir} is a file, not a folder; choose a folder for the runs")
     if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
         raise BertfitError(f"{run_dir} exists and is not a run directory; choose another name (name)")
     if run_dir.exists() and not overwrite:
@@ -106,11 +110,19 @@ def read_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise BertfitError(f"{run_dir} is not a bertfit run directory (no config.yaml)")
-    return resolve_stored_paths(build_config(yaml.safe_load(path.read_text(encoding="utf-8"))), run_dir)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("not a mapping of config sections")
+        config = build_config(raw)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, BertfitError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise BertfitError(f"{path}: damaged run config ({first}); restore it from a copy or train again") from None
+    return resolve_stored_paths(config, run_dir)
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
+    with open(check_confined(run_dir / "metrics.jsonl"), "a", encoding="utf-8") as file:
         file.write(json.dumps(record) + "\n")
 
 
@@ -118,7 +130,17 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            record = False
+        if record is not None and not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+            raise BertfitError(f"{path} line {number}: not an evaluation record (JSON with a step); the file is "
+                               "damaged: remove the line, or train the run again")
+        records += [record] if record else []
+    return records
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:
@@ -133,8 +155,9 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
     write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def save_model(folder: Path, model: TextClassifier, tokenizer: Any, meta: ModelMeta) -> None:
-    """Weights, bertfit.json, tokenizer and the Hugging Face config.json + modelling code, in one atomic folder."""
+def save_model(folder: Path, model: TextClassifier, tokenizer: Any, meta: ModelMeta, marker: str | None = None) -> None:
+    """Weights, bertfit.json, tokenizer and the Hugging Face config.json + modelling code, in one atomic folder
+    (`marker`: a file that lets a later command replace the folder as bertfit's own)."""
     from safetensors.torch import save_file
 
     from bertfit.model import head_state, is_lora
@@ -149,6 +172,8 @@ def save_model(folder: Path, model: TextClassifier, tokenizer: Any, meta: ModelM
         tokenizer.save_pretrained(staging)
         write_hf_files(staging, model.encoder.config.to_dict(), meta, tokenizer.pad_token_id)
         write_json_atomic(staging / META_FILE, meta.to_dict())
+        if marker:
+            write_text_atomic(staging / marker, "a model folder bertfit wrote: `bertfit merge` may replace it\n")
 
 
 def model_folder(path: Path) -> Path:
@@ -184,6 +209,9 @@ def load_model(path: Path) -> LoadedModel:
     """
     folder = model_folder(path)
     meta = read_model_meta(folder)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):  # else every word would read as [UNK]
+        raise BertfitError(f"{folder}: the tokenizer is missing (no tokenizer.json or vocabulary file); restore it "
+                           "from a copy or train the run again")
     try:
         return _load_model(folder, meta)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as error:
@@ -244,16 +272,6 @@ def _load_lora_model(folder: Path, meta: ModelMeta) -> TextClassifier:
     if unexpected:
         raise BertfitError(f"{folder / WEIGHTS_FILE}: unexpected weights {unexpected[:3]}; the folder is damaged")
     return model
-
-
-def save_merged(path: Path, out: Path) -> Path:
-    """Write a standalone copy of a (LoRA) model folder with the adapters merged into the encoder."""
-    from bertfit.model import merge_lora
-
-    loaded = load_model(path)
-    meta = dataclasses.replace(loaded.meta, adapter=None, lora=None, bertfit_version=__version__, merged_from=str(path))
-    save_model(Path(out), merge_lora(loaded.model), loaded.tokenizer, meta)
-    return Path(out)
 
 
 def export_folder(path: Path) -> Path | None:

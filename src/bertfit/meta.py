@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,10 @@ class ModelMeta:
             meta = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as error:  # a required field is missing
             raise BertfitError(f"{source}: {error}; the file is damaged, train the model again") from None
+        problems = _field_problems(meta)
+        if problems:
+            raise BertfitError(f"{source}: {'; '.join(problems)}; the file is damaged, train the model again "
+                               "(or restore the file from a copy)")
         if meta.adapter is not None:
             confined_path(meta.adapter, "adapter", source)
         stack = StackMeta.from_dict(meta.stack, source) if meta.stack is not None else None
@@ -115,6 +120,40 @@ class ModelMeta:
     def label_thresholds(self) -> list[float]:
         """Multi-label cut-offs in label order (0.5 where none was tuned)."""
         return [(self.thresholds or {}).get(name, 0.5) for name in self.labels]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field_problems(meta: ModelMeta) -> list[str]:
+    """Every field of a bertfit.json of the wrong type or range, so a damaged file is refused rather than read
+    as something else (labels as a string would be split into one class a character)."""
+    checks = [
+        ("labels", isinstance(meta.labels, (list, tuple)) and bool(meta.labels)
+         and all(isinstance(name, str) for name in meta.labels), "a non-empty list of label names"),
+        ("base_model", meta.base_model is None or isinstance(meta.base_model, str), "a model name"),
+        ("max_length", _is_int(meta.max_length) and meta.max_length > 0, "a positive integer"),
+        ("pooling", meta.pooling in ("cls", "mean"), "cls or mean"),
+        ("dropout", _is_number(meta.dropout) and 0 <= meta.dropout < 1, "a number in [0, 1)"),
+        ("keep_head", _is_number(meta.keep_head) and 0 <= meta.keep_head <= 1, "a number in [0, 1]"),
+        ("window_stride", _is_int(meta.window_stride) and meta.window_stride >= 0, "an integer >= 0"),
+        ("window_pooling", meta.window_pooling in ("mean", "max"), "mean or max"),
+        ("problem_type", meta.problem_type in (SINGLE_LABEL, MULTI_LABEL), f"{SINGLE_LABEL} or {MULTI_LABEL}"),
+        ("temperature", _is_number(meta.temperature) and meta.temperature > 0, "a number > 0"),
+        ("step", meta.step is None or _is_int(meta.step), "an integer"),
+        ("thresholds", meta.thresholds is None or (isinstance(meta.thresholds, dict)
+                                                   and all(_is_number(v) for v in meta.thresholds.values())),
+         "a mapping of label to number"),
+    ]
+    problems = [f"{name} must be {expected}, got {getattr(meta, name)!r}"[:200] for name, ok, expected in checks if not ok]
+    if not problems and len(set(meta.labels)) != len(meta.labels):
+        problems.append("labels: a label name occurs twice")
+    return problems
 
 
 OLD_FILE_KEYS = {"fp32": "onnx-fp32", "int8": "onnx-int8"}  # export.json before more engines: precision -> ONNX file

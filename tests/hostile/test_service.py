@@ -206,3 +206,10 @@ def _with_predict(predictor, predict_proba):
     clone = copy.copy(predictor)
     clone.predict_proba = predict_proba
     return clone
+
+
+@pytest.mark.parametrize("body", ['{"text": "ok", "top_k": 1e400}', '{"text": NaN}', '{"texts": [Infinity]}'])
+def test_numbers_json_cannot_write_back_are_a_422_not_a_500(predictor, tiny_run, body):
+    with _server(predictor, tiny_run) as live:
+        answer = httpx.post(f"{live.url}/predict", content=body, headers={"content-type": "application/json"}, timeout=15)
+    assert answer.status_code == 422 and answer.json()["detail"]

@@ -152,7 +152,7 @@ def _predict(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _merge(args: argparse.Namespace, _: list[str]) -> int:
-    from bertfit.artifacts import save_merged
+    from bertfit.deploy.merge import save_merged
 
     print(f"merged model written to {save_merged(args.run, args.out)}")
     return 0

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,15 +116,30 @@ def tokenize(texts: list[str], labels, tokenizer, cut: TextCut, cache_dir: Path 
         ids, offsets, documents = _encode(texts, tokenizer, cut.max_length, cut.keep_head, windows)
         return _split(ids, offsets, label_array, documents, windows)
     folder = Path(cache_dir) / "tokens" / _cache_key(texts, tokenizer, cut.key)
-    if not (folder / "offsets.npy").is_file():
-        ids, offsets, documents = _encode(texts, tokenizer, cut.max_length, cut.keep_head, windows)
-        _write_cache(folder, ids, offsets, documents)
-    else:
-        log.info("token cache hit: %s", folder)
-    ids = np.load(folder / "ids.npy", mmap_mode="r")
-    offsets = np.load(folder / "offsets.npy")
-    documents = np.load(folder / "windows.npy") if windows is not None else None
+    cached = _read_cache(folder, len(texts), windows is not None) if (folder / "offsets.npy").is_file() else None
+    if cached is None:
+        shutil.rmtree(folder, ignore_errors=True)  # a damaged cache (bertfit's own folder) is rebuilt from the texts
+        _write_cache(folder, *_encode(texts, tokenizer, cut.max_length, cut.keep_head, windows))
+        cached = _read_cache(folder, len(texts), windows is not None)
+    ids, offsets, documents = cached
     return _split(ids, offsets, label_array, documents, windows)
+
+
+def _read_cache(folder: Path, rows: int, with_windows: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """The cached ids (memory-mapped), offsets and windows; None, with a warning, where damaged (then rebuilt)."""
+    problem = "its files do not match the texts"
+    try:
+        ids = np.load(folder / "ids.npy", mmap_mode="r")
+        offsets = np.load(folder / "offsets.npy")
+        documents = np.load(folder / "windows.npy") if with_windows else None
+        if (offsets.ndim == 1 and len(offsets) >= 1 and offsets[0] == 0 and offsets[-1] == len(ids)
+                and len(documents if documents is not None else offsets) == rows + 1):
+            log.info("token cache hit: %s", folder)
+            return ids, offsets, documents
+    except (OSError, ValueError, EOFError) as error:
+        problem = str(error)[:120]
+    log.warning("token cache %s is damaged (%s); rebuilding it", folder, problem)
+    return None
 
 
 def _split(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray, documents: np.ndarray | None,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from bertfit import __version__, artifacts
-from bertfit.atomic import atomic_dir, write_text_atomic
+from bertfit.atomic import atomic_dir, recover_stale, write_text_atomic
 from bertfit.deploy import variants
 from bertfit.deploy.check import CheckSample, check_sample, self_check
 from bertfit.deploy.choose import pick, selection_record, time_backends
@@ -70,12 +70,15 @@ def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = No
     """Export RUN's best model to RUN/export for `target`, check it, choose (auto), write export.json.
     `choice` holds the fields of ChoiceSettings (max_accuracy_loss, threads, time_batch, time_rows, time_rounds)."""
     settings = _validated(target, max_rows, ChoiceSettings(**choice))
+    if batch_size < 1:
+        raise BertfitError(f"batch_size: must be >= 1, got {batch_size}")
     run_dir = Path(run_dir)
     loaded = artifacts.load_model(run_dir)
     if loaded.meta.multi_label:
         raise BertfitError(f"{run_dir}: export of multi-label runs is not supported yet; serve it with backend torch")
     merge_lora(loaded.model)  # a plain encoder + head: no PEFT needed at inference
     int8 = int8 or target == "auto"
+    recover_stale(run_dir / artifacts.EXPORT_DIR)  # staging folders an interrupted export left
     with atomic_dir(run_dir / artifacts.EXPORT_DIR) as staging:
         started = time.perf_counter()
         files, skipped = _write_variants(staging, loaded, target, int8)

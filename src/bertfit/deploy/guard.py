@@ -138,3 +138,13 @@ def quiet_floods(interval_s: float = 10.0) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RateLimitedLog) for f in logger.filters):
             logger.addFilter(RateLimitedLog(interval_s))
+
+
+async def validation_error(_: Any, error: Any) -> Any:
+    """A 422 that names what was wrong without echoing the input: a client's NaN or 1e400 (json reads it as
+    infinity) cannot be written back as JSON, which turned a bad request into a 500."""
+    from fastapi.responses import JSONResponse
+
+    detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+              for e in error.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, model_validator
 
 from bertfit import __version__, artifacts
-from bertfit.deploy.guard import connection_cap, guarded_protocol, quiet_floods, raise_open_file_limit
+from bertfit.deploy.guard import connection_cap, guarded_protocol, quiet_floods, raise_open_file_limit, validation_error
 from bertfit.deploy.microbatch import MicroBatcher, QueueFull
 from bertfit.errors import BertfitError
 from bertfit.infer.predictor import text_problem
@@ -126,6 +127,8 @@ def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1",
 
     from bertfit.infer.predictor import Predictor
 
+    if not 0 <= port <= 65535:
+        raise BertfitError(f"port: must be in 0..65535 (0: any free port), got {port}")
     if not is_loopback(host) and settings.api_key is None:
         if not allow_public:
             raise BertfitError(f"host: {host} is reachable from other machines and no API key is set; set one "
@@ -202,6 +205,7 @@ def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAP
     app = FastAPI(title="bertfit", version=__version__, lifespan=lifespan,
                   description=f"Text classification with {predictor.meta.base_model} fine-tuned by bertfit.")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_error)
     auth = [Depends(_key_checker(settings.api_key))]
     metadata = {"labels": list(predictor.labels.names), "version": __version__, "run": str(run_dir),
                 "model": {"base_model": predictor.meta.base_model, "backend": predictor.backend_name,

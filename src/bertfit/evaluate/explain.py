@@ -47,6 +47,8 @@ def _logits_from_embeddings(model: TextClassifier, embeddings: torch.Tensor, att
 def explain_text(run_dir: str | Path, text: str, label: str | None = None, steps: int = 32,
                  device: str = "auto") -> tuple[Attribution, list[str]]:
     """`text`'s token attributions to `label` (default: the predicted one), and the tokenizer's special tokens."""
+    if steps < 1:
+        raise BertfitError(f"steps: must be >= 1 (integration steps), got {steps}")
     loaded = load_model(Path(run_dir))
     if label is not None and label not in loaded.labels.label2id:
         raise BertfitError(f"label: {label!r} is not a label of this model ({', '.join(loaded.meta.labels)})")

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from bertfit.atomic import atomic_file
+
 DPI = 110
 
 
@@ -150,7 +152,7 @@ def compare_curves_png(histories: dict[str, list[dict]], path: Path) -> Path:
 
 def _save(plt, figure, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
+    with atomic_file(path, "wb") as file:  # atomic and confined to the run like every other write
+        figure.savefig(file, format=path.suffix.lstrip(".") or "png", dpi=DPI)
     plt.close(figure)
     return path

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bertfit import artifacts
-from bertfit.atomic import atomic_file, write_json_atomic
+from bertfit.atomic import atomic_file, check_confined, write_json_atomic
 from bertfit.config import override
 from bertfit.data.labels import map_labels, multi_hot
 from bertfit.data.read import RawSplit, read_split
@@ -100,13 +100,13 @@ def evaluate_run(run_dir: str | Path, data: Any = None, split: str = "test", **s
         raise BertfitError(f"{run_dir}: the run has no {split} data of its own (data.{split} is unset{held}); "
                            "pass data (a file, preset or hub name)")
     name, own = evaluation_name(config, data, split), is_own_data(config, data, split)
+    out = check_confined(evaluation_folder(run_dir, name))  # before any work: a link in the run never leads a write out
     loaded = artifacts.load_model(run_dir)
     scorer = _Scorer(loaded, InferenceContext.create(loaded.tokenizer.pad_token_id, options.batch_size, options.device))
     # The run's columns and label_map (or data_fields in their place); labels matched by name below.
     reading = override(config, options.data_fields).data if options.data_fields else config.data
     part = read_split(spec, split, reading)
     texts = part.texts[:options.max_rows] if options.max_rows else part.texts
-    out = evaluation_folder(run_dir, name)
     start = time.perf_counter()
     if loaded.meta.multi_label:
         labels = np.asarray(multi_hot(part, loaded.labels, config.data.label_separator)[: len(texts)])

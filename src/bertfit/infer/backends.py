@@ -145,15 +145,17 @@ def open_export(folder: Path, export: ExportMeta, variant: str, batch_size: int,
         exported = ", ".join(export.files) or "none"
         raise BertfitError(f"{folder}: no {variant} export (exported: {exported}); "
                            f"run `bertfit export RUN --target {engine_of(variant)}` or `--target auto`")
-    path = Path(folder) / name
-    match engine_of(variant):
-        case "ct2":
-            runner = CTranslate2Runner(path, threads, int8=variant.endswith("int8"))
-        case "openvino":
-            runner = OpenVinoRunner(path, threads)
-        case "onnx":
-            runner = OnnxRunner(path, threads)
-        case engine:
-            raise BertfitError(f"{folder}: {variant} names the engine {engine!r}, which bertfit does not know; "
-                               "export the run again")
+    path, engine = Path(folder) / name, engine_of(variant)
+    runners = {"ct2": lambda: CTranslate2Runner(path, threads, int8=variant.endswith("int8")),
+               "openvino": lambda: OpenVinoRunner(path, threads), "onnx": lambda: OnnxRunner(path, threads)}
+    if engine not in runners:
+        raise BertfitError(f"{folder}: {variant} names the engine {engine!r}, which bertfit does not know; "
+                           "export the run again")
+    try:
+        runner = runners[engine]()
+    except BertfitError:
+        raise
+    except Exception as error:  # each engine raises its own types for a truncated or zeroed file
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise BertfitError(f"{path}: damaged {variant} export ({first}); run `bertfit export` again") from None
     return GraphBackend(variant, runner, export.pad_token_id, batch_size)

@@ -89,6 +89,8 @@ class Predictor:
                  backend: str = "auto", threads: int | None = None):
         if threads is not None and threads < 1:
             raise BertfitError(f"threads: must be >= 1, got {threads}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise BertfitError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
         path = Path(path)
         folder = export_folder(path)
         export = read_export_meta(folder) if folder is not None else None

@@ -4,7 +4,6 @@ checkpoint read back to resume."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from bertfit import artifacts
 from bertfit.config import RunConfig
 from bertfit.errors import BertfitError
-from bertfit.meta import ModelMeta
+from bertfit.meta import ModelMeta, read_json
 from bertfit.runtime.device import Precision, choose_precision
 from bertfit.runtime.distributed import Distributed, broadcast_object
 from bertfit.runtime.seed import gather_rng_states, restore_rng_states
@@ -124,5 +123,5 @@ def training_precision(config: RunConfig, device: torch.device, resume: str | Pa
     started with (its env.json): a busy core measuring otherwise would break the exact resume."""
     spec, started = config.train.precision, Path(resume or "") / "env.json"
     if resume is not None and spec == "auto" and device.type == "cpu" and started.is_file():
-        spec = {"fp32": "fp32", "bf16": "bf16"}.get(json.loads(started.read_text(encoding="utf-8")).get("precision"), spec)
+        spec = {"fp32": "fp32", "bf16": "bf16"}.get(read_json(started).get("precision"), spec)
     return choose_precision(broadcast_object(choose_precision(spec, device, training=True).name, dist), device, training=True)
