@@ -213,3 +213,112 @@ def test_numbers_json_cannot_write_back_are_a_422_not_a_500(predictor, tiny_run,
     with _server(predictor, tiny_run) as live:
         answer = httpx.post(f"{live.url}/predict", content=body, headers={"content-type": "application/json"}, timeout=15)
     assert answer.status_code == 422 and answer.json()["detail"]
+
+
+def _exchange(live, request: bytes) -> bytes:
+    """Everything the server sends back on one raw connection until it closes it (a 15 s timeout otherwise)."""
+    sock = connect(live)
+    sock.sendall(request)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    return answer
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(predictor, tiny_run):
+    """RFC 9112 6.1: the bytes after such a request must never be read as a second request (request smuggling)."""
+    body = b'{"text": "a"}'
+    smuggled = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    request = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), len(body), body))
+    with _server(predictor, tiny_run) as live:
+        answer = _exchange(live, request + smuggled)
+        assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1") == 1  # the smuggled request unread
+        assert httpx.post(f"{live.url}/predict", json={"text": "still serving"}, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [[(b"X-Big", b"a" * 20 * 1024)], [(b"X-Big", b"a" * 60 * 1024)],
+                                     [(b"X-N%d" % i, b"1") for i in range(1000)]])
+def test_headers_over_the_documented_caps_are_refused(predictor, tiny_run, headers):
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    with _server(predictor, tiny_run) as live:
+        answer = _exchange(live, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + lines + b"\r\n")
+        status = answer.split(b"\r\n", 1)[0]
+        assert status.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), status  # ours, or h11's own cap
+        assert httpx.get(f"{live.url}/health", timeout=60).status_code == 200
+
+
+def test_a_loopback_service_answers_only_to_its_own_names(predictor, tiny_run):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends Host: evil.example."""
+    with _server(predictor, tiny_run, allowed_hosts=("localhost", "127.0.0.1", "::1")) as live:
+        port = live.port
+        assert _exchange(live, b"GET /metadata HTTP/1.1\r\nHost: evil.example\r\n\r\n").startswith(b"HTTP/1.1 421")
+        assert _exchange(live, b"GET /metadata HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 4")  # no Host at all
+        ours = b"GET /health HTTP/1.1\r\nHost: localhost:%d\r\nConnection: close\r\n\r\n" % port
+        assert _exchange(live, ours).startswith(b"HTTP/1.1 200")
+
+
+def test_the_api_documentation_needs_the_key_when_one_is_set(predictor, tiny_run):
+    with _server(predictor, tiny_run, api_key="s3cret") as live:
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert httpx.get(f"{live.url}{path}", timeout=60).status_code == 401
+        assert httpx.get(f"{live.url}/openapi.json", headers={"X-API-Key": "s3cret"}, timeout=60).status_code == 200
+        assert httpx.get(f"{live.url}/health", timeout=60).status_code == 200  # liveness never needs the key
+    with _server(predictor, tiny_run) as live:
+        assert httpx.get(f"{live.url}/openapi.json", timeout=60).status_code == 200  # no key set: open
+
+
+def test_serve_on_loopback_allows_only_loopback_names(tiny_run, monkeypatch):
+    import uvicorn
+
+    from bertfit.deploy import serve as module
+
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.setdefault("app", self.config.app))
+    monkeypatch.setattr(module, "create_app", lambda predictor, settings, run_dir: seen.setdefault("settings", settings))
+    module.serve(tiny_run, module.ServeSettings(), host="127.0.0.1", port=0, backend="pytorch")
+    assert set(seen["settings"].allowed_hosts) == {"localhost", "127.0.0.1", "::1"}
+
+
+def test_normal_clients_are_answered_beside_idle_sockets_beyond_the_open_file_limit(tiny_run, tmp_path):
+    """A server under an open-file limit of 200 with 300 idle sockets held open against it still answers normal
+    clients: past its connection cap (below the limit) each new connection closes the oldest idle one."""
+    import resource
+    import socket
+    import subprocess
+    import sys
+
+    from launch import SRC, _env
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))  # noqa: E731
+    server = subprocess.Popen([sys.executable, "-m", "bertfit", "serve", str(tiny_run), "--port", str(port),
+                               "--backend", "pytorch"], preexec_fn=limit, env=_env(), cwd=SRC.parent,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    idle: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 120
+        while httpx_get_ok(f"http://127.0.0.1:{port}/health") is False:
+            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode()[-2000:]
+            time.sleep(0.5)
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=15))
+        time.sleep(1)
+        answered = [httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": f"normal client {i}"},
+                               timeout=60).status_code for i in range(7)]
+        assert answered == [200] * 7
+    finally:
+        for sock in idle:
+            sock.close()
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def httpx_get_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

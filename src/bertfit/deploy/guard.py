@@ -7,14 +7,22 @@ connections below the open-file limit, and logs that a flood of failures cannot 
 - Past `max_connections` open connections, a new one closes the oldest connection that is not
   waiting for an answer, so the process never runs out of file descriptors and keeps accepting.
 - Repeated log records of one kind become one line (no traceback) per `interval_s`, with a count.
+- A request the service does not take is answered before the app sees it, and its connection closed: both
+  Content-Length and Transfer-Encoding (RFC 9112 6.1: a smuggled second request could follow), headers over
+  MAX_HEADER_BYTES or MAX_HEADERS, a Host outside the allow-list (a loopback service answers only its own names,
+  so a page whose DNS name is rebound to 127.0.0.1 cannot reach it), and the API documentation without the key
+  where one is set.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+import json
 import logging
 import resource
 import time
-from typing import Any
+from typing import Any, Callable
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -24,6 +32,9 @@ log = logging.getLogger(__name__)
 NOISY_LOGGERS = ("asyncio", "uvicorn", "uvicorn.error", "bertfit.deploy.microbatch", "bertfit.deploy.serve",
                  "bertfit.deploy.guard")
 RESERVED_FILES = 64  # descriptors kept free for the model, logs and the listening socket
+MAX_HEADER_BYTES, MAX_HEADERS = 16 * 1024, 100  # what a request's header block may hold
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")  # the names a loopback service answers to
+DOCUMENTATION = ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -148,3 +159,93 @@ async def validation_error(_: Any, error: Any) -> Any:
     detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
               for e in error.errors()]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RequestGuard:
+    """ASGI middleware: refuses, before the app, the requests the module's text lists (`allowed_hosts` None: any Host)."""
+
+    def __init__(self, app: Any, api_key: str | None = None, allowed_hosts: tuple[str, ...] | None = None):
+        self.app, self.api_key, self.allowed_hosts = app, api_key, allowed_hosts
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        refusal = self.refusal(scope) if scope["type"] == "http" else None
+        if refusal is None:
+            return await self.app(scope, receive, send)
+        await send_json(send, *refusal, close=True)
+
+    def refusal(self, scope: dict) -> tuple[int, str] | None:
+        """(status, reason) for a request the service does not take, else None."""
+        headers = scope["headers"]
+        names = {name.lower() for name, _ in headers}
+        if {b"content-length", b"transfer-encoding"} <= names:
+            return 400, "a request may not carry both Content-Length and Transfer-Encoding"
+        if len(headers) > MAX_HEADERS or sum(len(name) + len(value) + 4 for name, value in headers) > MAX_HEADER_BYTES:
+            return 431, f"request headers over {MAX_HEADERS} fields or {MAX_HEADER_BYTES // 1024} KiB"
+        hosts = [value.decode("latin-1") for name, value in headers if name.lower() == b"host"]
+        if self.allowed_hosts is not None and (len(hosts) != 1 or host_name(hosts[0]) not in self.allowed_hosts):
+            return 421, "this service answers only to " + ", ".join(self.allowed_hosts) + " in the Host header"
+        if self.api_key is not None and scope["path"] in DOCUMENTATION:
+            given = next((value for name, value in headers if name.lower() == b"x-api-key"), b"")
+            if not hmac.compare_digest(given, self.api_key.encode()):
+                return 401, "missing or wrong API key: send header X-API-Key"
+        return None
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port: 'localhost:8000' -> 'localhost', '[::1]:80' -> '::1'."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to bodies over the limit, declared or streamed, before they are parsed."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await send_json(send, 413 if declared.isdigit() else 400, self._message(declared))
+        received, rejected = 0, False
+
+        async def limited_receive() -> dict:
+            nonlocal received, rejected
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes and not rejected:
+                rejected = True
+                await send_json(send, 413, self._message(None))
+            return {"type": "http.disconnect"} if rejected else message
+
+        async def guarded_send(message: dict) -> None:
+            if not rejected:  # once 413 went out, the app's own answer is dropped
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+    def _message(self, declared: bytes | None) -> str:
+        if declared is not None and not declared.isdigit():
+            return f"invalid Content-Length header {declared.decode('latin-1')!r}"
+        return f"request body over {self.max_bytes:,} bytes (serve --max-body-bytes)"
+
+
+async def send_json(send: Callable, status: int, detail: str, close: bool = False) -> None:
+    """A JSON error answer; `close`: the connection is closed after it (nothing more is read from it)."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + ([(b"connection", b"close")]
+                                                                                       if close else [])})
+    await send({"type": "http.response.body", "body": body})

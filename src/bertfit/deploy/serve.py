@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
-import json
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +32,17 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, model_validator
 
 from bertfit import __version__, artifacts
-from bertfit.deploy.guard import connection_cap, guarded_protocol, quiet_floods, raise_open_file_limit, validation_error
+from bertfit.deploy.guard import (
+    LOOPBACK_NAMES,
+    BodyLimit,
+    RequestGuard,
+    connection_cap,
+    guarded_protocol,
+    is_loopback,
+    quiet_floods,
+    raise_open_file_limit,
+    validation_error,
+)
 from bertfit.deploy.microbatch import MicroBatcher, QueueFull
 from bertfit.errors import BertfitError
 from bertfit.infer.predictor import text_problem
@@ -52,55 +60,14 @@ class ServeSettings:
     max_queued_texts: int = 4096  # texts waiting for the model; beyond, 503 with Retry-After
     request_timeout_s: float = 10.0  # a connection must deliver a whole request (headers + body) in this time
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
-    api_key: str | None = None  # when set, /predict and /metadata need header X-API-Key
+    api_key: str | None = None  # when set, /predict, /metadata and /docs need header X-API-Key
+    allowed_hosts: tuple[str, ...] | None = None  # Host header names answered (None: any); serve() on loopback: its own
 
     def __post_init__(self) -> None:
         problems = [f"{name}: must be > 0, got {value}" for name, value in asdict(self).items()
-                    if name != "api_key" and not value > 0]
+                    if name not in ("api_key", "allowed_hosts") and not value > 0]
         if problems:
             raise BertfitError("serve settings: " + "; ".join(problems))
-
-
-class BodyLimit:
-    """ASGI middleware: answer 413 to bodies over the limit, declared or streamed, before they are parsed."""
-
-    def __init__(self, app: Any, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _send_json(send, 413 if declared.isdigit() else 400, self._message(declared))
-        received, rejected = 0, False
-
-        async def limited_receive() -> dict:
-            nonlocal received, rejected
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes and not rejected:
-                rejected = True
-                await _send_json(send, 413, self._message(None))
-            return {"type": "http.disconnect"} if rejected else message
-
-        async def guarded_send(message: dict) -> None:
-            if not rejected:  # once 413 went out, the app's own answer is dropped
-                await send(message)
-
-        await self.app(scope, limited_receive, guarded_send)
-
-    def _message(self, declared: bytes | None) -> str:
-        if declared is not None and not declared.isdigit():
-            return f"invalid Content-Length header {declared.decode('latin-1')!r}"
-        return f"request body over {self.max_bytes:,} bytes (serve --max-body-bytes)"
-
-
-async def _send_json(send: Callable, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def page_html() -> str:
@@ -134,6 +101,8 @@ def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1",
             raise BertfitError(f"host: {host} is reachable from other machines and no API key is set; set one "
                                "(serve reads BERTFIT_API_KEY) or serve without one on purpose (allow_public)")
         log.warning("serving on %s without an API key: anyone who can reach this address can use the model", host)
+    if is_loopback(host) and settings.allowed_hosts is None:
+        settings = replace(settings, allowed_hosts=LOOPBACK_NAMES + ((host,) if host not in LOOPBACK_NAMES else ()))
     run_dir = Path(run_dir)
     predictor = Predictor(run_dir, batch_size=settings.max_batch, **predictor_options)
     quiet_floods()
@@ -149,15 +118,6 @@ def uvicorn_config(app: Any, settings: ServeSettings, host: str = "127.0.0.1", p
     return uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=settings.keep_alive_s,
                           h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=30,
                           log_level=log_level, access_log=False)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class PredictRequest(BaseModel):
@@ -205,6 +165,7 @@ def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAP
     app = FastAPI(title="bertfit", version=__version__, lifespan=lifespan,
                   description=f"Text classification with {predictor.meta.base_model} fine-tuned by bertfit.")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuard, api_key=settings.api_key, allowed_hosts=settings.allowed_hosts)
     app.add_exception_handler(RequestValidationError, validation_error)
     auth = [Depends(_key_checker(settings.api_key))]
     metadata = {"labels": list(predictor.labels.names), "version": __version__, "run": str(run_dir),
