@@ -74,6 +74,12 @@ def headline_rows(start: int, stop: int) -> list[tuple[str, str, str]]:
     return rows[start:stop]
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A CSV file bertfit wrote, as one dict a row."""
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
 @pytest.fixture
 def ag_news_csv(tmp_path, ag_news_rows) -> Path:
     """train.csv (300 rows) and test.csv (100 rows) of real AG News text with string labels."""

@@ -13,26 +13,13 @@ from pathlib import Path
 import pytest
 
 from bertfit.cli.main import main
-from bertfit.data.presets import data_dir
-from conftest import tiny_flags, write_csv
+from conftest import headline_rows, read_csv, tiny_flags, write_csv
 
 NAMES = ["World", "Sports", "Business", "Sci/Tech"]
 HEADER = ("title", "body", "topic")
 # Appended to a printed `train` from a few dozen rows, where the defaults would train ~150 steps: the printed
 # part (model, columns, files) is what is tested; these only shorten the run and keep it off ~/.cache.
 SHORT_RUN = ["--train.max_steps", "4", "--train.tensorboard", "false", "--train.progress", "false"]
-
-
-def news_rows(start: int, stop: int) -> list[tuple[str, str, str]]:
-    """Rows start..stop of the real AG News test set as (title, body, topic name)."""
-    with open(data_dir() / "ag_news" / "test.csv", newline="", encoding="utf-8") as file:
-        rows = [(title, body, NAMES[int(label) - 1]) for label, title, body in csv.reader(file)]
-    return rows[start:stop]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
 
 
 def write_records(path: Path, records: list[dict[str, str]]) -> None:
@@ -63,8 +50,8 @@ def news_run(tmp_path, tiny_model_dir, monkeypatch, capsys) -> Path:
     """A tiny run trained in tmp_path (the user's folder) on train.csv `title,body,topic` with test.csv beside it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BERTFIT_CACHE", str(tmp_path / "cache"))
-    write_csv(tmp_path / "train.csv", news_rows(0, 120), HEADER)
-    write_csv(tmp_path / "test.csv", news_rows(120, 160), HEADER)
+    write_csv(tmp_path / "train.csv", headline_rows(0, 120), HEADER)
+    write_csv(tmp_path / "test.csv", headline_rows(120, 160), HEADER)
     flags = [flag.replace(str(tmp_path) + "/", "") for flag in tiny_flags(tiny_model_dir, tmp_path)]  # runs/, relative
     assert main(["train", *flags, "--data.train", "train.csv", "--data.test", "test.csv", "--data.text_columns",
                  "[title, body]", "--data.label_column", "topic", "--name", "news", "--quiet"]) == 0
@@ -91,7 +78,7 @@ def test_train_audit_review_relabel_and_audit_again(news_run, tmp_path, capsys):
     corrected = tmp_path / "runs" / "news" / "audit" / "news-relabelled" / "train_relabelled.csv"
     with open(corrected, newline="", encoding="utf-8") as file:
         assert next(csv.reader(file)) == list(HEADER)  # the user's own columns
-    expected = [(title, body, moved.get(str(row), topic)) for row, (title, body, topic) in enumerate(news_rows(0, 120), 1)
+    expected = [(title, body, moved.get(str(row), topic)) for row, (title, body, topic) in enumerate(headline_rows(0, 120), 1)
                 if str(row) != dropped]
     assert [(r["title"], r["body"], r["topic"]) for r in read_csv(corrected)] == expected
     new_run = tmp_path / "runs" / "news-relabelled"
@@ -104,7 +91,7 @@ def test_train_audit_review_relabel_and_audit_again(news_run, tmp_path, capsys):
 
 
 def test_suggest_label_and_train_from_the_suggestions(news_run, tmp_path, capsys):
-    pool = news_rows(200, 320)
+    pool = headline_rows(200, 320)
     write_csv(tmp_path / "pool.csv", [(title, body) for title, body, _ in pool], ("title", "body"))
     out = run_printed(["bertfit", "suggest", str(news_run), "--pool", "pool.csv", "--n", "24", "--quiet"], capsys)
     [train] = printed_commands(out)

@@ -5,7 +5,6 @@ step prints, and every command the model card prints, is run as printed, in the 
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shlex
@@ -17,26 +16,13 @@ import pytest
 
 from bertfit.cli.main import main
 from bertfit.config import DataConfig
-from bertfit.data.presets import PRESETS, data_dir
+from bertfit.data.presets import PRESETS
 from bertfit.data.read import read_split
 from bertfit.infer.predictor import Predictor
-from conftest import tiny_flags, write_csv
+from conftest import headline_rows, read_csv, tiny_flags, write_csv
 
 HEADER = ("headline", "body", "topic")
 COLUMNS = ["--data.text_columns", "[headline, body]", "--data.label_column", "topic"]
-
-
-def news_rows(start: int, stop: int) -> list[tuple[str, str, str]]:
-    """Rows start..stop of the real AG News test set as (headline, body, topic name)."""
-    names = PRESETS["ag_news"].label_names
-    with open(data_dir() / "ag_news" / "test.csv", newline="", encoding="utf-8") as file:
-        rows = [(title, body, names[int(label) - 1]) for label, title, body in csv.reader(file)]
-    return rows[start:stop]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
 
 
 def printed_commands(out: str) -> list[list[str]]:
@@ -73,9 +59,9 @@ def train_in(folder: Path, model_dir: Path, name: str, *flags: str) -> Path:
 def news(tmp_path_factory, tiny_model_dir) -> Path:
     """The user's folder: train.csv (300 rows: 30 held out for validation), test.csv and other.csv, and runs/news."""
     folder = tmp_path_factory.mktemp("user")
-    write_csv(folder / "train.csv", news_rows(1000, 1300), HEADER)
-    write_csv(folder / "test.csv", news_rows(1300, 1400), HEADER)
-    write_csv(folder / "other.csv", news_rows(1400, 1480), HEADER)
+    write_csv(folder / "train.csv", headline_rows(1000, 1300), HEADER)
+    write_csv(folder / "test.csv", headline_rows(1300, 1400), HEADER)
+    write_csv(folder / "other.csv", headline_rows(1400, 1480), HEADER)
     train_in(folder, tiny_model_dir, "news")
     return folder
 
@@ -136,7 +122,7 @@ def test_evaluating_other_data_and_a_preset_keeps_the_runs_own_results(news, mon
 def test_data_in_other_columns_is_evaluated_with_data_field_flags(news, monkeypatch, capsys):
     """A file whose columns differ from the run's: data fields after RUN say how to read it."""
     monkeypatch.chdir(news)
-    rows = news_rows(1400, 1480)
+    rows = headline_rows(1400, 1480)
     write_csv(news / "renamed.csv", [(f"{title} {body}", topic) for title, body, topic in rows], ("story", "section"))
     assert main(["evaluate", "runs/news", "--data", "renamed.csv", "--no-baselines", "--no-figures"]) == 2
     assert "column 'headline' not found" in capsys.readouterr().err
@@ -153,7 +139,7 @@ def test_data_in_other_columns_is_evaluated_with_data_field_flags(news, monkeypa
 
 def test_a_label_the_run_does_not_know_is_one_clear_error(news, monkeypatch, capsys):
     monkeypatch.chdir(news)
-    write_csv(news / "weather.csv", [("Rain", "Rain all week", "Weather"), *news_rows(1500, 1503)], HEADER)
+    write_csv(news / "weather.csv", [("Rain", "Rain all week", "Weather"), *headline_rows(1500, 1503)], HEADER)
     assert main(["evaluate", "runs/news", "--data", "weather.csv", "--no-baselines", "--no-figures"]) == 2
     error = capsys.readouterr().err
     assert "weather.csv row 1: label 'Weather' is not in the label set (Business, Sci/Tech, Sports, World)" in error
@@ -185,7 +171,7 @@ def test_the_model_cards_commands_run_as_printed(news, monkeypatch, capsys):
 
 
 def test_a_multi_label_run_is_evaluated_and_reported(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    rows = news_rows(2000, 2240)
+    rows = headline_rows(2000, 2240)
     median = np.median([len(body) for _, body, _ in rows])
     tagged = [(title, body, topic + ("|long" if len(body) > median else "")) for title, body, topic in rows]
     write_csv(tmp_path / "train.csv", tagged[:180], HEADER)

@@ -31,26 +31,27 @@ from bertfit.meta import ExportMeta, ModelMeta
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
     if "per_label" in evaluation:
         return _multi_label_table(evaluation)
-    lines = ["| model | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|",
-             "| **fine-tuned** | " + " | ".join(f"{evaluation[k]:.4f}" for k in HEADLINE) + " |"]
-    if evaluation.get("stack"):
-        stack = evaluation["stack"]["scores"]["stack"]
-        lines.append(f"| **{stack_name(evaluation['stack']['model_weight'])}** | "
-                     + " | ".join(f"{stack[k]:.4f}" if k in stack else "-" for k in HEADLINE) + " |")
+    lines = _headline_rows(evaluation, HEADLINE)
     for name, scores in evaluation.get("baselines", {}).items():
         if "skipped" not in scores:
             lines.append(f"| {name} | " + " | ".join(f"{scores[k]:.4f}" for k in HEADLINE) + " |")
     return lines
 
 
-def _multi_label_table(evaluation: dict[str, Any]) -> list[str]:
-    """A multi-label run's scores: the headline (exact-match accuracy, micro and macro F1), then each label."""
-    lines = ["| model | " + " | ".join(MULTI_LABEL_HEADLINE) + " |", "|---" * (len(MULTI_LABEL_HEADLINE) + 1) + "|",
-             "| **fine-tuned** | " + " | ".join(f"{evaluation[k]:.4f}" for k in MULTI_LABEL_HEADLINE) + " |"]
+def _headline_rows(evaluation: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """The table's header and the fine-tuned model's row (and the stack's, where there is one) on `keys`."""
+    lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
+             "| **fine-tuned** | " + " | ".join(f"{evaluation[k]:.4f}" for k in keys) + " |"]
     if evaluation.get("stack"):
         stack = evaluation["stack"]["scores"]["stack"]
         lines.append(f"| **{stack_name(evaluation['stack']['model_weight'])}** | "
-                     + " | ".join(f"{stack[k]:.4f}" if k in stack else "-" for k in MULTI_LABEL_HEADLINE) + " |")
+                     + " | ".join(f"{stack[k]:.4f}" if k in stack else "-" for k in keys) + " |")
+    return lines
+
+
+def _multi_label_table(evaluation: dict[str, Any]) -> list[str]:
+    """A multi-label run's scores: the headline (exact-match accuracy, micro and macro F1), then each label."""
+    lines = _headline_rows(evaluation, MULTI_LABEL_HEADLINE)
     lines += ["", "accuracy is exact match (the whole label set right). Each label is predicted when its probability "
               "reaches its threshold, tuned on validation:", "",
               "| label | threshold | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
