@@ -26,7 +26,7 @@ test: setup
 	@if [ -n "$$CI" ] || [ "$$(id -u)" = 0 ]; then \
 		PYTHON=$(BIN)/python sh scripts/install-browser.sh >/dev/null || echo "chromium not installed: the page test will skip"; fi
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # The benchmarks and what each measures, then the quick set: a few minutes on 2 CPU cores, results in bench/out/.
 # The full-scale command behind every published figure is in docs/benchmarks.md.
