@@ -34,13 +34,14 @@ def _unset(value, path="") -> list[str]:
     return [path] if value == "auto" and path.endswith((".method", ".keep")) else []
 
 
-def test_max_train_rows_bounds_the_rows_read_and_validation_comes_out_of_them(tmp_path):
-    rows = [(f"text number {i} about {'sports' if i % 2 else 'money'}", "a" if i % 2 else "b") for i in range(1000)]
-    data = DataConfig(train=str(write_csv(tmp_path / "train.csv", rows)), max_train_rows=100)
+@pytest.mark.parametrize("rows, classes, bound, expected", [(1000, 2, 100, (90, 10)), (11_314, 20, 3000, (2700, 300))])
+def test_max_train_rows_bounds_the_rows_read_and_validation_comes_out_of_them(tmp_path, rows, classes, bound, expected):
+    lines = [(f"text number {i} about topic {i % classes}", f"topic-{i % classes}") for i in range(rows)]
+    data = DataConfig(train=str(write_csv(tmp_path / "train.csv", lines)), max_train_rows=bound)
     dataset = load_dataset(data, seed=0)
-    assert (len(dataset.splits["train"]), len(dataset.splits["validation"])) == (90, 10)
+    assert (len(dataset.splits["train"]), len(dataset.splits["validation"])) == expected
     texts = set(dataset.splits["train"].texts) | set(dataset.splits["validation"].texts)
-    assert len(texts) == 100  # the validation rows are among the 100 rows read, none of them also trains
+    assert len(texts) == bound  # the validation rows are among the rows read, none of them also trains
 
 
 def test_a_run_is_planned_logged_saved_and_resumed_with_its_plan(tiny_model_dir, ag_news_csv, tmp_path, caplog):

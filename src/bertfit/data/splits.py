@@ -108,14 +108,29 @@ def stratified_split(split: Split, fraction: float, rng: random.Random) -> tuple
     for index, label in enumerate(split.labels):
         by_class.setdefault(label, []).append(index)
     held_out: list[int] = []
+    quotas = _class_quotas({label: len(indices) for label, indices in by_class.items()}, fraction)
     for label in sorted(by_class):
         indices = by_class[label]
         rng.shuffle(indices)
-        held_out += indices[: min(round(len(indices) * fraction), len(indices) - 1)]
+        held_out += indices[:quotas[label]]
     chosen = set(held_out)
     kept = [i for i in range(len(split)) if i not in chosen]
     source = f"{split.source} (seeded {fraction:.0%} validation split)"
     return _subset(split, kept, "train", split.source), _subset(split, sorted(held_out), "validation", source)
+
+
+def _class_quotas(counts: dict[int, int], fraction: float) -> dict[int, int]:
+    """Rows held out of each class: `fraction` of all rows in total (10% of 3,000 is 300, not the sum of each
+    class's rounding), shared in proportion by largest remainder; every class keeps at least one training row."""
+    exact = {label: count * fraction for label, count in counts.items()}
+    quotas = {label: min(int(share), counts[label] - 1) for label, share in exact.items()}
+    wanted = round(sum(counts.values()) * fraction)
+    for label in sorted(exact, key=lambda label: (-(exact[label] - int(exact[label])), label)):
+        if sum(quotas.values()) >= wanted:
+            break
+        if quotas[label] < counts[label] - 1:
+            quotas[label] += 1
+    return quotas
 
 
 def shuffled(split: Split, rng: random.Random) -> Split:
