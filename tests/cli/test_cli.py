@@ -42,7 +42,7 @@ def test_train_predict_evaluate_on_the_embedded_model(tmp_path, ag_news_csv, cap
     assert main(["predict", str(run_dir), "--file", str(test_csv), "--out", str(out_csv)]) == 0
     with open(out_csv, newline="") as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == 100 and set(rows[0]) == {"text", "label", "confidence", "prob_Business", "prob_Sci/Tech",
+    assert len(rows) == 100 and set(rows[0]) == {"row", "text", "label", "confidence", "prob_Business", "prob_Sci/Tech",
                                                   "prob_Sports", "prob_World"}
     with open(test_csv, newline="") as file:
         truth = [row["label"] for row in csv.DictReader(file)]

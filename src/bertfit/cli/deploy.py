@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bertfit.cli.bulk import add_bulk_arguments, predict_bulk, wants_bulk
 from bertfit.errors import BertfitError
 from bertfit.infer import BACKEND_ALIASES, BACKENDS, backend_name
 
@@ -20,10 +21,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--file", type=Path, help="CSV/TSV/JSONL/Parquet file of texts")
     predict.add_argument("--text-column", help="--file: the column(s) holding the text, comma-separated (default: the "
                                                 "run's data.text_columns, joined as training joined them; else text)")
-    predict.add_argument("--out", type=Path, help="write predictions as CSV here (default: print)")
+    predict.add_argument("--out", type=Path, help="with --file: Parquet, TSV or JSONL by extension, else CSV, written a chunk "
+                                                  "at a time; with texts: CSV (default: print)")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--device", default="auto")
     predict.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP)
+    add_bulk_arguments(predict)
     predict.set_defaults(handler=_predict)
 
     merge = commands.add_parser("merge", help="write a standalone model folder with LoRA adapters merged in")
@@ -131,9 +134,12 @@ def _predict(args: argparse.Namespace, _: list[str]) -> int:
 
     if args.out is not None:
         check_out_path(args.out)
+    bulk = wants_bulk(args)
     texts = list(args.texts)
     if args.file is not None:
         columns = tuple(c.strip() for c in args.text_column.split(",")) if args.text_column else run_text_columns(args.run)
+        if bulk:
+            return predict_bulk(args, columns)
         texts += read_texts(args.file, columns)
     if not texts:
         raise BertfitError("nothing to predict: give texts as arguments or --file FILE")

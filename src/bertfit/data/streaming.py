@@ -20,7 +20,6 @@ tokens and the first batches of one chunk: the resumed run sees the batches it w
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -31,10 +30,11 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from bertfit.config import DataConfig, RunConfig
+from bertfit.config import RunConfig
 from bertfit.data.batching import PaddedBatches, tokenize, train_batches
 from bertfit.data.labels import LabelMap, map_labels, multi_hot
-from bertfit.data.read import check_rows, iter_delimited, read_split
+from bertfit.data.read import check_rows, read_split
+from bertfit.data.records import read_records
 from bertfit.data.splits import Split, TextDataset, shuffled
 from bertfit.data.windows import TextCut
 from bertfit.errors import BertfitError
@@ -58,43 +58,6 @@ def load_streamed(config: RunConfig, tokenizer: Any) -> tuple[TextDataset, "Stre
             splits[name] = split
     stream = StreamedSplit(Path(data.train).expanduser(), config, labels, tokenizer)
     return TextDataset(splits, labels), stream
-
-
-def read_records(path: Path, config: DataConfig) -> Iterator[dict[str, Any]]:
-    """One dict per row of a CSV/TSV/JSONL/Parquet file, read lazily."""
-    fmt = config.file_format(path)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-        try:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):  # row groups are read one at a time
-                yield from batch.to_pylist()
-        except OSError as error:
-            raise BertfitError(f"{path}: cannot read Parquet: {error}") from None
-        return
-    with open(path, encoding="utf-8-sig", newline="") as file:
-        try:
-            if fmt == "jsonl":
-                yield from _json_lines(path, file)
-            else:
-                records = iter_delimited(path, file, "," if fmt == "csv" else "\t", config.header)
-                names = next(records)
-                yield from (dict(zip(names, row)) for row in records)
-        except UnicodeDecodeError:
-            raise BertfitError(f"{path}: a byte is not valid UTF-8; re-save the file as UTF-8 "
-                               "(for example: iconv -f latin1 -t utf-8)") from None
-
-
-def _json_lines(path: Path, file: Any) -> Iterator[dict[str, Any]]:
-    for number, line in enumerate(file, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BertfitError(f"{path} line {number}: invalid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise BertfitError(f"{path} line {number}: expected an object like {{\"text\": ..., \"label\": ...}}")
-        yield record
 
 
 class StreamedSplit:
