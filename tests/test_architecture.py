@@ -145,3 +145,27 @@ def test_the_planner_test_sees_a_rule_called_elsewhere(tmp_path):
     bad.write_text("from bertfit.training import defaults\nfrom bertfit.training.defaults import epochs\n\n"
                    "def f(c, f):\n    return defaults.fill_defaults(c, f, None), epochs(1, 2, 3)\n")
     assert calls_to_setting_rules(bad) == ["elsewhere.py:5 defaults.fill_defaults", "elsewhere.py:5 epochs"]
+
+
+# Where a gradient step may be taken: the one training step, and the two places that fit something else by
+# gradients (the planner's timing probe takes no step; calibration fits one temperature with L-BFGS).
+STEPPERS = {"bertfit.training.steps", "bertfit.training.plan", "bertfit.evaluate.calibration"}
+
+
+def gradient_calls(path: Path) -> list[str]:
+    """`x.backward(...)`, `x.step(...)` calls on an optimizer or a scaler in the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = ast.unparse(node.func.value)
+            if node.func.attr == "backward" or (node.func.attr == "step" and ("optimizer" in owner or "scaler" in owner)):
+                found.append(f"{path.name}:{node.lineno} {owner}.{node.func.attr}")
+    return found
+
+
+def test_one_loop_trains_every_stage():
+    """Every stage (fine-tuning, the head, the contrastive encoder stage) trains through training.steps.train_step,
+    driven by training.loop.Trainer: no other module steps an optimizer or back-propagates."""
+    outside = [call for path in SOURCES if module_name(path) not in STEPPERS for call in gradient_calls(path)]
+    assert not outside, "gradient steps outside the one loop:\n" + "\n".join(outside)
+    assert gradient_calls(ROOT / "training" / "steps.py"), "the walker finds the loop's own step"

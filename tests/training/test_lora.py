@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bertfit.artifacts import load_model, save_merged
+from bertfit.artifacts import load_model
 from bertfit.cli.main import main
 from bertfit.config import load_config
+from bertfit.deploy.merge import save_merged
 from bertfit.errors import BertfitError
 from bertfit.infer.predictor import Predictor
 from bertfit.model import is_lora
