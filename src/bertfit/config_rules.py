@@ -39,12 +39,20 @@ def combination_problems(config: Any) -> list[str]:
     if config.train.keep == "last" and config.train.early_stopping_patience > 0:
         problems.append("train.early_stopping_patience: stops when train.metric stops improving, which train.keep last "
                         "does not follow; set train.keep best (or auto), or early stopping 0")
-    if config.train.method == "contrastive":  # pairs of one label per text, drawn from the whole set, every layer tuned
-        clashes = {"data.multi_label": config.data.multi_label, "data.streaming": config.data.streaming, "lora.r": config.lora.r,
-                   "model.init_from": config.model.init_from, "model.freeze": model.freeze not in ("none", "encoder"),
-                   "distill.teacher": config.distill.teacher}
-        problems += [f"{k}: not supported with train.method contrastive, use method standard" for k, on in clashes.items() if on]
+    if config.train.method == "contrastive":
+        problems += [f"{field}: not supported with train.method contrastive, use method standard"
+                     for field in contrastive_clashes(config)]
     return problems + distill_problems(config)
+
+
+def contrastive_clashes(config: Any) -> list[str]:
+    """The set fields the contrastive method cannot take (pairs of one label per text, drawn from the whole set, every
+    layer tuned): train.method contrastive refuses them, and auto never chooses contrastive beside them."""
+    model = config.model
+    clashes = {"data.multi_label": config.data.multi_label, "data.streaming": config.data.streaming,
+               "lora.r": config.lora.r, "model.init_from": model.init_from,
+               "model.freeze": model.freeze not in ("none", "encoder"), "distill.teacher": config.distill.teacher}
+    return [field for field, on in clashes.items() if on]
 
 
 def _streaming_problems(config: Any) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_train_export_predict_and_serve_one_run(tiny_model_dir, tmp_path, capsys
 
     caplog.clear()
     assert main(["predict", str(run), "--file", str(tmp_path / "new.csv"), "--out", str(tmp_path / "out.csv")]) == 0
-    backend = capsys.readouterr().out.rstrip().rsplit("backend ", 1)[1].rstrip(")")
+    backend = re.search(r"\(backend ([\w-]+)", capsys.readouterr().out).group(1)
     written = read_predictions(tmp_path / "out.csv")
     texts = [f"{headline.strip()} {body.strip()}" for headline, body, _ in headline_rows(300, 330)]
     assert [row["text"] for row in written] == texts  # the run's two text columns, joined as in training

@@ -110,8 +110,8 @@ def _interrupting_cli(folder: Path, stop: int, module: str = "loop", function: s
 def test_two_process_resume_with_dropout_is_exact(tiny_model_dir, tiny_overrides, ag_news_csv, tmp_path):
     """Dropout on: each rank's own RNG state comes back from the checkpoint, so masks repeat exactly."""
     flags = tiny_overrides + ["--model.name", str(tiny_model_dir), "--data.train", str(ag_news_csv),
-                              "--data.max_train_rows", "48", "--data.max_eval_rows", "16", "--train.batch_size", "8",
-                              "--train.eval_every_steps", "3",  # 6 steps; evaluations and checkpoints at 3 and 6
+                              "--data.max_train_rows", "60", "--data.max_eval_rows", "16", "--train.batch_size", "8",
+                              "--train.eval_every_steps", "3",  # 48 train rows, 6 steps; evaluations, checkpoints at 3, 6
                               "--train.keep_checkpoint", "true", "--train.precision", "fp32"]  # one choice for both launches
     torchrun = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2"]
     _run(torchrun + ["-m", "bertfit.cli", "train", *flags, "--name", "straight"])

@@ -27,7 +27,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture
 def search_flags(tiny_overrides, ag_news_csv) -> list[str]:
-    return tiny_overrides + ["--data.train", str(ag_news_csv), "--data.max_train_rows", "32", "--data.max_eval_rows", "16",
+    return tiny_overrides + ["--data.train", str(ag_news_csv), "--data.max_train_rows", "40", "--data.max_eval_rows", "16",
                              "--train.checkpoint_every_steps", "0"]
 
 

@@ -21,11 +21,11 @@ TEXTS = ["the match ended in a draw", "shares fell sharply today", "a new chip w
 
 @pytest.fixture
 def frozen_config(tiny_overrides, ag_news_csv, no_dropout_model_dir):
-    """Two epochs of 6 steps over 96 rows, frozen encoder, no dropout; evaluation every 4 steps."""
+    """Two epochs of 6 steps over 96 rows (112 read, 16 held out), frozen encoder, no dropout; evaluation every 4 steps."""
     def config(name: str, *extra: str):
         return load_config(None, tiny_overrides + [
             "--name", name, "--model.name", str(no_dropout_model_dir), "--data.train", str(ag_news_csv),
-            "--data.test", str(ag_news_csv.parent / "test.csv"), "--data.max_train_rows", "96",
+            "--data.test", str(ag_news_csv.parent / "test.csv"), "--data.max_train_rows", "112",
             "--data.max_eval_rows", "40", "--train.epochs", "2", "--train.eval_every_steps", "4",
             "--train.checkpoint_every_steps", "3", "--model.freeze", "encoder", "--model.dropout", "0",
             "--train.lr", "1e-2", "--train.keep_checkpoint", "true", *extra])

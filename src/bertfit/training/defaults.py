@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from bertfit.config import RunConfig, override
+from bertfit.config_rules import contrastive_clashes
 from bertfit.data.inspection import token_lengths
 from bertfit.data.splits import TextDataset
 from bertfit.data.windows import spread_windows, window_starts
@@ -78,9 +79,7 @@ def choose_method(config: RunConfig, facts: DataFacts) -> str:
         return config.train.method
     few = facts.documents is not None and facts.documents < CONTRASTIVE_BELOW_ROWS \
         and facts.documents / facts.classes < CONTRASTIVE_BELOW_ROWS_PER_CLASS
-    usable = not (config.data.multi_label or config.lora.r or config.model.init_from is not None
-                  or config.model.freeze not in ("none", "encoder") or config.distill.teacher is not None)
-    return "contrastive" if few and usable else "standard"
+    return "contrastive" if few and not contrastive_clashes(config) else "standard"
 
 
 def contrastive_steps(label_rows: tuple[int, ...]) -> int:

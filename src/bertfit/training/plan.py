@@ -36,6 +36,7 @@ PLAN_FILE = "plan.json"
 PROBE_TEXTS = 8  # texts a probe step reads: a contrastive step's group, and enough to time a batch
 SLOWER_THAN_STANDARD = 10  # a plan this many times the standard method's time says so before it starts
 WINDOW_WORK = 3  # windows that multiply the tokens read by more than this are named with the settings that bound them
+_MEASURED: dict[tuple, TokenCost] = {}  # measure_cost's results in this process
 
 
 @dataclass(frozen=True)
@@ -187,12 +188,21 @@ def _notes(user: RunConfig, plan: RunPlan, splits: dict[str, Any]) -> tuple[str,
 
 def measure_cost(model: torch.nn.Module, split: Any, context: InferenceContext) -> TokenCost | None:
     """Seconds a token costs here, timed on PROBE_TEXTS training texts: the encoder's forward and backward pass, and
-    its forward pass alone. The model's weights, gradients and mode are left as they were."""
+    its forward pass alone; measured once a process for an encoder, device, precision and width (a property of the
+    machine, not of the run). The model's weights, gradients and mode are left as they were."""
     if not isinstance(split, TokenizedSplit) or len(split) == 0:
         return None
     rows = np.arange(min(PROBE_TEXTS, len(split)))
     batch = {k: v.to(context.device) for k, v in PaddedBatches(split, context.pad_id)[rows].items() if k != "labels"}
     tokens = int(batch["attention_mask"].numel())
+    key = (type(model).__name__, tuple((p.numel(), p.requires_grad) for p in model.parameters()), str(context.device),
+           context.precision.name, tuple(batch["input_ids"].shape))
+    if key not in _MEASURED:
+        _MEASURED[key] = _measure(model, batch, context, tokens)
+    return _MEASURED[key]
+
+
+def _measure(model: torch.nn.Module, batch: dict[str, torch.Tensor], context: InferenceContext, tokens: int) -> TokenCost:
     was_training = model.training
     model.eval()
     try:
