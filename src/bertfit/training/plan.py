@@ -86,8 +86,9 @@ class RunPlan:
                      f"warm-up {settings.warmup_ratio:g}, keep {settings.keep}, max_length {config.model.max_length}"
                      + (f", windows every {config.model.window_stride} tokens" if config.model.window_stride else ""))
         if self.seconds is not None and self.standard_seconds is not None:
-            lines.append(f"  estimate: {_duration(self.seconds)} here (the standard method on truncated texts: "
-                         f"{_duration(self.standard_seconds)}); any setting can be set to override")
+            compared = config.train.method != "standard" or bool(config.model.window_stride)
+            against = f" (the standard method on truncated texts: {_duration(self.standard_seconds)})" if compared else ""
+            lines.append(f"  estimate: {_duration(self.seconds)} here{against}; any setting can be set to override")
         return lines
 
     def _rows(self, split: str) -> str:
