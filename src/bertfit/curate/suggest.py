@@ -23,6 +23,7 @@ from bertfit.config_values import parse_overrides
 from bertfit.curate.tables import write_table
 from bertfit.data.inspection import near_key
 from bertfit.data.read import read_file, read_split
+from bertfit.data.tables import join_text_columns
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext, encode, row_logits, tokenize_like_training
 from bertfit.metrics import softmax
@@ -61,8 +62,8 @@ def read_pool(path: str | Path, data: DataConfig) -> Pool:
     if labelled:
         raise BertfitError(f"{path}: column {data.label_column!r} holds labels in {labelled} rows; the pool must be "
                            "unlabelled texts (remove the column, or leave it empty)")
-    values = list(zip(*(columns[c] for c in data.text_columns)))
-    texts = [" ".join(str(v).strip() for v in row if v is not None) for row in values]
+    values = list(zip(*(columns[c] for c in data.text_columns)))  # each row's cells, kept for the suggestions file
+    texts = join_text_columns(columns, data.text_columns)
     if not texts:
         raise BertfitError(f"{path}: the pool is empty (no rows)")
     for row, text in enumerate(texts, start=1):

@@ -29,6 +29,7 @@ import numpy as np
 from bertfit.config import DataConfig
 from bertfit.data.presets import PRESETS
 from bertfit.data.read import check_columns, read_file, read_preset, read_split
+from bertfit.data.tables import join_text_columns
 from bertfit.errors import BertfitError
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,7 @@ def read_rows(spec: str, split: str, config: DataConfig) -> SplitRows:
         return SplitRows(split, part.source, part.texts, _label_names(part.raw_labels, part.label_names))
     columns = read_file(path, config)
     check_columns(columns, str(path), config.text_columns, config.label_column)
-    texts = [" ".join(str(v).strip() for v in values if v is not None)
-             for values in zip(*(columns[c] for c in config.text_columns))]
+    texts = join_text_columns(columns, config.text_columns)
     return SplitRows(split, str(path), texts, _label_names(columns[config.label_column], config.label_names))
 
 

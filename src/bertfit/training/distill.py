@@ -20,6 +20,7 @@ from bertfit.config import DataConfig, RunConfig, build_config, config_to_dict
 from bertfit.config_values import parse_overrides, set_dotted
 from bertfit.data.read import read_file
 from bertfit.data.splits import Split, TextDataset
+from bertfit.data.tables import join_text_columns
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext, text_logits
 
@@ -107,8 +108,7 @@ def read_unlabelled(spec: str, data: DataConfig) -> list[str]:
         if column not in columns:
             raise BertfitError(f"{path}: column {column!r} not found (columns: {', '.join(map(str, columns))}); "
                                "set data.text_columns")
-    texts = [" ".join(str(v).strip() for v in values if v is not None)
-             for values in zip(*(columns[c] for c in data.text_columns))]
+    texts = join_text_columns(columns, data.text_columns)
     for row, text in enumerate(texts, start=1):
         if not text:
             raise BertfitError(f"{path} row {row}: empty text in {', '.join(data.text_columns)}; fix or remove the row")
