@@ -52,20 +52,21 @@ def prepare(config: RunConfig, dist: Distributed, device: torch.device, resume: 
     context = InferenceContext(device, choose_precision(config.train.precision, device), tokenizer.pad_token_id,
                                config.train.eval_batch_size)
     training = dataclasses.replace(context, precision=training_precision(config, device, resume, dist))
-    plan, dataset, tokens, model = setup_data_and_model(config, tokenizer, context, training, dist, keep_validation)
-    if resume is not None:  # the plan it started with, on the config it saved (the same settings, paths made absolute)
-        started = read_plan(Path(resume))
-        plan = dataclasses.replace(started, config=plan.config) if started is not None else plan
+    # A resumed run keeps the plan it started with (on the config it saved): its cost is not measured again.
+    started = read_plan(Path(resume)) if resume is not None else None
+    plan, dataset, tokens, model = setup_data_and_model(config, tokenizer, context, training, dist, keep_validation,
+                                                        measure=started is None)
+    plan = dataclasses.replace(started, config=plan.config) if started is not None else plan
     log_plan(plan, resumed=resume is not None)
     return Prepared(plan, tokenizer, context, training, dataset, tokens, model)
 
 
 def setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceContext, training: InferenceContext,
-                         dist: Distributed, keep_validation: bool = False
+                         dist: Distributed, keep_validation: bool = False, measure: bool = True
                          ) -> tuple[RunPlan, TextDataset, Splits, torch.nn.Module]:
-    """The run's plan (training.plan: every unset field chosen from the data, the cost measured here), the tokenised
-    splits and the model on its device. `keep_validation`: a default validation share is held out even for a few-shot
-    run."""
+    """The run's plan (training.plan: every unset field chosen from the data, the cost measured here unless not
+    `measure`), the tokenised splits and the model on its device. `keep_validation`: a default validation share is
+    held out even for a few-shot run."""
     if config.data.streaming:  # the training split is read chunk by chunk during fit (data.streaming)
         # A stream cuts its batches as it reads: their size is needed now; its windows are refused (config).
         config = override(config, {"train.batch_size": config.train.batch_size or defaults.batch_size(None),
@@ -91,7 +92,7 @@ def setup_data_and_model(config: RunConfig, tokenizer: Any, context: InferenceCo
                                else tuple(np.unique(tokens["train"].document_labels, return_counts=True)[1].tolist()))
     model = model.to(context.device)
     broadcast_parameters(model, dist)
-    cost = measure_cost(model, tokens["train"], training) if stream is None else None
+    cost = measure_cost(model, tokens["train"], training) if stream is None and measure else None
     plan = broadcast_object(make_plan(config, facts, tokens, cost, dataset.validation_fraction), dist)
     return plan, dataset, tokens, model
 
