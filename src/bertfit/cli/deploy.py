@@ -1,4 +1,4 @@
-"""`bertfit predict | merge | export | serve`: the commands that use and ship a trained run."""
+"""`bertfit predict | merge | export | serve | push`: the commands that use and ship a trained run."""
 
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     merge.set_defaults(handler=_merge)
     _add_export(commands)
     _add_serve(commands)
+    push = commands.add_parser("push", help="publish a run's model folder and card to the Hugging Face Hub")
+    push.add_argument("run", type=Path)
+    push.add_argument("repo_id", help="user/name or org/name; created if it does not exist")
+    push.add_argument("--hf", action="store_true", help="publish the stock sentence-transformers folder "
+                                                        "(`export --hf`) instead of bertfit's own")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--message", help="the commit message")
+    push.add_argument("--endpoint", help="a Hub other than huggingface.co (default: HF_ENDPOINT)")
+    push.set_defaults(handler=_push)
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
@@ -45,6 +54,9 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
                         help="engine to export (ONNX is always written); auto: every engine available here in fp32 "
                              "and int8, timed, the fastest within --max-accuracy-loss becomes what serve uses")
     export.add_argument("--onnx", action="store_true", help="same as --target onnx")
+    export.add_argument("--hf", type=Path, metavar="DIR",
+                        help="write a plain sentence-transformers folder (stock modules, no remote code) giving the "
+                             "run's probabilities; says what it cannot carry (windows, head+tail, the stack)")
     export.add_argument("--int8", action="store_true", help="also write int8 copies (dynamic quantisation; auto: always)")
     export.add_argument("--max-rows", type=int, help="check on at most N held-out rows, validation then test "
                                                      "(default 4000: enough to tell 0.5 points apart)")
@@ -88,6 +100,10 @@ def _export(args: argparse.Namespace, _: list[str]) -> int:
     from bertfit.deploy.export import export_run
 
     target = args.target or ("onnx" if args.onnx else None)
+    if args.hf is not None:
+        _export_hf(args.run, args.hf)
+        if target is None:
+            return 0
     if target is None:
         raise BertfitError("choose an export target: --target auto (measure every backend here) or --onnx "
                            "(add --int8 for a quantised copy)")
@@ -110,6 +126,25 @@ def _export(args: argparse.Namespace, _: list[str]) -> int:
     for reason in passed_over:
         print(f"  not served: {reason}")
     print(f"predict and serve use on a CPU: {backend_name(served)}")
+    return 0
+
+
+def _export_hf(run: Path, out: Path) -> None:
+    from bertfit.deploy.hf_export import export_hf
+
+    written = export_hf(run, out)
+    print(f"sentence-transformers folder written to {written.folder}: SentenceTransformer(folder).encode(texts) "
+          "gives calibrated logits (see its README.md)")
+    for item in written.lost:
+        print(f"  not carried: {item}")
+
+
+def _push(args: argparse.Namespace, _: list[str]) -> int:
+    from bertfit.deploy.push import push_run
+
+    url = push_run(args.run, args.repo_id, plain=args.hf, private=args.private or None, endpoint=args.endpoint,
+                   message=args.message)
+    print(f"pushed {args.run} to {args.repo_id}: {url}")
     return 0
 
 
