@@ -91,11 +91,11 @@ def tiny_flags(model_dir: Path, root: Path) -> list[str]:
     """Flags for a fast CPU run of the tiny model into root/runs (the standard method: the few-shot default
     would pick contrastive tuning for these small slices; no stacked ensemble, which TF-IDF would earn against
     a barely trained tiny model: tests of the model itself compare its own probabilities, tests/training/test_stack.py
-    turns it on)."""
+    turns it on; no ONNX copy at the end of `bertfit train`: tests/journeys/test_predict_journeys.py checks it)."""
     return ["--model.name", str(model_dir), "--model.max_length", "64", "--output_dir", str(root / "runs"),
             "--train.method", "standard", "--train.stack", "never",
             "--cache_dir", str(root / "cache"), "--train.progress", "false", "--train.tensorboard", "false",
-            "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1"]
+            "--train.batch_size", "16", "--train.lr", "1e-3", "--train.epochs", "1", "--train.onnx_copy", "false"]
 
 
 KEYWORDS = {"sport": ("goal", "striker", "referee"), "money": ("shares", "profit", "investor"),

@@ -25,7 +25,8 @@ _API = {
     "load_dataset": "bertfit.data.splits", "inspect_data": "bertfit.data.inspection",
     "fit_temperature": "bertfit.evaluate.calibration", "render_report": "bertfit.evaluate.report",
     "render_compare": "bertfit.evaluate.report", "render_model_card": "bertfit.evaluate.model_card",
-    "integrated_gradients": "bertfit.evaluate.explain", "BertfitError": "bertfit.errors", "ConfigError": "bertfit.errors",
+    "integrated_gradients": "bertfit.evaluate.explain", "export_run": "bertfit.deploy.export",
+    "export_hf": "bertfit.deploy.hf_export", "BertfitError": "bertfit.errors", "ConfigError": "bertfit.errors",
 }
 
 __all__ = ["__version__", *_API]

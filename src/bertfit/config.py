@@ -178,6 +178,10 @@ class TrainConfig:
     progress: bool = _field(True, "show a progress bar")
     keep_checkpoint: bool = _field(False, "keep RUN/checkpoint (optimizer state, hundreds of MB) after the run "
                                           "finishes; it is only needed to resume an unfinished run")
+    onnx_copy: bool = _field(True, "when `bertfit train` finishes, write and check the fp32 ONNX copy (RUN/export) so "
+                                   "predict and serve start in about a second instead of loading PyTorch; said and "
+                                   "skipped without onnxruntime (the serve extra) or for multi-label runs; from Python: "
+                                   "bertfit.export_run(run, int8=False)")
     stack: Literal["auto", "never", "always"] = _field(
         "auto", "stacked ensemble of the model and TF-IDF + logistic regression, mixed at the weight best on validation: "
                 "auto builds it when TF-IDF beats the model on 100 validation rows or more (on fewer the weight is "

@@ -94,3 +94,36 @@ def test_python_api_with_dataframes_logs_and_can_be_silenced(tiny_model_dir, tmp
     finally:
         logging.getLogger("bertfit").setLevel(logging.NOTSET)
     assert bertfit.__name__ == "bertfit"
+
+
+def test_train_leaves_a_checked_onnx_copy_that_predict_starts_from(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    import numpy as np
+
+    from bertfit.artifacts import read_export_meta
+    from bertfit.cli.main import main
+    from bertfit.infer.predictor import Predictor
+
+    write_csv(tmp_path / "train.csv", headline_rows(0, 160), header=HEADER)
+    flags = [*tiny_flags(tiny_model_dir, tmp_path), "--data.train", str(tmp_path / "train.csv"),
+             "--data.text_columns", "headline,body", "--data.label_column", "topic", "--train.onnx_copy", "true"]
+    assert main(["train", *flags, "--name", "quick"]) == 0
+    printed = capsys.readouterr().out
+    run = tmp_path / "runs" / "quick"
+    meta = read_export_meta(run / "export")
+    assert list(meta.files) == ["onnx-fp32"] and meta.check["onnx-fp32"]["max_probability_difference"] < 1e-4
+    assert f"ONNX copy: {run / 'export'}" in printed and f"bertfit export {run} --target auto" in printed
+    texts = [f"{headline} {body}" for headline, body, _ in headline_rows(300, 310)]
+    quick = Predictor(run)
+    assert quick.backend_name == "onnx-fp32"
+    np.testing.assert_allclose(quick.predict_proba(texts), Predictor(run, backend="pytorch").predict_proba(texts),
+                               atol=1e-4)
+    assert main(["predict", str(run), texts[0]]) == 0  # the printed next step runs from the copy
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnxruntime" else real_find_spec(name, *args))
+    assert main(["train", *flags, "--name", "plain"]) == 0
+    assert "no ONNX copy (onnxruntime is not installed)" in capsys.readouterr().out
+    assert not (tmp_path / "runs" / "plain" / "export").exists()

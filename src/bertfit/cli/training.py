@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from bertfit.cli import EXIT_INTERRUPTED
 from bertfit.cli.evaluation import kept_validation, summary
-from bertfit.errors import BertfitError
+from bertfit.errors import BertfitError, brief
 
 if TYPE_CHECKING:
     from bertfit.training.plan import RunPlan
@@ -79,13 +79,16 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
         if args.config is not None or overrides or args.plan:
             raise BertfitError("--resume continues a run with its saved config and plan; drop --config, --plan and "
                                "field flags")
-        return _print_result(train(resume=args.resume))
+        return _finished(train(resume=args.resume))
     if args.init_from is not None:
         overrides = [*overrides, "--model.init_from", str(args.init_from)]
     config = load_config(args.config, overrides)
     if args.plan:
         return _print_plan(plan_run(config), args, overrides)
-    return _print_result(train(config, overwrite=args.overwrite))
+    return _finished(train(config, overwrite=args.overwrite))
+
+
+QUICK_CHECK_ROWS = 1000  # the ONNX copy is fp32: it matches PyTorch to rounding, a short check confirms it
 
 
 def _print_plan(plan: RunPlan, args: argparse.Namespace, overrides: list[str]) -> int:
@@ -107,6 +110,44 @@ def _distill(args: argparse.Namespace, overrides: list[str]) -> int:
         if getattr(args, field) is not None:
             overrides = [*overrides, f"--distill.{field}", str(getattr(args, field))]
     return _print_result(train(distill_config(args.teacher, args.student, overrides), overwrite=args.overwrite))
+
+
+def _finished(result: TrainResult) -> int:
+    code = _print_result(result)
+    if code == 0:
+        _onnx_copy(result)
+    return code
+
+
+def _onnx_copy(result: TrainResult) -> None:
+    """After a finished run (train.onnx_copy): the checked fp32 ONNX copy predict and serve start from in about a
+    second; on the main process only, and never where it cannot be written (said, not failed)."""
+    import importlib.util
+    import os
+
+    from bertfit import artifacts
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    config = artifacts.read_run_config(result.run_dir)
+    if not config.train.onnx_copy:
+        return
+    if config.data.multi_label or importlib.util.find_spec("onnxruntime") is None:
+        why = "multi-label runs are not exported" if config.data.multi_label else "onnxruntime is not installed"
+        print(f"no ONNX copy ({why}): predict and serve load PyTorch, which takes several seconds to start")
+        return
+    from bertfit.deploy.export import export_run
+
+    print("writing the fp32 ONNX copy predict and serve start from (train.onnx_copy false skips it) ...")
+    try:
+        meta = export_run(result.run_dir, int8=False, max_rows=QUICK_CHECK_ROWS)
+    except (BertfitError, RuntimeError, ValueError) as error:  # the run is trained and saved whatever happens here
+        print(f"no ONNX copy ({brief(error)}): predict and serve load PyTorch; `bertfit export` tries again")
+        return
+    check = meta.check["onnx-fp32"]
+    print(f"ONNX copy: {result.run_dir / artifacts.EXPORT_DIR} (accuracy {check['accuracy_change_points']:+.2f} points "
+          f"against PyTorch on {meta.check['rows']} held-out rows); faster variants: bertfit export {result.run_dir} "
+          "--target auto")
 
 
 def _print_result(result: TrainResult) -> int:
