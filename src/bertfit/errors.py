@@ -25,3 +25,13 @@ def brief(text: str, limit: int = 240) -> str:
     words and marked with " ..." when it had to be cut, never in the middle of a word (a longer word stays whole)."""
     lines = textwrap.wrap(" ".join(str(text).split()), width=limit, break_long_words=False, break_on_hyphens=False)
     return lines[0] + (" ..." if len(lines) > 1 else "") if lines else ""
+
+
+def require(extra: str, purpose: str, *modules: str) -> None:
+    """Stop before any work when a module an optional feature needs is missing, naming the extra that installs it
+    (a traceback halfway through, after files were written, would be the alternative)."""
+    import importlib.util
+
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise BertfitError(f"{purpose} needs {', '.join(missing)}: pip install 'bertfit[{extra}]'")

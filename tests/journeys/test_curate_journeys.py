@@ -8,6 +8,11 @@ import csv
 import json
 import re
 import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,6 +41,30 @@ def printed_commands(out: str) -> list[list[str]]:
     return [shlex.split(match.group()) for match in found if match]
 
 
+def run_review_briefly(command: list[str]) -> dict:
+    """A printed `bertfit review` started as the user would (a process of its own, in this folder), asked for its
+    queues once it answers, then stopped: the page it serves is tested in tests/deploy/test_review_browser.py."""
+    assert command[:2] == ["bertfit", "review"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "bertfit", *command[1:], "--port", str(port), "--no-explain"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"{shlex.join(command)} stopped: {process.stderr.read()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=2) as answer:
+                    return json.load(answer)["queues"]
+            except OSError:
+                assert time.monotonic() < deadline, f"{shlex.join(command)} did not answer"
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
 def run_printed(command: list[str], capsys, *extra: str) -> str:
     """Run a printed command through the CLI entry point; its output, after asserting it succeeded."""
     assert command[0] == "bertfit"
@@ -61,12 +90,13 @@ def news_run(tmp_path, tiny_model_dir, monkeypatch, capsys) -> Path:
 
 def test_train_audit_review_relabel_and_audit_again(news_run, tmp_path, capsys):
     out = run_printed(["bertfit", "audit", str(news_run), "--folds", "3", "--quiet"], capsys)
-    [relabel] = printed_commands(out)
+    [relabel, browse] = printed_commands(out)
     review = Path(relabel[relabel.index("--relabel") + 1])
     assert review == news_run / "audit" / "label_issues.csv"
     # the reviewer opens the file, relabels two rows, drops one, and saves it in place
     issues = read_csv(review)
     assert len(issues) >= 3
+    assert run_review_briefly(browse)["audit"]["total"] >= len(issues)  # or goes through them in the browser
     moved, dropped = {}, issues[2]["row"]
     for issue in issues[:2]:
         moved[issue["row"]] = issue["new_label"] = NAMES[(NAMES.index(issue["given_label"]) + 1) % 4]
@@ -94,9 +124,10 @@ def test_suggest_label_and_train_from_the_suggestions(news_run, tmp_path, capsys
     pool = headline_rows(200, 320)
     write_csv(tmp_path / "pool.csv", [(title, body) for title, body, _ in pool], ("title", "body"))
     out = run_printed(["bertfit", "suggest", str(news_run), "--pool", "pool.csv", "--n", "24", "--quiet"], capsys)
-    [train] = printed_commands(out)
+    [train, browse] = printed_commands(out)
     suggestions = read_csv(tmp_path / "suggestions.csv")
     assert list(suggestions[0])[:3] == list(HEADER) and len(suggestions) == 24
+    assert run_review_briefly(browse)["label"]["total"] == 24  # the browser's label queue holds the same texts
     # the labeller fills the topic column, as the run names it, with the true labels
     for record in suggestions:
         title, body, topic = pool[int(record["pool_row"]) - 1]

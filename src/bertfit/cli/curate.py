@@ -83,6 +83,8 @@ def _audit(args: argparse.Namespace, overrides: list[str]) -> int:
     chosen_out = ["--out", str(args.out)] if args.out is not None else []
     print("  " + shlex.join(["bertfit", "audit", *where, *overrides, *chosen_out, *_audit_options(args),
                              "--relabel", str(out / artifacts.AUDIT_ISSUES)]))
+    if args.run is not None and args.out is None:
+        print("or review them in the browser: " + shlex.join(["bertfit", "review", str(args.run)]))
     return 0
 
 
@@ -125,6 +127,7 @@ def _suggest(args: argparse.Namespace, overrides: list[str]) -> int:
     reading = {"data.format": "auto" if args.out.suffix.lower() in FILE_FORMATS else "csv", "data.header": True}
     print("  " + shlex.join(["bertfit", "train", "--init-from", str(args.run), "--data.train", str(args.out),
                              *carried_flags(config, reading)]))
+    print("or label them in the browser: " + shlex.join(["bertfit", "review", str(args.run), "--suggestions", str(args.out)]))
     return 0
 
 

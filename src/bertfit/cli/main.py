@@ -11,10 +11,10 @@ import logging
 import re
 import sys
 
-from bertfit.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, curate, deploy, evaluation, info, models, training
+from bertfit.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, curate, deploy, evaluation, info, models, review, training
 from bertfit.errors import BertfitError
 
-COMMAND_GROUPS = (training, evaluation, curate, deploy, info, models)  # each adds its commands: add_commands(subparsers)
+COMMAND_GROUPS = (training, evaluation, curate, review, deploy, info, models)  # each adds its commands: add_commands(subparsers)
 # commands whose unknown flags are config fields (--train.lr 3e-5)
 TAKES_FIELD_FLAGS = ("train", "search", "distill", "audit", "suggest", "evaluate")
 

@@ -94,19 +94,26 @@ def serve(run_dir: str | Path, settings: ServeSettings, host: str = "127.0.0.1",
 
     from bertfit.infer.predictor import Predictor
 
+    settings = bind_settings(settings, host, port, allow_public)
+    run_dir = Path(run_dir)
+    predictor = Predictor(run_dir, batch_size=settings.max_batch, **predictor_options)
+    quiet_floods()
+    uvicorn.Server(uvicorn_config(create_app(predictor, settings, run_dir), settings, host, port)).run()
+
+
+def bind_settings(settings: ServeSettings, host: str, port: int, allow_public: bool) -> ServeSettings:
+    """`settings` for serving on host:port: a non-loopback host needs an API key or allow_public (anyone who
+    reaches it could use the service), and a loopback one answers only its own Host names."""
     if not 0 <= port <= 65535:
         raise BertfitError(f"port: must be in 0..65535 (0: any free port), got {port}")
     if not is_loopback(host) and settings.api_key is None:
         if not allow_public:
             raise BertfitError(f"host: {host} is reachable from other machines and no API key is set; set one "
-                               "(serve reads BERTFIT_API_KEY) or serve without one on purpose (allow_public)")
-        log.warning("serving on %s without an API key: anyone who can reach this address can use the model", host)
+                               "(serve and review read BERTFIT_API_KEY) or serve without one on purpose (allow_public)")
+        log.warning("serving on %s without an API key: anyone who can reach this address can use it", host)
     if is_loopback(host) and settings.allowed_hosts is None:
         settings = replace(settings, allowed_hosts=LOOPBACK_NAMES + ((host,) if host not in LOOPBACK_NAMES else ()))
-    run_dir = Path(run_dir)
-    predictor = Predictor(run_dir, batch_size=settings.max_batch, **predictor_options)
-    quiet_floods()
-    uvicorn.Server(uvicorn_config(create_app(predictor, settings, run_dir), settings, host, port)).run()
+    return settings
 
 
 def uvicorn_config(app: Any, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
