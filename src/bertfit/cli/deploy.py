@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bertfit.cli.bulk import add_bulk_arguments, predict_bulk, wants_bulk
-from bertfit.errors import BertfitError
+from bertfit.errors import BertfitError, require
 from bertfit.infer import BACKEND_ALIASES, BACKENDS, backend_name
 
 BACKEND_CHOICES = (*BACKENDS, *BACKEND_ALIASES)
@@ -154,6 +154,7 @@ def _serve(args: argparse.Namespace, _: list[str]) -> int:
     from bertfit.deploy.serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
+    require("serve", "bertfit serve", "fastapi", "uvicorn")
                              max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
                              max_queued_texts=args.max_queued_texts, request_timeout_s=args.request_timeout_s,
                              keep_alive_s=args.keep_alive_s, api_key=os.environ.get(args.api_key_env) or None)

@@ -37,7 +37,7 @@ from bertfit.atomic import atomic_dir, recover_stale, write_text_atomic
 from bertfit.deploy import variants
 from bertfit.deploy.check import CheckSample, check_sample, self_check
 from bertfit.deploy.choose import pick, selection_record, time_backends
-from bertfit.errors import BertfitError
+from bertfit.errors import BertfitError, require
 from bertfit.evaluate.model_card import export_card_lines
 from bertfit.infer import ENGINES
 from bertfit.infer.backends import TorchBackend, open_export, unavailable
@@ -71,6 +71,7 @@ def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = No
     `choice` holds the fields of ChoiceSettings (max_accuracy_loss, threads, time_batch, time_rows, time_rounds)."""
     settings = _validated(target, max_rows, ChoiceSettings(**choice))
     if batch_size < 1:
+    require("serve", "an export", "onnx", "onnxruntime")
         raise BertfitError(f"batch_size: must be >= 1, got {batch_size}")
     run_dir = Path(run_dir)
     loaded = artifacts.load_model(run_dir)

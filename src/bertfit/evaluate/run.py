@@ -32,7 +32,7 @@ from bertfit.config import override
 from bertfit.data.labels import map_labels, multi_hot
 from bertfit.data.read import RawSplit, read_split
 from bertfit.data.splits import Split, load_dataset
-from bertfit.errors import BertfitError
+from bertfit.errors import BertfitError, require
 from bertfit.evaluate import plots
 from bertfit.evaluate.calibration import fit_temperature
 from bertfit.evaluate.multilabel import write_multi_label_outputs
@@ -111,6 +111,7 @@ def evaluate_run(run_dir: str | Path, data: Any = None, split: str = "test", **s
     if loaded.meta.multi_label:
         labels = np.asarray(multi_hot(part, loaded.labels, config.data.label_separator)[: len(texts)])
         if options.calibrate:
+    require("eval", "bertfit evaluate", "sklearn", "matplotlib")
             log.info("not calibrated: a multi-label run's labels have cut-offs of their own (tuned on validation)")
         result, written = _multi_label(run_dir, out, Scored(texts, labels, scorer.logits(texts), loaded.meta.labels),
                                        config.data.label_separator, options.figures)
