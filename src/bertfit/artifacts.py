@@ -176,6 +176,14 @@ def save_model(folder: Path, model: TextClassifier, tokenizer: Any, meta: ModelM
             write_text_atomic(staging / marker, "a model folder bertfit wrote: `bertfit merge` may replace it\n")
 
 
+def save_static_model(folder: Path, write_static: Any, tokenizer: Any, meta: ModelMeta) -> None:
+    """A static student's folder (bertfit.infer.static): `write_static(path)` writes meta.static; tokenizer, bertfit.json."""
+    with atomic_dir(folder) as staging:
+        write_static(staging / meta.static)
+        tokenizer.save_pretrained(staging)
+        write_json_atomic(staging / META_FILE, meta.to_dict())
+
+
 def model_folder(path: Path) -> Path:
     """A run directory's model/ folder, or the path itself when it is a model folder."""
     path = Path(path)
@@ -209,6 +217,8 @@ def load_model(path: Path) -> LoadedModel:
     """
     folder = model_folder(path)
     meta = read_model_meta(folder)
+    if meta.static is not None:
+        raise BertfitError(f"{folder}: a static student has no network to load; it predicts with Predictor (backend static)")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):  # else every word would read as [UNK]
         raise BertfitError(f"{folder}: the tokenizer is missing (no tokenizer.json or vocabulary file); restore it "
                            "from a copy or train the run again")

@@ -19,6 +19,14 @@ class DistillConfig:
                                 lambda v: 0 <= v <= 1, "must be in [0, 1]")
     unlabelled: str | None = config_field(None, "a file of unlabelled texts (data.text_columns) the student also "
                                                 "learns from, labelled by the teacher")
+    static_dims: int = config_field(256, "static student: dimensions of its token vectors (model2vec's PCA of the teacher's; "
+                                         "at most the encoder's hidden size)", lambda v: v >= 2, "must be >= 2")
+    static_epochs: int = config_field(5, "static student: passes over the training texts", lambda v: v >= 1,
+                                      "must be >= 1")
+    static_lr: float = config_field(5e-3, "static student: Adam's learning rate for its vectors and head (far above a "
+                                          "transformer's: nothing pretrained to keep)", lambda v: v > 0, "must be > 0")
+    max_accuracy_loss: float = config_field(3.0, "static student: validation accuracy points it may lose against the "
+                                                 "teacher before distillation warns", lambda v: v >= 0, "must be >= 0")
 
 
 def distill_problems(config: Any) -> list[str]:

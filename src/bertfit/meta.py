@@ -70,6 +70,7 @@ class ModelMeta:
     adapter: str | None = None  # the PEFT adapter's folder inside the model folder
     merged_from: str | None = None
     stack: StackMeta | None = None  # a stacked ensemble with TF-IDF (`bertfit stack`, train.stack)
+    static: str | None = None  # a static student's vectors and head (bertfit.infer.static): no network to load
     bertfit_version: str = __version__
 
     @classmethod
@@ -91,8 +92,9 @@ class ModelMeta:
         if problems:
             raise BertfitError(f"{source}: {'; '.join(problems)}; the file is damaged, train the model again "
                                "(or restore the file from a copy)")
-        if meta.adapter is not None:
-            confined_path(meta.adapter, "adapter", source)
+        for field in ("adapter", "static"):
+            if getattr(meta, field) is not None:
+                confined_path(getattr(meta, field), field, source)
         stack = StackMeta.from_dict(meta.stack, source) if meta.stack is not None else None
         return dataclasses.replace(meta, labels=tuple(meta.labels), temperature=float(meta.temperature), stack=stack)
 

@@ -69,6 +69,9 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
                                                                    "(about what serve merges under load)")
     export.add_argument("--time-rows", type=int, default=200, help="auto: held-out texts per timing round")
     export.add_argument("--time-rounds", type=int, default=3, help="auto: interleaved timing rounds")
+    export.add_argument("--student", type=Path, metavar="RUN", help="a static student of this run (`bertfit distill RUN "
+                                                                    "--student static`): checked and timed as variant "
+                                                                    "static, served only within --max-accuracy-loss")
     export.set_defaults(handler=_export)
 
 
@@ -109,7 +112,7 @@ def _export(args: argparse.Namespace, _: list[str]) -> int:
                            "(add --int8 for a quantised copy)")
     meta = export_run(args.run, int8=args.int8, max_rows=args.max_rows, batch_size=args.batch_size, target=target,
                       max_accuracy_loss=args.max_accuracy_loss, threads=args.threads, time_batch=args.time_batch,
-                      time_rows=args.time_rows, time_rounds=args.time_rounds)
+                      time_rows=args.time_rows, time_rounds=args.time_rounds, student=args.student)
     check = meta.check
     print(f"exported to {args.run / 'export'} ({', '.join(sorted(set(meta.files.values())))})")
     print(f"check on {check['rows']} held-out rows ({check['split']}): torch accuracy {check['torch_accuracy']:.4f}")
@@ -151,10 +154,10 @@ def _push(args: argparse.Namespace, _: list[str]) -> int:
 def _serve(args: argparse.Namespace, _: list[str]) -> int:
     import os
 
+    require("serve", "bertfit serve", "fastapi", "uvicorn")
     from bertfit.deploy.serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
-    require("serve", "bertfit serve", "fastapi", "uvicorn")
                              max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
                              max_queued_texts=args.max_queued_texts, request_timeout_s=args.request_timeout_s,
                              keep_alive_s=args.keep_alive_s, api_key=os.environ.get(args.api_key_env) or None)

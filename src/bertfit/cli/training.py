@@ -34,7 +34,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                               "bertfit train --resume). Field flags change its config: --train.lr 1e-4.")
     distill.add_argument("teacher", type=Path, metavar="TEACHER_RUN", help="the trained teacher's run directory")
     distill.add_argument("--student", required=True, help="the student's model.name: a registry name (minilm-l3), "
-                                                          "folder or hub name")
+                                                          "folder or hub name; static: token vectors distilled from the "
+                                                          "teacher's encoder (model2vec) and a linear head, run in NumPy")
     distill.add_argument("--unlabelled", metavar="FILE", help="unlabelled texts the teacher labels for the student")
     distill.add_argument("--temperature", type=float, help="softening temperature (default 2)")
     distill.add_argument("--alpha", type=float, help="weight of the teacher on labelled rows (default 0.5)")
@@ -113,9 +114,29 @@ def _distill(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _finished(result: TrainResult) -> int:
+    if args.student == "static":
+        return _print_static(args.teacher, overrides, args.overwrite)
     code = _print_result(result)
     if code == 0:
         _onnx_copy(result)
+def _print_static(teacher: Path, overrides: list[str], overwrite: bool) -> int:
+    from bertfit.training.static import distill_static
+
+    result = distill_static(teacher, overrides, overwrite)
+    print(f"run: {result.run_dir} (static student: predicts in NumPy; backend static)")
+    print(f"training: {result.train_seconds:.1f} s")
+    if result.validation:
+        print("validation: " + summary(result.validation))
+    if result.accuracy_loss_points is not None:
+        print(f"validation accuracy: {result.validation['accuracy']:.4f}, teacher {result.teacher_accuracy:.4f} "
+              f"({-result.accuracy_loss_points:+.2f} points against the teacher)")
+    if result.test is not None:
+        print("test: " + summary(result.test))
+    if result.warning:
+        print(f"warning: {result.warning}")
+    return 0
+
+
     return code
 
 

@@ -23,6 +23,7 @@ the TF-IDF part is the same file and NumPy code on every variant.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import shutil
 import time
@@ -66,12 +67,13 @@ class ChoiceSettings:
 
 
 def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = None, batch_size: int = 64,
-               target: str = "onnx", **choice: Any) -> ExportMeta:
+               target: str = "onnx", student: str | Path | None = None, **choice: Any) -> ExportMeta:
     """Export RUN's best model to RUN/export for `target`, check it, choose (auto), write export.json.
+    `student`: a static student of RUN, one more variant (static), checked, timed and chosen by the same rule.
     `choice` holds the fields of ChoiceSettings (max_accuracy_loss, threads, time_batch, time_rows, time_rounds)."""
+    require("serve", "an export", "onnx", "onnxruntime")
     settings = _validated(target, max_rows, ChoiceSettings(**choice))
     if batch_size < 1:
-    require("serve", "an export", "onnx", "onnxruntime")
         raise BertfitError(f"batch_size: must be >= 1, got {batch_size}")
     run_dir = Path(run_dir)
     loaded = artifacts.load_model(run_dir)
@@ -83,6 +85,8 @@ def export_run(run_dir: str | Path, int8: bool = True, max_rows: int | None = No
     with atomic_dir(run_dir / artifacts.EXPORT_DIR) as staging:
         started = time.perf_counter()
         files, skipped = _write_variants(staging, loaded, target, int8)
+        if student is not None:
+            files.update(variants.write_static(staging, run_dir, Path(student)))
         loaded.tokenizer.save_pretrained(staging)
         _copy_stack(artifacts.model_folder(run_dir), staging, loaded.meta)
         model = dataclasses.replace(loaded.meta, bertfit_version=__version__)
@@ -210,9 +214,15 @@ def _trace(model: torch.nn.Module, path: Path) -> None:
         torch.onnx.export(model, (input_ids, attention_mask), str(path), input_names=["input_ids", "attention_mask"],
                           output_names=["logits"], dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic,
                                                                  "logits": {0: "batch"}},
-                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+                          opset_version=OPSET, do_constant_folding=True, **_torchscript_exporter())
     except Exception as error:  # the exporter raises many types; the user needs the model and the cause
         raise BertfitError(f"ONNX export of {type(model.encoder).__name__} failed: {error}") from error
+
+
+def _torchscript_exporter() -> dict[str, bool]:
+    """dynamo=False where torch has the keyword (2.5 on, whose default became the dynamo exporter); before it, the
+    TorchScript exporter is the only one."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
 def quantize_int8(source: Path, target: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from bertfit import artifacts
 from bertfit.config import ModelConfig, RunConfig
 from bertfit.errors import BertfitError
+from bertfit.evaluate.card_facts import plan_lines, static_limit
 from bertfit.evaluate.outputs import evaluation_folder
 from bertfit.evaluate.report import (
     HEADLINE,
@@ -111,7 +112,7 @@ def render_model_card(run_dir: str | Path, split: str = "test", data: str | None
         f"freeze {config.model.freeze}",
         f"- {length}, batch size {train.batch_size} x {train.grad_accum_steps} accumulation, lr {train.lr:g}, "
         f"weight decay {train.weight_decay}, warmup {train.warmup_ratio}, seed {train.seed}",
-        f"- {_kept(config, results.get('best_step', meta.step), validated)}", "",
+        f"- {_kept(config, results.get('best_step', meta.step), validated)}", *plan_lines(run_dir), "",
         f"## Metrics ({evaluation_label(evaluation)})", "", *_metrics_table(evaluation), "",
         *_training_test_lines(run_dir),
         _confidence_line(evaluation, meta, validated), "",
@@ -119,7 +120,7 @@ def render_model_card(run_dir: str | Path, split: str = "test", data: str | None
         f"- Weakest {'label' if meta.multi_label else 'class'} on the {evaluation['rows']} evaluated rows: {weakest[0]} "
         f"(F1 {weakest[1]['f1']:.3f}, support {weakest[1]['support']}).",
     ]
-    lines += _limit_lines(evaluation, confused, config, validated)
+    lines += static_limit(results.get("static")) + _limit_lines(evaluation, confused, config, validated)
     export = artifacts.export_folder(run_dir)
     if export is not None:
         try:
@@ -159,12 +160,15 @@ def _loading_lines(run: str, meta: ModelMeta) -> list[str]:
     is the run's path as the commands name it (command_path)."""
     folder = f"{run}/{artifacts.MODEL_DIR}"
     lines = ["## Loading it", "", f"bertfit: `bertfit predict {shlex.quote(run)} \"your text\"`, or "
-             f"`Predictor({json.dumps(run)}).predict([...])` in Python.", "",
-             "Hugging Face transformers (this folder ships its modelling code, hence `trust_remote_code=True`; "
-             "the probabilities are bertfit's, temperature included):", "", "```python",
-             "from transformers import pipeline",
-             f"classifier = pipeline(\"text-classification\", model={json.dumps(folder)}, trust_remote_code=True)",
-             "classifier(\"your text\", top_k=None)", "```"]
+             f"`Predictor({json.dumps(run)}).predict([...])` in Python.", ""]
+    if meta.static:
+        return lines + [f"A static student: token vectors and a linear head (`{meta.static}`) run in NumPy with the "
+                        "`tokenizers` library; neither torch nor transformers is needed, and transformers cannot load it."]
+    lines += ["Hugging Face transformers (this folder ships its modelling code, hence `trust_remote_code=True`; "
+              "the probabilities are bertfit's, temperature included):", "", "```python",
+              "from transformers import pipeline",
+              f"classifier = pipeline(\"text-classification\", model={json.dumps(folder)}, trust_remote_code=True)",
+              "classifier(\"your text\", top_k=None)", "```"]
     if meta.stack is not None:
         weight = meta.stack.model_weight
         lines += ["", f"bertfit's predictions (`predict`, `serve`, exports) come from a stacked ensemble: {weight:.2f} x "

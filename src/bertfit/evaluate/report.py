@@ -188,7 +188,7 @@ def _errors_section(run_dir: Path, folder: Path, explain_errors: int) -> list[st
         return ["<h2>Errors</h2><p>No misclassified rows.</p>"]
     rows = [[e["row"], e["text"][:300], e["true"], e["predicted"], float(e["confidence"])] for e in errors]
     parts = ["<h2>Most confident errors</h2>", table(["row", "text", "true", "predicted", "confidence"], rows, 4)]
-    if explain_errors > 0:
+    if explain_errors > 0 and artifacts.read_model_meta(run_dir).static is None:  # a static student has no gradients
         from bertfit.evaluate.explain import attribution_html, integrated_gradients, special_tokens_of
 
         loaded = artifacts.load_model(run_dir)

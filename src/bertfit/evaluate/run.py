@@ -38,6 +38,7 @@ from bertfit.evaluate.calibration import fit_temperature
 from bertfit.evaluate.multilabel import write_multi_label_outputs
 from bertfit.evaluate.outputs import Scored, drop_stale, evaluation_folder, evaluation_name, is_own_data, own_data
 from bertfit.infer.engine import InferenceContext, text_logits
+from bertfit.infer.predictor import Predictor
 from bertfit.infer.stack import open_stack
 from bertfit.metrics import (
     MIN_VALIDATION_ROWS,
@@ -86,11 +87,31 @@ class _Scorer:
         return text_logits(model, loaded.tokenizer, loaded.meta, texts, self.context).astype(np.float64)
 
 
+@dataclass(frozen=True)
+class _StaticScorer:
+    """A static student (bertfit.infer.static): the Predictor's NumPy backend, the path predict and serve take."""
+
+    loaded: artifacts.LoadedModel
+    predictor: Any
+
+    def logits(self, texts: list[str], model: Any = None) -> np.ndarray:
+        return self.predictor.logits(texts).astype(np.float64)
+
+
+def _scorer(run_dir: Path, options: EvaluationSettings) -> _Scorer | _StaticScorer:
+    if artifacts.read_model_meta(run_dir).static is not None:
+        predictor = Predictor(run_dir, batch_size=options.batch_size)
+        return _StaticScorer(artifacts.LoadedModel(None, predictor.tokenizer, predictor.meta), predictor)
+    loaded = artifacts.load_model(run_dir)
+    return _Scorer(loaded, InferenceContext.create(loaded.tokenizer.pad_token_id, options.batch_size, options.device))
+
+
 def evaluate_run(run_dir: str | Path, data: Any = None, split: str = "test", **settings: Any) -> dict[str, Any]:
     """Metrics of the run's best model on `data` (a file, preset, hub name or table; default: the run's own `split`),
     read with the run's column mapping and matched by name to its label set, plus the files listed in the module
     docstring. `settings` are the fields of EvaluationSettings (batch_size, device, max_rows, calibrate, baselines,
     figures). The result names its folder under RUN/eval/ (`evaluation`) and the files written there (`files`)."""
+    require("eval", "bertfit evaluate", "sklearn", "matplotlib")
     options = EvaluationSettings(**settings)
     run_dir = Path(run_dir)
     config = artifacts.read_run_config(run_dir)
@@ -101,8 +122,8 @@ def evaluate_run(run_dir: str | Path, data: Any = None, split: str = "test", **s
                            "pass data (a file, preset or hub name)")
     name, own = evaluation_name(config, data, split), is_own_data(config, data, split)
     out = check_confined(evaluation_folder(run_dir, name))  # before any work: a link in the run never leads a write out
-    loaded = artifacts.load_model(run_dir)
-    scorer = _Scorer(loaded, InferenceContext.create(loaded.tokenizer.pad_token_id, options.batch_size, options.device))
+    scorer = _scorer(run_dir, options)
+    loaded = scorer.loaded
     # The run's columns and label_map (or data_fields in their place); labels matched by name below.
     reading = override(config, options.data_fields).data if options.data_fields else config.data
     part = read_split(spec, split, reading)
@@ -111,7 +132,6 @@ def evaluate_run(run_dir: str | Path, data: Any = None, split: str = "test", **s
     if loaded.meta.multi_label:
         labels = np.asarray(multi_hot(part, loaded.labels, config.data.label_separator)[: len(texts)])
         if options.calibrate:
-    require("eval", "bertfit evaluate", "sklearn", "matplotlib")
             log.info("not calibrated: a multi-label run's labels have cut-offs of their own (tuned on validation)")
         result, written = _multi_label(run_dir, out, Scored(texts, labels, scorer.logits(texts), loaded.meta.labels),
                                        config.data.label_separator, options.figures)
@@ -141,7 +161,7 @@ def _multi_label(run_dir: Path, out: Path, scored: Scored, separator: str,
     return report, written
 
 
-def _single_label(run_dir: Path, out: Path, scorer: _Scorer, scored: Scored, options: EvaluationSettings,
+def _single_label(run_dir: Path, out: Path, scorer: _Scorer | _StaticScorer, scored: Scored, options: EvaluationSettings,
                   calibrate: bool) -> tuple[dict[str, Any], list[str]]:
     """Calibration (when `calibrate`), metrics, errors.csv, figures, the stack's scores and the baselines."""
     timings: dict[str, float] = {}
@@ -226,7 +246,7 @@ def _write_outputs(out: Path, scored: Scored, temperature: float, calibration: d
     return report, written
 
 
-def _calibrate(run_dir: Path, scorer: _Scorer, validation: Split, test_logits: np.ndarray,
+def _calibrate(run_dir: Path, scorer: _Scorer | _StaticScorer, validation: Split, test_logits: np.ndarray,
                test_labels: np.ndarray) -> dict[str, Any]:
     """Fit T on validation logits, store it with the model, report ECE and loss before/after on both splits."""
     val_labels = np.asarray(validation.labels)
@@ -273,9 +293,11 @@ def _write_figures(out: Path, report: dict[str, Any], history: list[dict], score
     return ["confusion.png", *(["curves.png"] if history else []), "reliability.png"]
 
 
-def _baselines(scorer: _Scorer, seed: int, train: Split, texts: list[str], labels: np.ndarray) -> dict[str, dict[str, Any]]:
+def _baselines(scorer: _Scorer | _StaticScorer, seed: int, train: Split, texts: list[str],
+               labels: np.ndarray) -> dict[str, dict[str, Any]]:
     from bertfit.evaluate.baselines import run_baselines, untrained_model
 
     meta = scorer.loaded.meta
-    return run_baselines(train, texts, labels, meta.labels, seed,
-                         lambda: scorer.logits(texts, untrained_model(meta, seed)))
+    # A static student has no network whose untrained copy would mean anything.
+    untrained = None if meta.static else lambda: scorer.logits(texts, untrained_model(meta, seed))
+    return run_baselines(train, texts, labels, meta.labels, seed, untrained)

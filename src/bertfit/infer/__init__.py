@@ -5,7 +5,9 @@
 ENGINES = ("onnx", "openvino", "ct2")
 PRECISIONS = ("fp32", "int8")
 VARIANTS = tuple(f"{engine}-{precision}" for engine in ENGINES for precision in PRECISIONS)
-BACKENDS = ("auto", "pytorch", *VARIANTS)
+# static: a static student (bertfit.infer.static), its own run or a variant beside its teacher's exports.
+STATIC = "static"
+BACKENDS = ("auto", "pytorch", *VARIANTS, STATIC)
 # Earlier short names, still accepted: `onnx` is the exact-precision graph (int8 is named, never implied).
 BACKEND_ALIASES = {"torch": "pytorch", "onnx": "onnx-fp32"}
 # engine -> (module to import, the bertfit extra that installs it)

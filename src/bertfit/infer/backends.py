@@ -4,6 +4,7 @@
     onnx-fp32/int8   ONNX Runtime on model.onnx / model.int8.onnx (dynamic int8 quantisation)
     openvino-fp32/int8  OpenVINO on the same graphs, compiled for this CPU
     ct2-fp32/int8    CTranslate2's BERT encoder (ct2/), pooling and head in NumPy (ct2/head.npz)
+    static           a static student of the model (bertfit.infer.static): averaged token vectors, in NumPy
 
 Each exported backend needs its runtime package; `unavailable(engine)` says why one cannot run here.
 
@@ -20,7 +21,8 @@ import numpy as np
 
 from bertfit.data.batching import TokenizedSplit, eval_batches, pad_rows
 from bertfit.errors import BertfitError
-from bertfit.infer import ENGINE_PACKAGES, engine_of
+from bertfit.infer import ENGINE_PACKAGES, STATIC, engine_of
+from bertfit.infer.static import StaticBackend, load_static
 from bertfit.meta import ExportMeta
 
 if TYPE_CHECKING:
@@ -138,14 +140,17 @@ CT2_HEAD = "head.npz"  # weight, bias and pooling of the classifier, beside CTra
 
 
 def open_export(folder: Path, export: ExportMeta, variant: str, batch_size: int,
-                threads: int | None = None) -> GraphBackend:
-    """The backend for one exported variant (onnx-int8, openvino-fp32, ...) of the export in `folder`."""
+                threads: int | None = None) -> GraphBackend | StaticBackend:
+    """The backend for one exported variant (onnx-int8, openvino-fp32, static, ...) of the export in `folder`."""
     name = export.files.get(variant)
     if name is None or not (Path(folder) / name).exists():
         exported = ", ".join(export.files) or "none"
-        raise BertfitError(f"{folder}: no {variant} export (exported: {exported}); "
-                           f"run `bertfit export RUN --target {engine_of(variant)}` or `--target auto`")
+        how = "--target auto --student STUDENT_RUN" if variant == STATIC else \
+            f"--target {engine_of(variant)}` or `--target auto"
+        raise BertfitError(f"{folder}: no {variant} export (exported: {exported}); run `bertfit export RUN {how}`")
     path, engine = Path(folder) / name, engine_of(variant)
+    if variant == STATIC:  # NumPy on the teacher's tokens: no engine, no threads to set
+        return StaticBackend(load_static(path, len(export.model.labels)))
     runners = {"ct2": lambda: CTranslate2Runner(path, threads, int8=variant.endswith("int8")),
                "openvino": lambda: OpenVinoRunner(path, threads), "onnx": lambda: OnnxRunner(path, threads)}
     if engine not in runners:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bertfit.artifacts import read_model_meta
 from bertfit.errors import BertfitError
-from bertfit.infer import BACKEND_ALIASES, BACKENDS, backend_name
+from bertfit.infer import BACKEND_ALIASES, BACKENDS, STATIC, backend_name
 from bertfit.meta import ExportMeta
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,11 @@ def choose_backend(asked: str, path: Path, folder: Path | None, export: ExportMe
     name = backend_name(asked)
     if name not in BACKENDS:
         raise BertfitError(f"backend: unknown {asked!r}; use one of {', '.join((*BACKENDS, *BACKEND_ALIASES))}")
+    if is_static_model(path):
+        if name not in ("auto", STATIC):
+            raise BertfitError(f"{path} is a static student: it has no network and runs in NumPy; use backend {STATIC} "
+                               "(or auto)")
+        return BackendChoice(STATIC)
     if name == "auto":
         if export is None or not runs_on_cpu(device) or not export_is_current(path, folder, export):
             return BackendChoice("pytorch")
@@ -46,6 +51,14 @@ def choose_backend(asked: str, path: Path, folder: Path | None, export: ExportMe
     if problem is not None:
         return BackendChoice(name, f"{problem}; using it because backend {name} was asked for")
     return BackendChoice(name)
+
+
+def is_static_model(path: Path) -> bool:
+    """Whether `path` (a run or model folder) holds a static student (bertfit.infer.static) rather than a network."""
+    try:
+        return read_model_meta(path).static is not None
+    except BertfitError:
+        return False  # an export folder on its own, or a damaged model: the other backends say what is wrong
 
 
 def runs_on_cpu(device: str) -> bool:

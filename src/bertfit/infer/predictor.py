@@ -8,8 +8,9 @@ onnx = onnx-fp32 too). `texts` may be a list, a pandas DataFrame or Series or a 
 text columns (the run's own, or `text_columns`) are joined as training joined them. All backends run
 through the inference engine and return rows in input order. The exported backends import neither torch
 nor transformers (tokenizer.json is read by `tokenizers` alone), so a cold `bertfit predict` on an export
-starts in about a second of CPU. A run with a stacked ensemble (model + TF-IDF, bertfit.infer.stack) gives
-the stack's probabilities on every backend.
+starts in about a second of CPU; so does a static student (`bertfit distill RUN --student static`), which
+runs in NumPy alone (backend static), as its own run or as a variant in its teacher's export. A run with a
+stacked ensemble (model + TF-IDF, bertfit.infer.stack) gives the stack's probabilities on every backend.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from bertfit.data.labels import LabelMap
 from bertfit.data.tables import is_table, table_texts
 from bertfit.errors import BertfitError
 from bertfit.infer.backends import TorchBackend, open_export
-from bertfit.infer.choice import choose_backend
+from bertfit.infer.choice import choose_backend, is_static_model
 from bertfit.infer.stack import Stack, model_probabilities, open_stack
+from bertfit.infer.static import StaticBackend, load_static
 from bertfit.infer.tokens import TokenizerFile, tokenize_like_training
 from bertfit.meta import ExportMeta
 
@@ -100,6 +102,9 @@ class Predictor:
         if choice.name == "pytorch":
             self._load_torch(path, device, precision, batch_size, threads)
             self.stack: Stack | None = open_stack(model_folder(path), self.meta)
+        elif is_static_model(path):
+            self._load_static(model_folder(path))
+            self.stack = open_stack(model_folder(path), self.meta)
         elif export is None:
             raise BertfitError(f"{path}: no export (expected {path / EXPORT_DIR / EXPORT_META}); "
                                "run `bertfit export RUN --target auto` (or --onnx) or use backend pytorch")
@@ -124,6 +129,12 @@ class Predictor:
         self.tokenizer, self.meta = loaded.tokenizer, loaded.meta
         context = InferenceContext.create(loaded.tokenizer.pad_token_id, batch_size, device, precision)
         self.backend = TorchBackend(loaded.model, context)
+
+    def _load_static(self, folder: Path) -> None:
+        """A static student: its vectors and head in NumPy, texts read by its teacher's tokenizer (`tokenizers` alone)."""
+        self.meta = read_model_meta(folder)
+        self.backend = StaticBackend(load_static(folder / self.meta.static, len(self.meta.labels)))
+        self.tokenizer = TokenizerFile(folder)
 
     def _load_export(self, folder: Path, export: ExportMeta, variant: str, path: Path, batch_size: int,
                      threads: int | None) -> None:
