@@ -6,6 +6,7 @@ import csv
 import os
 import random
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# An empty model registry: model.name auto chooses among installed encoders, and a test's choice must not depend
+# on what this machine happens to have installed (registry tests point BERTFIT_HOME at folders of their own).
+os.environ["BERTFIT_HOME"] = tempfile.mkdtemp(prefix="bertfit-home-")
 
 from bertfit.data.presets import data_dir  # noqa: E402
 

@@ -112,7 +112,8 @@ def test_the_stage_test_sees_a_violation(tmp_path):
 # The rules that choose a run's unset settings, and the planner modules that alone may call them.
 SETTING_RULES = {"fill_defaults", "choose_windows", "every_row_trains", "choose_method", "weights_kept", "contrastive_steps",
                  "contrastive_lr", "learning_rate", "warmup_ratio", "epochs", "batch_size", "holds_out_nothing"}
-PLANNER = {"bertfit.training.plan", "bertfit.training.setup", "bertfit.training.defaults"}
+PLANNER = {"bertfit.training.plan", "bertfit.training.setup", "bertfit.training.defaults",
+           "bertfit.training.encoders"}  # model.name auto: the planner's choice of the encoder, before the rest
 
 
 def calls_to_setting_rules(path: Path) -> list[str]:

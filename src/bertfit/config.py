@@ -17,11 +17,12 @@ import yaml
 
 from bertfit.config_distill import DistillConfig
 from bertfit.config_rules import combination_problems
-from bertfit.config_values import build_dataclass, parse_overrides, read_yaml, set_dotted
+from bertfit.config_values import build_dataclass, duration_seconds, parse_overrides, read_yaml, set_dotted
 from bertfit.config_values import config_field as _field
 from bertfit.errors import ConfigError
 
 EMBEDDED_MODEL = "embedded"
+AUTO_MODEL = "auto"  # model.name chosen when training starts (training.encoders)
 EMBEDDED_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what the embedded model is, for cards and reports
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"  # Hugging Face's problem_type
@@ -75,8 +76,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _field(EMBEDDED_MODEL, "checkpoint folder, hub name, or a registry name (`bertfit models`): minilm-l6 "
-                                       "(= embedded, the packaged all-MiniLM-L6-v2), mpnet-base, minilm-l3")
+    name: str = _field(AUTO_MODEL, "checkpoint folder, hub name, or a registry name (`bertfit models`): minilm-l6 "
+                                   "(= embedded, the packaged all-MiniLM-L6-v2), mpnet-base, minilm-l3; auto: the "
+                                   "embedded MiniLM-L6, or for few labelled rows the largest installed registry "
+                                   "encoder whose training fits train.time_budget (the plan says which and why)")
     max_length: int = _field(128, "tokens kept per text; longer texts are truncated",
                              lambda v: 8 <= v <= 8192, "must be in 8..8192")
     keep_head: float = _field(1.0, "share of max_length kept from the start of a longer text, the rest from its end "
@@ -112,6 +115,10 @@ class TrainConfig:
     method: Literal["auto", "standard", "contrastive"] = _field("auto", "contrastive: encoder on same/different-label "
         "pairs, then the head (SetFit-style); auto: contrastive below 100 train rows a class and 512 in all (single-label), "
         "where pairs multiply what few labels say")
+    time_budget: str = _field("10m", "training time that model.name auto chooses the encoder and method within "
+                                     "(90s, 10m, 2h): the largest installed encoder whose estimate here fits, for "
+                                     "few labelled rows; it bounds the choice, not the run", lambda v: duration_seconds(v)
+                              is not None, "must be a duration such as 90s, 10m or 2h")
     epochs: int | None = _field(None, "passes over the data (unset: 3, more until 150 optimizer steps: a fresh head "
                                       "barely moves in fewer)", lambda v: v >= 1, "must be >= 1")
     batch_size: int | None = _field(None, "rows a step, all devices together (unset: 32, at most 1/8 of the rows so an "
@@ -203,6 +210,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+
+    @property
+    def time_budget_seconds(self) -> float:
+        return duration_seconds(self.train.time_budget)
 
     @property
     def uses_cached_features(self) -> bool:

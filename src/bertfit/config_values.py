@@ -176,3 +176,15 @@ def _choices(hint: Any) -> tuple[str, ...]:
     if typing.get_origin(hint) is Literal:
         return tuple(map(str, typing.get_args(hint)))
     return _choices(typing.get_args(hint)[0]) if typing.get_origin(hint) is tuple else ()
+
+
+def duration_seconds(text: str) -> float | None:
+    """Seconds of a duration written 90s, 10m, 2h or 600 (seconds); None when it is not one."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = str(text).strip().lower()
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        value = float(number) * unit
+    except ValueError:
+        return None
+    return value if value > 0 else None

@@ -99,6 +99,10 @@ def _print_plan(plan: RunPlan, args: argparse.Namespace, overrides: list[str]) -
     print("\n".join(plan.lines() + [f"note: {note}" for note in plan.notes]))
     command = ["bertfit", "train", *(["--config", str(args.config)] if args.config else []), *overrides,
                *(["--overwrite"] if args.overwrite else [])]
+    if plan.encoder:  # model.name auto: the command starts what was planned, not a new choice on new timings
+        command += ["--model.name", plan.config.model.name]
+        if plan.config.train.method == "standard" and "--train.method" not in overrides:
+            command += ["--train.method", "standard"]
     print(f"start it with: {shlex.join(command)}")
     return 0
 
@@ -110,15 +114,11 @@ def _distill(args: argparse.Namespace, overrides: list[str]) -> int:
     for field in ("unlabelled", "temperature", "alpha"):
         if getattr(args, field) is not None:
             overrides = [*overrides, f"--distill.{field}", str(getattr(args, field))]
+    if args.student == "static":
+        return _print_static(args.teacher, overrides, args.overwrite)
     return _print_result(train(distill_config(args.teacher, args.student, overrides), overwrite=args.overwrite))
 
 
-def _finished(result: TrainResult) -> int:
-    if args.student == "static":
-        return _print_static(args.teacher, overrides, args.overwrite)
-    code = _print_result(result)
-    if code == 0:
-        _onnx_copy(result)
 def _print_static(teacher: Path, overrides: list[str], overwrite: bool) -> int:
     from bertfit.training.static import distill_static
 
@@ -137,6 +137,10 @@ def _print_static(teacher: Path, overrides: list[str], overwrite: bool) -> int:
     return 0
 
 
+def _finished(result: TrainResult) -> int:
+    code = _print_result(result)
+    if code == 0:
+        _onnx_copy(result)
     return code
 
 

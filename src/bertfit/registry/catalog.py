@@ -13,7 +13,8 @@ from typing import Literal
 
 from bertfit.errors import BertfitError
 
-EMBEDDED_ALIAS = "embedded"  # today's default model.name: the packaged MiniLM-L6
+EMBEDDED_ALIAS = "embedded"  # the packaged MiniLM-L6
+AUTO_ALIAS = "auto"  # chosen when training starts; before that (inspect, a tokenizer) it reads as the embedded model
 INSTALLED_MARKER = "registry.json"  # written last into a complete installed folder
 
 
@@ -97,8 +98,8 @@ def statuses(root: Path | None = None) -> list[ModelStatus]:
 
 
 def resolve(name: str) -> str | None:
-    """The installed folder of a registry name ('embedded' = minilm-l6); None for names outside the registry."""
-    name = "minilm-l6" if name == EMBEDDED_ALIAS else name
+    """The installed folder of a registry name ('embedded' = 'auto' = minilm-l6); None for names outside the registry."""
+    name = "minilm-l6" if name in (EMBEDDED_ALIAS, AUTO_ALIAS) else name
     if name not in CATALOG:
         return None
     path = installed_path(CATALOG[name])

@@ -68,6 +68,8 @@ class RunPlan:
     stages: tuple[Stage, ...]
     standard_seconds: float | None  # the standard method on one cut of each text, for comparison (None: unknown)
     notes: tuple[str, ...] = ()  # what the user should know before it starts
+    texts_per_second: float | None = None  # the encoder's scoring speed here on training texts (None: not measured)
+    encoder: tuple[str, ...] = ()  # how model.name auto chose the encoder (training.encoders), when it did
 
     @property
     def seconds(self) -> float | None:
@@ -78,7 +80,7 @@ class RunPlan:
         """The plan as a reader wants it before the run starts."""
         config, reads = self.config, ", ".join(f"{name} {self._rows(name)}" for name in self.texts)
         lines = [f"plan: {config.train.method} method, {self.classes} classes, {self.parameters / 1e6:.1f}M-parameter "
-                 f"encoder {config.model.name}; {reads}"]
+                 f"encoder {config.model.name}; {reads}", *self.encoder]
         for stage in self.stages:
             lines.append(f"  {stage.name}: {stage.steps:,} steps, about {_duration(stage.seconds)}")
         settings = config.train
@@ -89,6 +91,9 @@ class RunPlan:
             compared = config.train.method != "standard" or bool(config.model.window_stride)
             against = f" (the standard method on truncated texts: {_duration(self.standard_seconds)})" if compared else ""
             lines.append(f"  estimate: {_duration(self.seconds)} here{against}; any setting can be set to override")
+        if self.texts_per_second:
+            lines.append(f"  prediction: about {self.texts_per_second:,.0f} texts/s here with PyTorch (an export serves "
+                         "faster: bertfit export RUN --target auto)")
         return lines
 
     def _rows(self, split: str) -> str:
@@ -109,7 +114,9 @@ def make_plan(config: RunConfig, facts: defaults.DataFacts, splits: dict[str, An
     windows = {name: len(split) for name, split in splits.items()}
     stages = _stages(resolved, splits, cost)
     standard = _standard_seconds(resolved, splits, cost) if cost is not None and "train" in texts else None
-    plan = RunPlan(resolved, texts, windows, facts.classes, facts.parameters, stages, standard)
+    speed = 1 / (cost.score * max(1.0, _tokens(splits["train"]) / max(1, len(splits["train"])))) \
+        if cost is not None and "train" in texts and cost.score > 0 else None
+    plan = RunPlan(resolved, texts, windows, facts.classes, facts.parameters, stages, standard, texts_per_second=speed)
     return dataclasses.replace(plan, notes=_notes(config, plan, splits))
 
 
@@ -253,7 +260,8 @@ def read_plan(run_dir: Path) -> RunPlan | None:
         raw = json.loads(path.read_text(encoding="utf-8"))
         stages = tuple(Stage(**stage) for stage in raw["stages"])
         fields = {k: raw[k] for k in ("texts", "windows", "classes", "parameters", "standard_seconds")}
-        return RunPlan(build_config(raw["config"]), **fields, stages=stages, notes=tuple(raw.get("notes", ())))
+        return RunPlan(build_config(raw["config"]), **fields, stages=stages, notes=tuple(raw.get("notes", ())),
+                       texts_per_second=raw.get("texts_per_second"), encoder=tuple(raw.get("encoder", ())))
     except (ValueError, KeyError, TypeError) as error:
         raise BertfitError(f"{path}: not a readable run plan ({error}); delete it to resume without it") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertfit.config import RunConfig, override
+from bertfit.config import AUTO_MODEL, EMBEDDED_MODEL, RunConfig, override
 from bertfit.data.batching import FeatureSplit, TokenizedSplit, default_cache_dir, tokenize
 from bertfit.data.splits import TextDataset, load_dataset
 from bertfit.data.streaming import StreamedSplit, load_streamed
@@ -20,7 +21,7 @@ from bertfit.model import build_classifier, count_parameters, load_tokenizer
 from bertfit.runtime.device import choose_precision
 from bertfit.runtime.distributed import Distributed, broadcast_object, broadcast_parameters
 from bertfit.runtime.seed import seed_everything
-from bertfit.training import defaults
+from bertfit.training import defaults, encoders
 from bertfit.training.distill import with_teacher_targets
 from bertfit.training.growth import initial_weights
 from bertfit.training.plan import RunPlan, log_plan, make_plan, measure_cost, read_plan
@@ -43,8 +44,28 @@ class Prepared:
 
 
 def prepare(config: RunConfig, dist: Distributed, device: torch.device, resume: str | Path | None,
-             keep_validation: bool) -> Prepared:
-    """The data read, the model built and the run planned (a resumed run keeps the plan it started with)."""
+            keep_validation: bool) -> Prepared:
+    """The data read, the encoder chosen (model.name auto), the model built and the run planned (a resumed run keeps
+    the plan it started with)."""
+    if config.model.name != AUTO_MODEL:
+        return _prepare(config, dist, device, resume, keep_validation)
+    if config.data.streaming:  # its rows are not counted up front: the embedded encoder, the default before auto
+        return _prepare(override(config, {"model.name": EMBEDDED_MODEL}), dist, device, resume, keep_validation)
+
+    def estimate(candidate: encoders.Candidate) -> encoders.Estimate:
+        plan = _prepare(encoders.with_candidate(config, candidate), dist, device, None, keep_validation, quiet=True).plan
+        return encoders.Estimate(plan.seconds if plan.seconds is not None else math.nan, plan.texts_per_second or 0.0)
+
+    choice = encoders.choose(config, load_dataset(config.data, config.train.seed), estimate)
+    ready = _prepare(encoders.with_candidate(config, choice.chosen), dist, device, resume, keep_validation, quiet=True)
+    late = encoders.over_budget(choice, ready.plan.seconds)
+    plan = dataclasses.replace(ready.plan, encoder=tuple(choice.lines()), notes=ready.plan.notes + ((late,) if late else ()))
+    log_plan(plan, resumed=resume is not None)
+    return dataclasses.replace(ready, plan=plan)
+
+
+def _prepare(config: RunConfig, dist: Distributed, device: torch.device, resume: str | Path | None,
+             keep_validation: bool, quiet: bool = False) -> Prepared:
     seed_everything(config.train.seed + dist.rank)  # ranks draw different dropout masks, like one big batch
     tokenizer = load_tokenizer(config.model.name)
     # Training steps may autocast where evaluation does not (bf16 on a CPU with AMX): the run's scores are those
@@ -57,7 +78,8 @@ def prepare(config: RunConfig, dist: Distributed, device: torch.device, resume: 
     plan, dataset, tokens, model = setup_data_and_model(config, tokenizer, context, training, dist, keep_validation,
                                                         measure=started is None)
     plan = dataclasses.replace(started, config=plan.config) if started is not None else plan
-    log_plan(plan, resumed=resume is not None)
+    if not quiet:
+        log_plan(plan, resumed=resume is not None)
     return Prepared(plan, tokenizer, context, training, dataset, tokens, model)
 
 
