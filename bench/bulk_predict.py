@@ -7,9 +7,9 @@
 The input is the official AG News test rows repeated to --rows (Parquet, columns id and text). Each mode runs
 in processes of its own, timed from start to the last output written: `process` one `bertfit predict --file
 --out`; `shards` N of them at once with --shard i/N; `ray-N` --engine ray with N actors (a local Ray);
-`spark` bertfit.infer.spark.predict_udf in a local[2] Spark session. Peak memory is the largest resident set of
-any process of the mode (getrusage of the children; Ray and Spark workers included as far as the OS counts
-them as children). Every mode's labels are compared with the one-process output. --growth K also runs the
+`spark` bertfit.infer.spark.predict_udf in a local[2] Spark session. Peak memory is the resident memory of
+the mode's processes and all their descendants together (Ray's raylet and workers, Spark's JVM and Python
+workers), sampled every 0.2 s. Every mode's labels are compared with the one-process output. --growth K also runs the
 one-process mode on a file K times smaller and records both peaks: bounded memory means they stay close.
 Writes bench/out/bulk_predict.json.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -63,19 +62,36 @@ def write_input(path: Path, rows: int) -> None:
             writer.write_table(pa.table({"id": ids, "text": [texts[i % len(texts)] for i in ids]}))
 
 
+def tree_rss(pids: list[int]) -> int:
+    """Bytes resident in these processes and all their descendants (Ray's raylet and workers, Spark's JVM and
+    Python workers), summed; shared pages count in each process, so this bounds the memory from above."""
+    import psutil
+
+    total = 0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                total += process.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
 def run_processes(commands: list[list[str]]) -> tuple[float, float]:
-    """(wall seconds, peak resident MB of any of them) of commands run at once."""
+    """(wall seconds, peak resident MB of the commands and their descendants together, sampled every 0.2 s)."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1",
-                   "TOKENIZERS_PARALLELISM": "false"}
+                   "TOKENIZERS_PARALLELISM": "false", "PYSPARK_PYTHON": sys.executable}  # Spark's workers need bertfit
     started = time.perf_counter()
     processes = [subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL) for command in commands]
     peak = 0
-    for process in processes:
-        _, status, usage = os.wait4(process.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"failed: {' '.join(commands[processes.index(process)])}")
-        peak = max(peak, usage.ru_maxrss)
-    return time.perf_counter() - started, peak / 1024
+    while any(process.poll() is None for process in processes):
+        peak = max(peak, tree_rss([process.pid for process in processes if process.poll() is None]))
+        time.sleep(0.2)
+    for command, process in zip(commands, processes):
+        if process.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(command)}")
+    return time.perf_counter() - started, peak / 2**20
 
 
 def mode_commands(mode: str, args: argparse.Namespace, source: Path, out: Path) -> list[list[str]]:
@@ -132,7 +148,7 @@ def main() -> None:
         print(f"memory: {small_rows:,} rows peak {small_peak:,.0f} MB; {args.rows:,} rows peak "
               f"{results.get('process', {}).get('peak_rss_mb')} MB")
     report = {**common.provenance(), "run": str(args.run), "rows": args.rows, "chunk_rows": args.chunk_rows,
-              "modes": results, "driver_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+              "modes": results}
     print(f"written to {common.write_json(args.out, report)}")
 
 
