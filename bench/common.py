@@ -182,9 +182,12 @@ def few_shot_run(texts: list[str], labels: list[str], test_csv: Path, seed: int,
     path = write_csv(folder / f"train-{seed}.csv", texts, labels)
     result = train_on_rows(path, folder, f"run-{seed}", seed, ["--data.test", str(test_csv), *settings])
     saved = (result.run_dir / "config.yaml").read_text()
+    plan = result.plan  # what model.name auto chose, and the plan's estimate beside the measured time
     return {"f1_macro": result.test["f1_macro"], "accuracy": result.test["accuracy"],
             "train_seconds": round(result.train_seconds, 1), "steps": result.steps,
-            "method": "contrastive" if "method: contrastive" in saved else "standard"}
+            "method": "contrastive" if "method: contrastive" in saved else "standard",
+            "model": plan.config.model.name if plan else None,
+            "estimate_seconds": round(plan.seconds, 1) if plan and plan.seconds is not None else None}
 
 
 def free_port() -> int:

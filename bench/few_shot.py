@@ -4,11 +4,13 @@
     python bench/few_shot.py --sizes 8 16 --seeds 1                  # a scaled-down run on a busy CPU
     python bench/few_shot.py --systems bertfit --sizes 64            # one side only
     python bench/few_shot.py --datasets emotion --sizes 8 --seeds 3 --first-seed 2   # seeds 2-4: adds to a cut-short cell
+    python bench/few_shot.py --setfit-body mpnet-base --bertfit-settings "--train.time_budget 10m"   # auto vs SetFit-MPNet
 
 For each data set, size n and seed, n labelled texts per class are drawn (seeded) from the preset's train
 split; both systems train on exactly those rows and are scored on the preset's full test split (emotion
 2,000 rows, 6 classes; SST-2 1,821 rows, 2 classes): macro-F1, accuracy, train seconds. bertfit gets the
-rows as a CSV and nothing else (it chooses its method, its settings and whether to hold rows out);
+rows as a CSV and nothing else (it chooses its encoder (model.name auto, within train.time_budget), its method,
+its settings and whether to hold rows out; each run records the encoder and the plan's estimate beside the time);
 SetFit (bench only: `pip install setfit==1.2.0`) loads the embedded model folder as its sentence-transformers
 body and trains with TrainingArguments(seed=...) only. `--setfit-max-steps` caps its contrastive steps (its
 default pair sampling makes ~7,700 steps at 64 a class on emotion); a capped run is marked in the JSON.
@@ -34,14 +36,16 @@ TUNED = ["--train.method", "standard", "--train.epochs", "15", "--train.lr", "1e
 
 
 def run_setfit(texts: list[str], labels: list[int], test: tuple[list[str], np.ndarray], names: tuple[str, ...],
-               seed: int, max_steps: int, folder: Path) -> dict:
+               seed: int, folder: Path, options: argparse.Namespace) -> dict:
+    """SetFit on the same rows: its body options.setfit_body, its steps capped at options.setfit_max_steps (> 0)."""
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     from bertfit.metrics import classification_metrics
     from bertfit.model import resolve_model_name
 
-    model = SetFitModel.from_pretrained(resolve_model_name("embedded"))
+    body, max_steps = options.setfit_body, options.setfit_max_steps
+    model = SetFitModel.from_pretrained(resolve_model_name(body))
     # report_to none: its default "all" starts any installed tracker (wandb asks for an API key and stops).
     settings = {"seed": seed, "report_to": "none", "output_dir": str(folder / f"setfit-{seed}"),
                 **({"max_steps": max_steps} if max_steps > 0 else {})}
@@ -56,7 +60,7 @@ def run_setfit(texts: list[str], labels: list[int], test: tuple[list[str], np.nd
     logits[np.arange(len(predicted)), predicted.astype(int)] = 10.0  # one-hot: metrics read the argmax
     metrics = classification_metrics(logits, test_labels, names)
     return {"f1_macro": metrics["f1_macro"], "accuracy": metrics["accuracy"], "train_seconds": round(seconds, 1),
-            **({"max_steps": max_steps} if max_steps > 0 else {})}
+            "model": body, **({"max_steps": max_steps} if max_steps > 0 else {})}
 
 
 def summary(runs: list[dict]) -> dict:
@@ -83,6 +87,8 @@ def main() -> None:
                         help="extra flags for the bertfit system's runs (e.g. --train.epochs 5): not 'no settings' any more; "
                              "several in one quoted value: '--bertfit-settings=--train.method=contrastive --train.lr=1e-4'")
     parser.add_argument("--setfit-max-steps", type=int, default=-1)
+    parser.add_argument("--setfit-body", default="embedded", help="SetFit's body, a registry name: embedded (MiniLM-L6) "
+                                                                  "or mpnet-base (`bertfit models install mpnet-base`)")
     parser.add_argument("--out", type=Path, default=common.OUT / "few_shot.json")
     args = parser.parse_args()
     common.limit_threads(args.threads)
@@ -105,7 +111,7 @@ def main() -> None:
                                               TUNED if system == "tuned" else settings)
                         else:
                             run = run_setfit(texts, labels, (test.texts, np.asarray(test.labels)), names, seed,
-                                             args.setfit_max_steps, Path(tmp))
+                                             Path(tmp), args)
                         print(name, size, system, seed, run, flush=True)
                         runs.append({"seed": seed, **run})
                     results["rows"].append({"dataset": name, "per_class": size, "system": system, "test_rows": len(test),
