@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # For a GPU machine: make setup TORCH=torch  (or install the CUDA build you need into .venv first).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test bench docs clean
+.PHONY: setup demo test test-compat bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ test: setup
 		PYTHON=$(BIN)/python sh scripts/install-browser.sh >/dev/null || echo "chromium not installed: the page test will skip"; fi
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q --durations=20
+
+# The core tests on the oldest and the newest torch/transformers bertfit declares, each in its own venv under
+# .venv-compat/ (the first run downloads two torch builds, several GB). Not part of `make test`. SETS=oldest runs one.
+test-compat:
+	SETS="$(or $(SETS),oldest newest)" PYTHON=$(PYTHON) bash scripts/test_compat.sh
 
 # The benchmarks and what each measures, then the quick set: a few minutes on 2 CPU cores, results in bench/out/.
 # The full-scale command behind every published figure is in docs/benchmarks.md.

@@ -52,8 +52,9 @@ def hf_config(encoder: dict[str, Any], meta: ModelMeta, pad_token_id: int | None
 
 
 def write_hf_files(folder: Path, encoder: dict[str, Any], meta: ModelMeta, pad_token_id: int | None) -> None:
-    """config.json and the modelling code it names, into a model folder being written."""
-    write_json_atomic(Path(folder) / HF_CONFIG_FILE, hf_config(encoder, meta, pad_token_id))
+    """config.json and the modelling code it names, into a model folder being written (its tokenizer saved first)."""
+    config = hf_config(encoder, meta, pad_token_id) | tokenizer_class(folder)
+    write_json_atomic(Path(folder) / HF_CONFIG_FILE, config)
     shutil.copyfile(Path(__file__).with_name(MODELING_FILE), Path(folder) / MODELING_FILE)
 
 
@@ -64,7 +65,16 @@ def sync_hf_config(folder: Path, meta: ModelMeta) -> None:
         return
     data = read_json(path)
     if is_bertfit_config(data):
-        write_json_atomic(path, hf_config(encoder_settings(folder), meta, data.get("pad_token_id")))
+        kept = {"tokenizer_class": data["tokenizer_class"]} if "tokenizer_class" in data else {}
+        write_json_atomic(path, hf_config(encoder_settings(folder), meta, data.get("pad_token_id")) | kept)
+
+
+def tokenizer_class(folder: Path) -> dict[str, str]:
+    """The folder's tokenizer class for config.json: transformers 4's pipeline() loads a tokenizer for a model type
+    it does not know only when config.json names one (AutoTokenizer reads tokenizer_config.json either way)."""
+    path = Path(folder) / "tokenizer_config.json"
+    name = read_json(path).get("tokenizer_class") if path.is_file() else None
+    return {"tokenizer_class": name} if isinstance(name, str) else {}
 
 
 def encoder_settings(folder: Path) -> dict[str, Any]:

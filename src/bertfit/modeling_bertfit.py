@@ -31,9 +31,10 @@ class BertfitConfig(PretrainedConfig):
     def __init__(self, encoder: dict | None = None, **kwargs):
         self.encoder = dict(encoder or {})
         kwargs.pop("model_type", None)  # config.json names the encoder's type (see from_pretrained)
-        for name, default in self.SETTINGS.items():
-            setattr(self, name, kwargs.pop(name, default))
+        settings = {name: kwargs.pop(name, default) for name, default in self.SETTINGS.items()}
         super().__init__(**kwargs)
+        for name, value in settings.items():  # after: transformers 4 sets a generation `temperature` of its own
+            setattr(self, name, value)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "BertfitConfig":

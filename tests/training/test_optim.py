@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bertfit.model import TextClassifier, load_encoder
-from bertfit.training.optim import build_optimizer, build_scheduler, linear_warmup_decay, parameter_groups
+from bertfit.training.optim import build_optimizer, build_scheduler, linear_warmup_decay, parameter_groups, torch_version
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -43,7 +43,8 @@ def test_the_cpu_optimizer_is_fused_and_steps_as_the_per_tensor_loop_does(tiny_m
     looped_model.load_state_dict(fused_model.state_dict())
     fused = build_optimizer(fused_model, 1e-3, 0.01, torch.device("cpu"))
     looped = torch.optim.AdamW(parameter_groups(looped_model, 0.01), lr=1e-3, foreach=False)
-    assert fused.defaults["fused"] and not looped.defaults["fused"]
+    # torch before 2.4 has no CPU fused kernel: there the optimizer is the per-tensor loop (make test-compat runs it)
+    assert bool(fused.defaults["fused"]) == (torch_version() >= (2, 4)) and not looped.defaults["fused"]
     ids = torch.randint(5, 100, (4, 12))
     for _ in range(5):
         for model, optimizer in ((fused_model, fused), (looped_model, looped)):
