@@ -66,8 +66,10 @@ def test_a_tighter_budget_or_no_mpnet_takes_minilm_and_says_how_to_get_mpnet():
     probe = FakeProbe(SPEEDS)
     missing = encoders.choose(config(), dataset(48, 6), probe, installed(EMBEDDED_MODEL))
     assert missing.chosen.encoder == EMBEDDED_MODEL and ("mpnet-base", "contrastive") not in probe.asked
-    assert "not installed: mpnet-base (110M parameters), expected to score higher with few labels: bertfit models " \
-           "install mpnet-base" in "\n".join(missing.lines())
+    assert "\n".join(missing.lines()).count("not installed: mpnet-base (110M parameters), expected to score higher "
+                                          "with few labels: bertfit models install mpnet-base") == 1
+    nothing = encoders.choose(config(), dataset(48, 6), FakeProbe(SPEEDS), installed())
+    assert nothing.chosen.encoder == EMBEDDED_MODEL and "no registry encoder" in nothing.why
 
 
 def test_a_contrastive_stage_beyond_the_budget_falls_back_to_the_standard_method():

@@ -54,10 +54,12 @@ class EncoderChoice:
         """The choice as the plan states it: what, why, the alternatives and how to override."""
         chosen = self.chosen
         lines = [f"  model: auto chose {_label(chosen)} ({self.why}); train.time_budget {_minutes(self.budget)}"]
+        missing = set()
         for other in self.candidates:
-            if other == chosen:
+            if other == chosen or other.encoder in missing:
                 continue
             if other.estimate is None:
+                missing.add(other.encoder)
                 lines.append(f"  not installed: {other.encoder} ({_size(other.encoder)}), expected to score higher "
                              f"with few labels: bertfit models install {other.encoder}")
             else:
@@ -101,6 +103,9 @@ def choose(config: RunConfig, dataset: TextDataset, estimate: Callable[[Candidat
         return EncoderChoice(listed[0], tuple(listed), budget, _many_rows_reason(dataset))
     tried = [Candidate(c.encoder, c.method, estimate(c)) if installed(c.encoder) else c for c in listed]
     timed = [c for c in tried if c.estimate is not None]
+    if not timed:  # not even the embedded model: loading it names the package to install
+        embedded = next(c for c in listed if c.encoder == EMBEDDED_MODEL)
+        return EncoderChoice(embedded, tuple(tried), budget, "no registry encoder is installed")
     fitting = [c for c in timed if c.estimate.seconds <= budget]
     if fitting:
         chosen = fitting[0]
