@@ -125,6 +125,7 @@ def main() -> None:
         result["offline_speedup_over_int8"] = common.against(rates["static"], rates["teacher-int8"])
     suffix = "" if args.data == "ag_news" else f"_{args.data}"
     path = common.write_json(common.OUT / f"static_student{suffix}.json", result)
+    _plot(result, rates, common.OUT / f"static_student{suffix}.png")
     print(f"test accuracy on {len(texts)} rows: teacher {accuracy['teacher']:.4f}, static {accuracy['static']:.4f} "
           f"({result['accuracy_change_points']:+.2f} points)")
     print("offline texts/s: " + ", ".join(f"{name} {statistics.median(values):.0f}" for name, values in rates.items())
@@ -132,6 +133,28 @@ def main() -> None:
     for name, load in served.items():
         print(f"served texts/s ({args.clients} clients): {name} {load['texts_per_second']} (p95 {load['p95_ms']} ms)")
     print(f"written: {path}")
+
+
+def _plot(result: dict, rates: dict[str, list[float]], path: Path) -> None:
+    """Test accuracy against offline texts/s (log scale) for each model: the frontier the student moves along."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name, values in rates.items():
+        speed, accuracy = statistics.median(values), 100 * result["accuracy"][name]
+        axes.scatter(speed, accuracy, s=40)
+        axes.annotate(name, (speed, accuracy), textcoords="offset points", xytext=(6, 4))
+    axes.set_xscale("log")
+    axes.set_xlabel("offline texts/s (log scale)")
+    axes.set_ylabel(f"test accuracy, % ({result['test_rows']:,} rows)")
+    axes.set_title(f"{result['data']}: teacher and static student, {', '.join(result['cpu']['flags'])}")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":
