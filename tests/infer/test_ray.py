@@ -29,3 +29,12 @@ def test_ray_actors_label_as_the_single_process(tiny_exported_run, ag_news_rows,
     expected = pq.read_table(single.out)
     assert got.column("id").to_pylist() == list(range(600))
     assert got.column("label").to_pylist() == expected.column("label").to_pylist()
+
+
+def test_actors_leave_a_cpu_to_reading_and_writing():
+    from bertfit.infer.ray_job import actor_cpus
+
+    assert actor_cpus(2, 2, 1.0) == 0.5  # two actors on two CPUs would starve the read tasks: the job would wait
+    assert actor_cpus(2, 1, 1.0) == 1.0
+    assert actor_cpus(16, 4, 1.0) == 1.0 and actor_cpus(16, 4, 2.0) == 2.0
+    assert actor_cpus(1, 1, 1.0) == 0.5

@@ -56,6 +56,7 @@ def predict_with_ray(run: Path, job: BulkJob, address: str | None = None, actors
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # output files in input order
+    cpus_per_actor = actor_cpus(ray.cluster_resources().get("CPU", 1.0), actors, cpus_per_actor)
     threads = max(1, int(cpus_per_actor))
     blocks = _read(ray, job.source).map_batches(
         PredictBlocks, batch_size=job.chunk_rows, batch_format="pyarrow", concurrency=actors, num_cpus=cpus_per_actor,
@@ -74,6 +75,16 @@ def predict_with_ray(run: Path, job: BulkJob, address: str | None = None, actors
         raise
     log.info("ray: predictions of %s written to %s", job.source, out)
     return out
+
+
+def actor_cpus(cluster_cpus: float, actors: int, wanted: float) -> float:
+    """CPUs each actor reserves: `wanted`, lowered so that the actors leave one CPU to the tasks that read and write
+    the blocks (actors holding every CPU of a small cluster starve those tasks, and the job waits for ever)."""
+    fits = max(0.1, (cluster_cpus - 1) / actors) if cluster_cpus > 1 else cluster_cpus / (actors + 1)
+    if fits < wanted:
+        log.info("ray: %d actors on %g CPUs reserve %.2g CPU each, leaving one to read and write", actors,
+                 cluster_cpus, fits)
+    return min(wanted, fits)
 
 
 def _read(ray: Any, source: Path) -> Any:
