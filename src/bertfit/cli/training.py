@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from bertfit.training.plan import RunPlan
     from bertfit.training.recipe import TrainResult
 
+QUICK_CHECK_ROWS = 1000  # the ONNX copy is fp32: it matches PyTorch to rounding, a short check confirms it
+
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="fine-tune a model into runs/NAME",
@@ -87,9 +89,6 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.plan:
         return _print_plan(plan_run(config), args, overrides)
     return _finished(train(config, overwrite=args.overwrite))
-
-
-QUICK_CHECK_ROWS = 1000  # the ONNX copy is fp32: it matches PyTorch to rounding, a short check confirms it
 
 
 def _print_plan(plan: RunPlan, args: argparse.Namespace, overrides: list[str]) -> int:
