@@ -77,9 +77,11 @@ def test_presets_registry_and_hub_names_stay_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ag_news").mkdir()  # a folder that shares a preset's name does not turn the preset into a path
     (tmp_path / "embedded").mkdir()
+    (tmp_path / "auto").mkdir()
     (tmp_path / "model").mkdir()
     write_csv(tmp_path / "test.csv", [("a text", "x")])
     config = absolute_paths(load_config(None, ["--data.train", "ag_news", "--data.validation", "someone/news",
                                                "--data.test", "test.csv", "--model.init_from", "model"]))
-    assert (config.data.train, config.data.validation, config.model.name) == ("ag_news", "someone/news", "embedded")
+    assert (config.data.train, config.data.validation, config.model.name) == ("ag_news", "someone/news", "auto")
+    assert absolute_paths(load_config(None, ["--model.name", "embedded"])).model.name == "embedded"
     assert config.data.test == str(tmp_path / "test.csv") and config.model.init_from == str(tmp_path / "model")

@@ -161,8 +161,13 @@ def test_the_model_cards_commands_run_as_printed(news, monkeypatch, capsys):
     card = (news / "runs" / "news" / "model" / "README.md").read_text()
     commands = [shlex.split(command) for command in re.findall(r"`(bertfit [^`]+)`", card)]
     assert ["bertfit", "predict", "runs/news", "your text"] in commands
+    assert ["bertfit", "export", "runs/news", "--target", "auto"] in commands
     for command in commands:
-        assert run_printed(command, capsys).split("\t")[0] in PRESETS["ag_news"].label_names
+        out = run_printed(command, capsys)
+        if command[1] == "export":  # the card's way to a faster model, where it states the PyTorch speed
+            assert "predict and serve use on a CPU:" in out
+        else:
+            assert out.split("\t")[0] in PRESETS["ag_news"].label_names
     python = re.findall(r"`(Predictor\([^`]+\))`", card) + [card.split("```python\n")[1].split("```")[0]]
     namespace: dict = {"Predictor": Predictor}
     exec(python[0].replace("[...]", '["your text"]'), namespace)  # noqa: S102 (the card's own line)

@@ -131,7 +131,8 @@ def test_train_plan_says_what_auto_chose_and_its_command_starts_that(tmp_path, c
     assert "--model.name embedded" in command
     assert main(shlex.split(command)[1:]) == 0
     assert read_plan(tmp_path / "runs" / "few").config.model.name == EMBEDDED_MODEL
-    assert plan_lines(tmp_path / "runs" / "few")[0].startswith("- prediction: about")  # pinned: no choice to state
+    card = plan_lines(tmp_path / "runs" / "few", "runs/few")
+    assert card[0].startswith("- prediction: about") and "`bertfit export runs/few --target auto`" in card[0]
 
 
 def test_the_card_states_the_choice_and_the_speed_from_the_plan(tmp_path):
@@ -139,6 +140,6 @@ def test_the_card_states_the_choice_and_the_speed_from_the_plan(tmp_path):
 
     choice = encoders.choose(config(), dataset(48, 6), FakeProbe(SPEEDS), installed("mpnet-base", EMBEDDED_MODEL))
     (tmp_path / "plan.json").write_text(json.dumps({"encoder": choice.lines(), "texts_per_second": 123.4}))
-    card = plan_lines(tmp_path)
+    card = plan_lines(tmp_path, "runs/x")
     assert card[0].startswith("- encoder: auto chose mpnet-base, contrastive method") and "123 texts/s" in card[1]
-    assert plan_lines(tmp_path / "elsewhere") == []
+    assert plan_lines(tmp_path / "elsewhere", "runs/x") == []

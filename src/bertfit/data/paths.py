@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bertfit.config import FILE_FORMATS, RunConfig, override
 from bertfit.data.presets import PRESETS
-from bertfit.registry.catalog import CATALOG, EMBEDDED_ALIAS
+from bertfit.registry.catalog import AUTO_ALIAS, CATALOG, EMBEDDED_ALIAS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def field_value(config: RunConfig, dotted: str) -> str | None:
 def is_name(dotted: str, value: str) -> bool:
     """A preset (data) or registry (model.name) name: read as a name even where a folder of that name exists."""
     if dotted == "model.name":
-        return value in CATALOG or value == EMBEDDED_ALIAS
+        return value in CATALOG or value in (EMBEDDED_ALIAS, AUTO_ALIAS)
     return dotted in DATA_FIELDS and value in PRESETS
 
 

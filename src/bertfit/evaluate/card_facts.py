@@ -4,18 +4,21 @@ own files, so a card written again says the same."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
 from bertfit.meta import read_json
 
 
-def plan_lines(run_dir: Path) -> list[str]:
-    """How model.name auto chose the encoder, and its measured scoring speed (RUN/plan.json, where there is one)."""
+def plan_lines(run_dir: Path, run: str) -> list[str]:
+    """How model.name auto chose the encoder, and its measured scoring speed (RUN/plan.json, where there is one);
+    `run` is the run as the card's commands name it."""
     plan = read_json(run_dir / "plan.json") if (run_dir / "plan.json").is_file() else {}
     chosen = [f"- encoder: {plan['encoder'][0].strip().removeprefix('model: ')}"] if plan.get("encoder") else []
     return chosen + ([f"- prediction: about {plan['texts_per_second']:,.0f} texts/s with PyTorch where it trained; an "
-                      "export serves faster (`bertfit export RUN --target auto`)"] if plan.get("texts_per_second") else [])
+                      f"export serves faster (`bertfit export {shlex.quote(run)} --target auto`)"]
+                     if plan.get("texts_per_second") else [])
 
 
 def static_limit(record: dict[str, Any] | None) -> list[str]:

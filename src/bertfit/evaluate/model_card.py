@@ -112,7 +112,8 @@ def render_model_card(run_dir: str | Path, split: str = "test", data: str | None
         f"freeze {config.model.freeze}",
         f"- {length}, batch size {train.batch_size} x {train.grad_accum_steps} accumulation, lr {train.lr:g}, "
         f"weight decay {train.weight_decay}, warmup {train.warmup_ratio}, seed {train.seed}",
-        f"- {_kept(config, results.get('best_step', meta.step), validated)}", *plan_lines(run_dir), "",
+        f"- {_kept(config, results.get('best_step', meta.step), validated)}",
+        *plan_lines(run_dir, command_path(run_dir, config)), "",
         f"## Metrics ({evaluation_label(evaluation)})", "", *_metrics_table(evaluation), "",
         *_training_test_lines(run_dir),
         _confidence_line(evaluation, meta, validated), "",
