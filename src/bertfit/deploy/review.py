@@ -30,7 +30,7 @@ from bertfit import __version__
 from bertfit.deploy.guard import BodyLimit, RequestGuard, quiet_floods, validation_error
 from bertfit.deploy.review_sources import open_review
 from bertfit.deploy.review_state import DROP, QUEUES, REVIEW_DIR, ReviewState, review_lock
-from bertfit.deploy.serve import ServeSettings, _key_checker, bind_settings, uvicorn_config
+from bertfit.deploy.serve import ServeSettings, bind_settings, key_checker, uvicorn_config
 from bertfit.errors import BertfitError
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def create_review_app(state: ReviewState, settings: ServeSettings, model: Review
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestGuard, api_key=settings.api_key, allowed_hosts=settings.allowed_hosts)
     app.add_exception_handler(RequestValidationError, validation_error)
-    auth = [Depends(_key_checker(settings.api_key))]
+    auth = [Depends(key_checker(settings.api_key))]
     lock = threading.Lock()  # handlers run in a thread pool; the journal takes one writer at a time
 
     def view(queue: str, item_id: str | None = None) -> dict[str, Any]:

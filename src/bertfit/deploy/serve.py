@@ -174,7 +174,7 @@ def create_app(predictor: Any, settings: ServeSettings, run_dir: Path) -> FastAP
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestGuard, api_key=settings.api_key, allowed_hosts=settings.allowed_hosts)
     app.add_exception_handler(RequestValidationError, validation_error)
-    auth = [Depends(_key_checker(settings.api_key))]
+    auth = [Depends(key_checker(settings.api_key))]
     metadata = {"labels": list(predictor.labels.names), "version": __version__, "run": str(run_dir),
                 "model": {"base_model": predictor.meta.base_model, "backend": predictor.backend_name,
                           "backend_note": getattr(predictor, "backend_note", None),
@@ -265,7 +265,7 @@ def to_prediction(prediction: Any, top_k: int | None) -> PredictionOut:
                          top_k=None if ranked is None else [LabelScore(label=k, probability=v) for k, v in ranked])
 
 
-def _key_checker(api_key: str | None) -> Callable:
+def key_checker(api_key: str | None) -> Callable:
     header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
     async def check(given: str | None = Security(header)) -> None:
