@@ -57,6 +57,8 @@ def prepare(config: RunConfig, dist: Distributed, device: torch.device, resume: 
         return encoders.Estimate(plan.seconds if plan.seconds is not None else math.nan, plan.texts_per_second or 0.0)
 
     choice = encoders.choose(config, load_dataset(config.data, config.train.seed), estimate)
+    # Prepared afresh, not kept from its estimate: seeded the same way, the run is the one `--model.name` would make
+    # (its probe is cached and its tokens are on disk, so this costs the model's building only).
     ready = _prepare(encoders.with_candidate(config, choice.chosen), dist, device, resume, keep_validation, quiet=True)
     late = encoders.over_budget(choice, ready.plan.seconds)
     plan = dataclasses.replace(ready.plan, encoder=tuple(choice.lines()), notes=ready.plan.notes + ((late,) if late else ()))
