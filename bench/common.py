@@ -187,7 +187,8 @@ def few_shot_run(texts: list[str], labels: list[str], test_csv: Path, seed: int,
             "train_seconds": round(result.train_seconds, 1), "steps": result.steps,
             "method": "contrastive" if "method: contrastive" in saved else "standard",
             "model": plan.config.model.name if plan else None,
-            "estimate_seconds": round(plan.seconds, 1) if plan and plan.seconds is not None else None}
+            "estimate_seconds": round(plan.seconds, 1) if plan and plan.seconds is not None else None,
+            "estimate_train_seconds": round(plan.training_seconds, 1) if plan and plan.training_seconds is not None else None}
 
 
 def free_port() -> int:

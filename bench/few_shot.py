@@ -65,8 +65,10 @@ def run_setfit(texts: list[str], labels: list[int], test: tuple[list[str], np.nd
 
 def summary(runs: list[dict]) -> dict:
     out = {"seeds": len(runs)}
-    for key in ("f1_macro", "accuracy", "train_seconds"):
-        values = [r[key] for r in runs]
+    for key in ("f1_macro", "accuracy", "train_seconds", "estimate_train_seconds"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if not values:
+            continue
         out[key] = {"mean": round(statistics.mean(values), 4),
                     "spread": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
     return out
@@ -118,11 +120,15 @@ def main() -> None:
                                             **summary(runs), "runs": runs})
                     # after every cell: a cut-short run keeps what it measured
                     common.write_json(args.out, {**results, "load_after": common.load_average()})
-    print("| data | per class | system | macro-F1 | accuracy | train s |\n|---|---|---|---|---|---|")
+    print("| data | per class | system | body, method | macro-F1 | accuracy | train s | estimated s |\n"
+          "|---|---|---|---|---|---|---|---|")
     for row in results["rows"]:
         f1, acc, sec = row["f1_macro"], row["accuracy"], row["train_seconds"]
-        print(f"| {row['dataset']} | {row['per_class']} | {row['system']} | {100 * f1['mean']:.1f} ± {100 * f1['spread']:.1f} "
-              f"| {100 * acc['mean']:.1f} ± {100 * acc['spread']:.1f} | {sec['mean']:.0f} |")
+        bodies = ", ".join(sorted({f"{r['model']} {r.get('method', 'contrastive')}" for r in row["runs"]}))
+        estimate = f"{row['estimate_train_seconds']['mean']:.0f}" if "estimate_train_seconds" in row else "-"
+        print(f"| {row['dataset']} | {row['per_class']} | {row['system']} | {bodies} | {100 * f1['mean']:.1f} ± "
+              f"{100 * f1['spread']:.1f} | {100 * acc['mean']:.1f} ± {100 * acc['spread']:.1f} | {sec['mean']:.0f} "
+              f"| {estimate} |")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ from bertfit.config import DataConfig, load_config
 from bertfit.data.batching import TokenizedSplit
 from bertfit.data.splits import load_dataset
 from bertfit.model import build_classifier
+from bertfit.training.contrastive import draw_groups
 from bertfit.training.defaults import DataFacts
-from bertfit.training.plan import PLAN_FILE, TokenCost, make_plan, measure_cost, read_plan
+from bertfit.training.plan import PLAN_FILE, SCORING, Stage, TokenCost, make_plan, measure_cost, read_plan
 from bertfit.training.recipe import plan_run, train
 from conftest import keyword_rows, tiny_flags, write_csv
 
@@ -52,7 +53,7 @@ def test_a_run_is_planned_logged_saved_and_resumed_with_its_plan(tiny_model_dir,
     saved = read_plan(result.run_dir)
     assert saved == result.plan and json.loads((result.run_dir / PLAN_FILE).read_text())["seconds"] > 0
     assert saved.config.train.epochs >= 3 and saved.config.train.method == "standard" and not _unset(saved.config)
-    assert [stage.name for stage in saved.stages] == ["fine-tuning"]
+    assert [stage.name for stage in saved.stages] == ["fine-tuning", SCORING]
     assert saved.stages[0].steps == result.steps and saved.texts["train"] + saved.texts["validation"] == 300
     assert any(r.message.startswith("plan: standard method") for r in caplog.records)
     plan = plan_run(load_config(None, flags))  # the same config planned again, without training
@@ -79,7 +80,7 @@ def test_a_contrastive_plan_far_costlier_than_standard_says_so_and_names_the_way
     split = _split([40] * 396, [i % 4 for i in range(396)])
     plan = make_plan(load_config(None, ["--train.epochs", "1"]), _facts(396, 4), {"train": split},
                      TokenCost(train=1e-4, score=3e-5), 0.0)
-    assert plan.config.train.method == "contrastive" and len(plan.stages) == 2
+    assert plan.config.train.method == "contrastive" and len(plan.stages) == 3
     assert plan.seconds > 10 * plan.standard_seconds
     assert any("x the standard method's" in n and "train.method standard" in n for n in plan.notes)
     assert any(n.startswith("train.epochs 1 sets the head stage's passes") for n in plan.notes)
@@ -89,10 +90,25 @@ def test_max_steps_bounds_every_stage_and_an_affordable_plan_has_no_notes():
     split = _split([40] * 80, [i % 4 for i in range(80)])
     plan = make_plan(load_config(None, ["--train.max_steps", "5"]), _facts(80, 4), {"train": split},
                      TokenCost(1e-4, 3e-5), 0.0)
-    assert plan.config.train.contrastive_steps == 5 and [s.steps for s in plan.stages] == [5, 5]
+    assert plan.config.train.contrastive_steps == 5 and [s.steps for s in plan.stages] == [5, 5, 0]
     standard = make_plan(load_config(None, ["--train.method", "standard"]), _facts(80, 4), {"train": split},
                          TokenCost(1e-4, 3e-5), 0.1)
     assert standard.notes == () and standard.seconds == pytest.approx(standard.standard_seconds, rel=0.5)
+
+
+def test_a_step_costs_its_padded_batch_and_training_leaves_scoring_out():
+    """Each label's one long text pads every group it joins: the stage costs the tokens its steps really read."""
+    lengths = [120 if i < 2 else 8 for i in range(40)]  # row 0 (label 0) and row 1 (label 1) are long
+    split = _split(lengths, [i % 2 for i in range(40)])
+    cost = TokenCost(train=1e-4, score=3e-5)
+    config = load_config(None, ["--train.method", "contrastive", "--train.contrastive_steps", "20"])
+    plan = make_plan(config, _facts(40, 2), {"train": split, "test": _split([8] * 10, [0] * 10)}, cost, 0.0)
+    groups = draw_groups(split.labels, 20, plan.config.train.seed)
+    padded = sum(len(g) * (120 if min(g) < 2 else 8) for g in groups)
+    assert any(min(g) < 2 for g in groups) and padded > sum(np.asarray(lengths)[g].sum() for g in groups)
+    assert plan.stages[0].seconds == pytest.approx(padded * cost.train)
+    assert plan.stages[-1] == Stage(SCORING, 0, 80 * cost.score)
+    assert plan.training_seconds == pytest.approx(plan.seconds - 80 * cost.score)
 
 
 def test_windows_that_multiply_the_work_are_named_with_the_settings_that_bound_them():

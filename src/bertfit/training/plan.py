@@ -22,12 +22,12 @@ import torch
 
 from bertfit.atomic import write_json_atomic
 from bertfit.config import RunConfig, build_config, config_to_dict
-from bertfit.data.batching import FeatureSplit, PaddedBatches, TokenizedSplit
+from bertfit.data.batching import FeatureSplit, PaddedBatches, TokenizedSplit, padded_width, train_batches
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext
 from bertfit.runtime.device import autocast, wait_for_device
 from bertfit.training import defaults
-from bertfit.training.contrastive import GROUP_LABELS, GROUP_TEXTS_PER_LABEL
+from bertfit.training.contrastive import draw_groups
 from bertfit.training.steps import steps_per_epoch, total_steps
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 PLAN_FILE = "plan.json"
 PROBE_TEXTS = 8  # texts a probe step reads: a contrastive step's group, and enough to time a batch
 SLOWER_THAN_STANDARD = 10  # a plan this many times the standard method's time says so before it starts
+SCORING = "scoring the held-out texts"  # the one stage that is not training (evaluations and the test split)
 WINDOW_WORK = 3  # windows that multiply the tokens read by more than this are named with the settings that bound them
 _MEASURED: dict[tuple, TokenCost] = {}  # measure_cost's results in this process
 
@@ -76,13 +77,20 @@ class RunPlan:
         """The estimated seconds of the whole run (None: streamed, its rows are not counted up front)."""
         return None if any(math.isnan(s.seconds) for s in self.stages) else sum(s.seconds for s in self.stages)
 
+    @property
+    def training_seconds(self) -> float | None:
+        """The estimated seconds of training alone: what the run records as its train_seconds (None: unknown)."""
+        stages = [s.seconds for s in self.stages if s.name != SCORING]
+        return None if any(math.isnan(s) for s in stages) else sum(stages)
+
     def lines(self) -> list[str]:
         """The plan as a reader wants it before the run starts."""
         config, reads = self.config, ", ".join(f"{name} {self._rows(name)}" for name in self.texts)
         lines = [f"plan: {config.train.method} method, {self.classes} classes, {self.parameters / 1e6:.1f}M-parameter "
                  f"encoder {config.model.name}; {reads}", *self.encoder]
         for stage in self.stages:
-            lines.append(f"  {stage.name}: {stage.steps:,} steps, about {_duration(stage.seconds)}")
+            steps = f"{stage.steps:,} steps, " if stage.name != SCORING else ""
+            lines.append(f"  {stage.name}: {steps}about {_duration(stage.seconds)}")
         settings = config.train
         lines.append(f"  settings: batch {settings.batch_size}, epochs {settings.epochs}, lr {settings.lr:g}, "
                      f"warm-up {settings.warmup_ratio:g}, keep {settings.keep}, max_length {config.model.max_length}"
@@ -138,28 +146,34 @@ def _cut_tokens(split: Any, max_length: int) -> int:
 
 
 def _stages(config: RunConfig, splits: dict[str, Any], cost: TokenCost | None) -> tuple[Stage, ...]:
-    """The stages the run makes: the contrastive encoder stage (if any), then the loop."""
+    """The stages the run makes: the contrastive encoder stage (if any), the loop, then scoring the held-out texts.
+    A training step's tokens are counted as its batch is padded (to its longest text), as the probe timed them."""
     train, settings = splits["train"], config.train
     unknown = cost is None or not hasattr(train, "lengths")
-    scored = sum(_tokens(split) for name, split in splits.items() if name != "train")
     stages = []
     if settings.method == "contrastive":
-        mean_length = _tokens(train) / max(1, len(train))
-        group = GROUP_LABELS * GROUP_TEXTS_PER_LABEL
-        seconds = math.nan if unknown else settings.contrastive_steps * group * mean_length * cost.train
+        groups = [] if unknown else draw_groups(train.labels, settings.contrastive_steps, settings.seed)
+        seconds = math.nan if unknown else _padded_tokens(train.lengths, groups) * cost.train
         stages.append(Stage("encoder on pairs of texts", settings.contrastive_steps, seconds))
     steps = total_steps(len(train), settings) if not unknown else settings.max_steps or 0
+    passes = steps / max(1, steps_per_epoch(len(train), settings))
+    evaluations = steps / settings.eval_every_steps if settings.eval_every_steps else math.ceil(passes)
     if unknown:
-        seconds = math.nan
+        seconds = scoring = math.nan
     elif config.uses_cached_features:  # every text encoded once; the head's own steps cost next to nothing
-        seconds = (_tokens(train) + scored) * cost.score
+        seconds = _tokens(train) * cost.score
+        scoring = sum(_tokens(split) for name, split in splits.items() if name != "train") * cost.score
     else:
-        passes = steps / max(1, steps_per_epoch(len(train), settings))
-        evaluations = steps / settings.eval_every_steps if settings.eval_every_steps else math.ceil(passes)
-        seconds = passes * _tokens(train) * cost.train + evaluations * _tokens(splits.get("validation")) * cost.score \
-            + _tokens(splits.get("test")) * cost.score
+        epoch = train_batches(train.lengths, settings.batch_size, settings.bucket_batches, settings.seed, 0)
+        seconds = passes * _padded_tokens(train.lengths, epoch) * cost.train
+        scoring = (evaluations * _tokens(splits.get("validation")) + _tokens(splits.get("test"))) * cost.score
     name = "head on the frozen encoder's vectors" if config.model.freeze == "encoder" else "fine-tuning"
-    return (*stages, Stage(name, steps, seconds))
+    return (*stages, Stage(name, steps, seconds), Stage(SCORING, 0, scoring))
+
+
+def _padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
+    """The tokens `batches` of rows make once each is padded to its longest row."""
+    return int(sum(len(rows) * padded_width(int(lengths[rows].max())) for rows in batches if len(rows)))
 
 
 def _standard_seconds(config: RunConfig, splits: dict[str, Any], cost: TokenCost) -> float:
