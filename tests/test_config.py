@@ -70,3 +70,18 @@ def test_combination_rules_fail_before_any_file_is_read(tmp_path):
 def test_an_unknown_field_names_the_closest_ones():
     with pytest.raises(ConfigError, match=r"did you mean .*train\.contrastive_steps\?"):  # a flag is checked as written
         load_config(None, ["--train.contrastive_pairs", "320"])
+
+
+def test_a_bare_file_argument_is_answered_with_the_field_that_takes_it(tiny_model_dir, ag_news_csv, tmp_path, capsys):
+    """`bertfit train data.csv` is a new user's first guess: the error names --data.train, and that command trains."""
+    from bertfit.cli.main import main
+    from conftest import tiny_flags
+
+    assert main(["train", str(ag_news_csv), *tiny_flags(tiny_model_dir, tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert f"--data.train {ag_news_csv}" in error and "overrides look like" not in error
+    with pytest.raises(ConfigError, match="--config run.yaml"):
+        load_config(None, ["run.yaml"])
+    with pytest.raises(ConfigError, match="overrides look like --train.lr"):
+        load_config(None, ["3e-5"])
+    assert main(["train", "--data.train", str(ag_news_csv), *tiny_flags(tiny_model_dir, tmp_path)]) == 0

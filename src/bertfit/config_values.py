@@ -73,7 +73,7 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--"):
-            raise ConfigError([f"unexpected argument {arg!r}: overrides look like --train.lr 3e-5"])
+            raise ConfigError([f"unexpected argument {arg!r}: {_meant(arg)}"])
         key, has_value, value = arg[2:].partition("=")
         if not has_value:
             if i + 1 >= len(args) or args[i + 1].startswith("--"):
@@ -83,6 +83,16 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
         pairs.append((key, _flag_value(value)))
         i += 1
     return pairs
+
+
+def _meant(arg: str) -> str:
+    """What a bare argument was likely meant as: a file is named by its field, so say which field takes it."""
+    suffix = Path(arg).suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return f"a config file is read with --config {arg}"
+    if suffix in (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt") or Path(arg).is_dir():
+        return f"a data file is named by its field: --data.train {arg} (and --data.test FILE for a test file)"
+    return "overrides look like --train.lr 3e-5"
 
 
 def _flag_value(value: str) -> Any:
