@@ -130,8 +130,8 @@ def over_budget(choice: EncoderChoice, seconds: float | None) -> str | None:
     """The note for a chosen run estimated beyond the budget (None when it fits or is not estimated)."""
     if seconds is None or seconds <= choice.budget:
         return None
-    return (f"the run is estimated at {_minutes(seconds)}, over train.time_budget {_minutes(choice.budget)}, with the "
-            "fastest candidate: bound it with train.epochs, train.max_steps or data.max_train_rows, or raise the budget")
+    return (f"the run is estimated at {_minutes(seconds)} of training, over train.time_budget {_minutes(choice.budget)}, "
+            "with the fastest candidate: bound it with train.epochs, train.max_steps or data.max_train_rows, or raise the budget")
 
 
 def is_installed(name: str) -> bool:

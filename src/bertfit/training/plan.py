@@ -109,7 +109,8 @@ class RunPlan:
         return f"{texts:,} texts" + (f" ({windows:,} windows)" if windows != texts else "")
 
     def to_dict(self) -> dict[str, Any]:
-        plain = asdict(self) | {"config": config_to_dict(self.config), "seconds": self.seconds}
+        plain = asdict(self) | {"config": config_to_dict(self.config), "seconds": self.seconds,
+                                "training_seconds": self.training_seconds}
         return plain | {"stages": [asdict(s) for s in self.stages]}
 
 

@@ -54,13 +54,14 @@ def prepare(config: RunConfig, dist: Distributed, device: torch.device, resume: 
 
     def estimate(candidate: encoders.Candidate) -> encoders.Estimate:
         plan = _prepare(encoders.with_candidate(config, candidate), dist, device, None, keep_validation, quiet=True).plan
-        return encoders.Estimate(plan.seconds if plan.seconds is not None else math.nan, plan.texts_per_second or 0.0)
+        seconds = plan.training_seconds  # the budget bounds training: scoring the held-out texts is a stage of its own
+        return encoders.Estimate(seconds if seconds is not None else math.nan, plan.texts_per_second or 0.0)
 
     choice = encoders.choose(config, load_dataset(config.data, config.train.seed), estimate)
     # Prepared afresh, not kept from its estimate: seeded the same way, the run is the one `--model.name` would make
     # (its probe is cached and its tokens are on disk, so this costs the model's building only).
     ready = _prepare(encoders.with_candidate(config, choice.chosen), dist, device, resume, keep_validation, quiet=True)
-    late = encoders.over_budget(choice, ready.plan.seconds)
+    late = encoders.over_budget(choice, ready.plan.training_seconds)
     plan = dataclasses.replace(ready.plan, encoder=tuple(choice.lines()), notes=ready.plan.notes + ((late,) if late else ()))
     log_plan(plan, resumed=resume is not None)
     return dataclasses.replace(ready, plan=plan)
