@@ -111,6 +111,15 @@ def test_a_step_costs_its_padded_batch_and_training_leaves_scoring_out():
     assert plan.training_seconds == pytest.approx(plan.seconds - 80 * cost.score)
 
 
+def test_a_standard_plan_and_the_standard_estimate_it_is_compared_with_agree():
+    """Without windows, a standard plan is the very run it is compared with: the two estimates agree to the token."""
+    lengths = [8 + (i * 37) % 120 for i in range(200)]  # lengths that vary, so padding counts
+    plan = make_plan(load_config(None, ["--train.method", "standard"]), _facts(200, 2),
+                     {"train": _split(lengths, [i % 2 for i in range(200)])}, TokenCost(1e-4, 3e-5), 0.1)
+    assert plan.stages[0].seconds > plan.config.train.epochs * sum(lengths) * 1e-4  # padded beyond the texts' own tokens
+    assert plan.seconds == pytest.approx(plan.standard_seconds, rel=1e-9)
+
+
 def test_windows_that_multiply_the_work_are_named_with_the_settings_that_bound_them():
     texts = 50  # each text read in 6 windows of 64 tokens: 6x the tokens of one 64-token cut
     split = _split([64] * texts * 6, [i // 6 % 2 for i in range(texts * 6)], list(range(0, texts * 6 + 1, 6)))

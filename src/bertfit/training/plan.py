@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bertfit.atomic import write_json_atomic
-from bertfit.config import RunConfig, build_config, config_to_dict
+from bertfit.config import RunConfig, TrainConfig, build_config, config_to_dict
 from bertfit.data.batching import FeatureSplit, PaddedBatches, TokenizedSplit, padded_width, train_batches
 from bertfit.errors import BertfitError
 from bertfit.infer.engine import InferenceContext
@@ -137,13 +137,17 @@ def _tokens(split: Any) -> int:
     return int(np.asarray(split.lengths).sum()) if hasattr(split, "lengths") else 0
 
 
-def _cut_tokens(split: Any, max_length: int) -> int:
-    """The tokens of a split read as one cut of at most max_length tokens a text (its windows joined back)."""
+def _cut_lengths(split: Any, max_length: int) -> np.ndarray:
+    """Each text's tokens read as one cut of at most max_length tokens (its windows joined back)."""
     if split is None or not hasattr(split, "lengths"):
-        return 0
+        return np.zeros(0, dtype=np.int64)
     if getattr(split, "windows", None) is None:
-        return _tokens(split)
-    return int(np.minimum(np.add.reduceat(split.lengths, split.windows[:-1]), max_length).sum())
+        return np.asarray(split.lengths)
+    return np.minimum(np.add.reduceat(split.lengths, split.windows[:-1]), max_length)
+
+
+def _cut_tokens(split: Any, max_length: int) -> int:
+    return int(_cut_lengths(split, max_length).sum())
 
 
 def _stages(config: RunConfig, splits: dict[str, Any], cost: TokenCost | None) -> tuple[Stage, ...]:
@@ -153,8 +157,8 @@ def _stages(config: RunConfig, splits: dict[str, Any], cost: TokenCost | None) -
     unknown = cost is None or not hasattr(train, "lengths")
     stages = []
     if settings.method == "contrastive":
-        groups = [] if unknown else draw_groups(train.labels, settings.contrastive_steps, settings.seed)
-        seconds = math.nan if unknown else _padded_tokens(train.lengths, groups) * cost.train
+        seconds = math.nan if unknown else \
+            _padded_tokens(train.lengths, draw_groups(train.labels, settings.contrastive_steps, settings.seed)) * cost.train
         stages.append(Stage("encoder on pairs of texts", settings.contrastive_steps, seconds))
     steps = total_steps(len(train), settings) if not unknown else settings.max_steps or 0
     passes = steps / max(1, steps_per_epoch(len(train), settings))
@@ -165,11 +169,15 @@ def _stages(config: RunConfig, splits: dict[str, Any], cost: TokenCost | None) -
         seconds = _tokens(train) * cost.score
         scoring = sum(_tokens(split) for name, split in splits.items() if name != "train") * cost.score
     else:
-        epoch = train_batches(train.lengths, settings.batch_size, settings.bucket_batches, settings.seed, 0)
-        seconds = passes * _padded_tokens(train.lengths, epoch) * cost.train
+        seconds = passes * _padded_epoch(train.lengths, settings) * cost.train
         scoring = (evaluations * _tokens(splits.get("validation")) + _tokens(splits.get("test"))) * cost.score
     name = "head on the frozen encoder's vectors" if config.model.freeze == "encoder" else "fine-tuning"
     return (*stages, Stage(name, steps, seconds), Stage(SCORING, 0, scoring))
+
+
+def _padded_epoch(lengths: np.ndarray, settings: TrainConfig) -> int:
+    """The padded tokens of one epoch's batches of rows of these lengths, cut as the loop cuts them."""
+    return _padded_tokens(lengths, train_batches(lengths, settings.batch_size, settings.bucket_batches, settings.seed, 0))
 
 
 def _padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
@@ -184,7 +192,8 @@ def _standard_seconds(config: RunConfig, splits: dict[str, Any], cost: TokenCost
     steps = total_steps(_texts(splits["train"]), settings)
     passes = steps / max(1, steps_per_epoch(_texts(splits["train"]), settings))
     scored = cut(splits.get("validation")) * math.ceil(passes) + cut(splits.get("test"))
-    return passes * cut(splits["train"]) * cost.train + scored * cost.score
+    return passes * _padded_epoch(_cut_lengths(splits["train"], config.model.max_length), settings) * cost.train \
+        + scored * cost.score
 
 
 def _notes(user: RunConfig, plan: RunPlan, splits: dict[str, Any]) -> tuple[str, ...]:
